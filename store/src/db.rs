@@ -1,0 +1,189 @@
+//! The SQLite index and the one thread that owns its connection.
+//!
+//! Callers hold a cloneable [`Db`] and send it closures; the thread runs
+//! whatever has queued up in one transaction (each closure under its own
+//! savepoint, so one failure does not undo the others) and replies to each.
+//! Chunk-presence marks are the hot write: they arrive as plain messages,
+//! and before the transaction that records them commits, the object files
+//! they name are flushed to disk (`fdatasync`) when the store is durable, so
+//! the index never claims bytes that a power cut could take back.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{Error, Result};
+use crate::oid::Oid;
+
+const SCHEMA: &str = include_str!("schema.sql");
+/// Most messages run in one transaction.
+const MAX_BATCH: usize = 8192;
+
+type Job = Box<dyn FnOnce(&Connection) -> bool + Send>;
+
+enum Msg {
+    Run(Job),
+    Present {
+        oid: Oid,
+        index: u32,
+        file: Arc<File>,
+    },
+}
+
+/// Handle to the index thread.
+#[derive(Clone)]
+pub(crate) struct Db {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Db {
+    /// Opens (creating if needed) the index at `path` and starts its thread.
+    pub(crate) fn open(path: &Path, durable: bool) -> Result<Db> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("dot-store-index".into())
+            .spawn(move || run(conn, rx, durable))
+            .map_err(|e| Error::io("start index thread for", path, e))?;
+        Ok(Db { tx })
+    }
+
+    /// Runs `f` on the index thread inside a transaction; its writes are
+    /// undone if it returns an error.
+    pub(crate) fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let _ = reply_tx.send(result);
+            ok
+        });
+        self.tx.send(Msg::Run(job)).map_err(|_| Error::Closed)?;
+        reply_rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Records that chunk `index` of `oid` was written (to `file`) and
+    /// verified. Takes effect with the next batch; returns at once.
+    pub(crate) fn mark_present(&self, oid: Oid, index: u32, file: Arc<File>) -> Result<()> {
+        self.tx
+            .send(Msg::Present { oid, index, file })
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Waits until every message sent before has been committed.
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.call(|_| Ok(()))
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    // Each step starts with its number on the marker line; run what follows.
+    let steps: Vec<&str> = SCHEMA
+        .split("-- step ")
+        .skip(1)
+        .map(|s| s.split_once('\n').map_or("", |(_, body)| body))
+        .collect();
+    let supported = steps.len() as i64;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > supported {
+        return Err(Error::SchemaTooNew { found, supported });
+    }
+    for (i, step) in steps.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Msg>, durable: bool) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = run_batch(&conn, batch, durable) {
+            tracing::error!(error = %e, "index batch failed");
+        }
+    }
+}
+
+fn run_batch(conn: &Connection, batch: Vec<Msg>, durable: bool) -> rusqlite::Result<()> {
+    // Flush the bytes of every chunk about to be marked present, once per file.
+    let mut synced: HashMap<*const File, bool> = HashMap::new();
+    if durable {
+        for m in &batch {
+            if let Msg::Present { file, .. } = m {
+                synced.entry(Arc::as_ptr(file)).or_insert_with(|| match file.sync_data() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "flushing an object file failed; its chunks stay unmarked");
+                        false
+                    }
+                });
+            }
+        }
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    for m in batch {
+        match m {
+            Msg::Run(job) => {
+                conn.execute_batch("SAVEPOINT job")?;
+                if job(conn) {
+                    conn.execute_batch("RELEASE job")?;
+                } else {
+                    conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                }
+            }
+            Msg::Present { oid, index, file } => {
+                if durable && !synced.get(&Arc::as_ptr(&file)).copied().unwrap_or(false) {
+                    continue;
+                }
+                conn.prepare_cached("UPDATE chunks SET present = 1 WHERE oid = ?1 AND idx = ?2")?
+                    .execute(params![oid.as_bytes(), index])?;
+            }
+        }
+    }
+    conn.execute_batch("COMMIT")
+}
+
+/// Reads an OID column.
+pub(crate) fn oid_col(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Oid> {
+    let v: Vec<u8> = row.get(i)?;
+    let bytes: [u8; 32] = v.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Blob,
+            "OID is not 32 bytes".into(),
+        )
+    })?;
+    Ok(Oid(bytes))
+}
+
+/// Whether an object row exists.
+pub(crate) fn object_exists(conn: &Connection, oid: &Oid) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM objects WHERE oid = ?1",
+            [oid.as_bytes()],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}

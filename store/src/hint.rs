@@ -1,0 +1,296 @@
+//! Hints: where an object can be fetched.
+//!
+//! A hint is a method URI (`gtc://host:port` for another agent) with a
+//! priority and a weight chosen like DNS SRV records (RFC 2782): sources are
+//! tried lowest priority first, and among equal priorities in a random order
+//! in which each source's chance of coming first is proportional to its
+//! weight.
+//!
+//! Text form: the URI, optionally followed by `?p=<priority>` and/or
+//! `&w=<weight>` (`gtc://10.0.0.1:7000?p=1&w=5`); omitted values take the
+//! defaults [`DEFAULT_PRIORITY`] and [`DEFAULT_WEIGHT`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use crate::descriptor::parse_decimal;
+use crate::error::ParseError;
+use crate::oid::clip;
+
+/// Priority of a hint that does not give one.
+pub const DEFAULT_PRIORITY: u16 = 10;
+/// Weight of a hint that does not give one.
+pub const DEFAULT_WEIGHT: u16 = 1;
+/// Longest URI a hint may carry.
+pub const MAX_URI_LEN: usize = 200;
+
+/// A source of an object: method URI, SRV-style priority and weight.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Hint {
+    uri: String,
+    /// Lower is tried first.
+    pub priority: u16,
+    /// Relative share among hints of equal priority.
+    pub weight: u16,
+}
+
+impl Hint {
+    /// A hint with default priority and weight.
+    ///
+    /// # Errors
+    /// If `uri` is not `scheme://rest` with a lowercase scheme and at most
+    /// [`MAX_URI_LEN`] printable ASCII characters, or a `gtc` URI without a
+    /// valid `host:port`.
+    pub fn new(uri: &str) -> Result<Hint, ParseError> {
+        check_uri(uri)?;
+        Ok(Hint {
+            uri: uri.to_owned(),
+            priority: DEFAULT_PRIORITY,
+            weight: DEFAULT_WEIGHT,
+        })
+    }
+
+    /// The `gtc://` hint of an agent at `addr`.
+    pub fn gtc(addr: SocketAddr) -> Hint {
+        Hint {
+            uri: format!("gtc://{addr}"),
+            priority: DEFAULT_PRIORITY,
+            weight: DEFAULT_WEIGHT,
+        }
+    }
+
+    /// Same hint with another priority and weight.
+    pub fn with(mut self, priority: u16, weight: u16) -> Hint {
+        self.priority = priority;
+        self.weight = weight;
+        self
+    }
+
+    /// The method URI.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The scheme (`gtc`, ...).
+    pub fn scheme(&self) -> &str {
+        self.uri.split_once("://").map_or("", |(s, _)| s)
+    }
+
+    /// For a `gtc://host:port` hint, `host:port`.
+    pub fn gtc_authority(&self) -> Option<&str> {
+        self.uri.strip_prefix("gtc://")
+    }
+}
+
+fn check_uri(uri: &str) -> Result<(), ParseError> {
+    let err = |reason: &str| ParseError::new("hint", format!("{reason}: {:?}", clip(uri)));
+    if uri.len() > MAX_URI_LEN {
+        return Err(err("URI too long"));
+    }
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return Err(err("expected scheme://..."));
+    };
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-".contains(&b));
+    if !scheme_ok {
+        return Err(err("bad scheme"));
+    }
+    if rest.is_empty()
+        || !rest
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
+    {
+        return Err(err("bad characters after the scheme"));
+    }
+    if scheme == "gtc" {
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| err("gtc hints need host:port"))?;
+        let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            v6.parse::<std::net::Ipv6Addr>().is_ok()
+        } else {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        };
+        let port_ok = parse_decimal(port).is_some_and(|p| (1..=65535).contains(&p));
+        if !host_ok || !port_ok {
+            return Err(err("gtc hints need host:port"));
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for Hint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.uri)?;
+        let mut sep = '?';
+        if self.priority != DEFAULT_PRIORITY {
+            write!(f, "{sep}p={}", self.priority)?;
+            sep = '&';
+        }
+        if self.weight != DEFAULT_WEIGHT {
+            write!(f, "{sep}w={}", self.weight)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Hint {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Hint, ParseError> {
+        let (uri, query) = match s.split_once('?') {
+            Some((u, q)) => (u, Some(q)),
+            None => (s, None),
+        };
+        let mut hint = Hint::new(uri)?;
+        let (mut seen_p, mut seen_w) = (false, false);
+        for part in query.into_iter().flat_map(|q| q.split('&')) {
+            let bad = || {
+                ParseError::new(
+                    "hint",
+                    format!(
+                        "bad parameter {:?} (expected p=N or w=N, N <= 65535)",
+                        clip(part)
+                    ),
+                )
+            };
+            let (key, value) = part.split_once('=').ok_or_else(bad)?;
+            let value = parse_decimal(value)
+                .and_then(|v| u16::try_from(v).ok())
+                .ok_or_else(bad)?;
+            match key {
+                "p" if !seen_p => (hint.priority, seen_p) = (value, true),
+                "w" if !seen_w => (hint.weight, seen_w) = (value, true),
+                _ => return Err(bad()),
+            }
+        }
+        Ok(hint)
+    }
+}
+
+/// The order in which to try `hints`: ascending priority; within one
+/// priority, the RFC 2782 weighted random order. `random` returns uniformly
+/// distributed `u64`s (tests pass a fixed sequence).
+pub fn order_hints(hints: &[Hint], mut random: impl FnMut() -> u64) -> Vec<&Hint> {
+    let mut sorted: Vec<&Hint> = hints.iter().collect();
+    // Zero-weight entries first within a priority, as RFC 2782 asks, so they
+    // are picked only with a tiny probability while others remain.
+    sorted.sort_by_key(|h| (h.priority, h.weight != 0));
+    let mut out = Vec::with_capacity(sorted.len());
+    let mut start = 0;
+    while start < sorted.len() {
+        let prio = sorted[start].priority;
+        let end = start
+            + sorted[start..]
+                .iter()
+                .take_while(|h| h.priority == prio)
+                .count();
+        let mut group: Vec<&Hint> = sorted[start..end].to_vec();
+        while !group.is_empty() {
+            let total: u64 = group.iter().map(|h| u64::from(h.weight)).sum();
+            let pick = if total == 0 {
+                0
+            } else {
+                // Zero-weight entries (sorted first) share one extra slot,
+                // as in RFC 2782; without them, each hint's chance is exactly
+                // weight / total.
+                let zero_slot = u64::from(group[0].weight == 0);
+                let target = (1 - zero_slot) + random() % (total + zero_slot);
+                let mut running = 0u64;
+                group
+                    .iter()
+                    .position(|h| {
+                        running += u64::from(h.weight);
+                        running >= target
+                    })
+                    .unwrap_or(group.len() - 1)
+            };
+            out.push(group.remove(pick));
+        }
+        start = end;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_form_round_trips_and_defaults_are_implicit() {
+        let h: Hint = "gtc://127.0.0.1:7000".parse().expect("parse");
+        assert_eq!((h.priority, h.weight), (DEFAULT_PRIORITY, DEFAULT_WEIGHT));
+        assert_eq!(h.to_string(), "gtc://127.0.0.1:7000");
+        let h = h.with(1, 5);
+        assert_eq!(h.to_string(), "gtc://127.0.0.1:7000?p=1&w=5");
+        assert_eq!(h.to_string().parse::<Hint>(), Ok(h));
+        let w: Hint = "gtc://[::1]:9?w=0".parse().expect("v6");
+        assert_eq!(w.weight, 0);
+        assert_eq!(w.gtc_authority(), Some("[::1]:9"));
+    }
+
+    #[test]
+    fn parser_rejects_garbage() {
+        for bad in [
+            "",
+            "127.0.0.1:7000",
+            "gtc://",
+            "gtc://host",
+            "gtc://host:0",
+            "gtc://host:65536",
+            "gtc://ho st:1",
+            "gtc://[zz]:1",
+            "GTC://host:1",
+            "gtc://host:1?p=1&p=2",
+            "gtc://host:1?q=1",
+            "gtc://host:1?p=70000",
+            "gtc://host:1?p=",
+            "http://a\u{e9}b/",
+        ] {
+            assert!(bad.parse::<Hint>().is_err(), "{bad:?}");
+        }
+        assert!(Hint::new(&format!("http://{}", "a".repeat(MAX_URI_LEN))).is_err());
+    }
+
+    #[test]
+    fn order_is_by_priority_then_weighted() {
+        let a = Hint::new("gtc://a:1").expect("a").with(2, 1);
+        let b = Hint::new("gtc://b:1").expect("b").with(1, 1);
+        let c = Hint::new("gtc://c:1").expect("c").with(1, 0);
+        let hints = [a.clone(), b.clone(), c.clone()];
+        let mut seq = [0u64, 0, 0].into_iter();
+        let order = order_hints(&hints, || seq.next().unwrap_or(0));
+        assert_eq!(order.last(), Some(&&a));
+        assert_eq!(order.len(), 3);
+    }
+
+    #[test]
+    fn weighted_choice_follows_weights() {
+        let heavy = Hint::new("gtc://heavy:1").expect("h").with(1, 9);
+        let light = Hint::new("gtc://light:1").expect("l").with(1, 1);
+        let hints = [light, heavy.clone()];
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let mut rng = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let firsts = (0..10_000)
+            .filter(|_| order_hints(&hints, &mut rng)[0] == &heavy)
+            .count();
+        assert!(
+            (8_500..9_500).contains(&firsts),
+            "heavy first {firsts} of 10000"
+        );
+    }
+}

@@ -1,0 +1,507 @@
+//! Store behaviour through its public API, on real files in temp folders.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dot_store::chunker::chunk_lengths;
+use dot_store::{ChunkHash, ChunkerSpec, Descriptor, Error, Oid, Store, StoreOptions};
+
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            durable: false,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open store")
+}
+
+/// Descriptors of `data` under the default chunker, as a sender would list them.
+fn describe(data: &[u8]) -> Vec<Descriptor> {
+    let chunker = ChunkerSpec::default().build().expect("chunker");
+    let mut at = 0u64;
+    chunk_lengths(chunker.as_ref(), data)
+        .into_iter()
+        .map(|len| {
+            let d = Descriptor {
+                hash: ChunkHash::of(&data[at as usize..at as usize + len]),
+                offset: at,
+                len: len as u32,
+            };
+            at += len as u64;
+            d
+        })
+        .collect()
+}
+
+fn chunk<'a>(data: &'a [u8], d: &Descriptor) -> &'a [u8] {
+    &data[d.offset as usize..d.end() as usize]
+}
+
+#[test]
+fn put_from_a_stream_stores_a_copy_that_reads_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    for n in [0usize, 1, 16 << 10, 3 << 20] {
+        let data = bytes(n, n as u64);
+        let out = store.put_reader(&mut &data[..]).expect("put");
+        assert_eq!(out.oid, Oid::of(&data));
+        assert_eq!(out.size, n as u64);
+        let info = store.info(out.oid).expect("info").expect("known");
+        assert!(info.complete && info.referenced.is_none());
+        assert_eq!(info.present, info.chunks);
+        assert_eq!(store.read_at(out.oid, 0, n + 10).expect("read"), data);
+        let descs = store.descriptors(out.oid).expect("descs");
+        assert_eq!(descs.as_ref(), describe(&data).as_slice());
+        for (i, d) in descs.iter().enumerate() {
+            assert_eq!(
+                store.read_chunk(out.oid, i as u32).expect("chunk"),
+                chunk(&data, d)
+            );
+        }
+    }
+}
+
+#[test]
+fn put_writer_streams_and_an_abandoned_writer_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = bytes(5 << 20, 3);
+    let mut w = store.put_writer();
+    for piece in data.chunks(7777) {
+        w.write_all(piece).expect("write");
+    }
+    let out = w.finish().expect("finish");
+    assert_eq!(out.oid, Oid::of(&data));
+    assert_eq!(
+        store.read_at(out.oid, 1000, 5000).expect("read"),
+        &data[1000..6000]
+    );
+
+    let mut w = store.put_writer();
+    w.write_all(&bytes(100_000, 4)).expect("write");
+    drop(w);
+    assert_eq!(
+        store.list().expect("list").len(),
+        1,
+        "abandoned put left an object"
+    );
+    assert_eq!(
+        fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
+        0
+    );
+}
+
+#[test]
+fn put_by_file_references_without_copying_and_caches_the_oid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let src = dir.path().join("input.bin");
+    let data = bytes(2 << 20, 9);
+    fs::write(&src, &data).expect("write input");
+
+    let first = store.put_path(&src).expect("put");
+    assert!(first.hashed);
+    assert_eq!(first.oid, Oid::of(&data));
+    assert_eq!(
+        store.stored_bytes().expect("usage"),
+        0,
+        "a referenced put copied bytes"
+    );
+    let info = store.info(first.oid).expect("info").expect("known");
+    assert_eq!(info.referenced.as_deref(), Some(src.as_path()));
+    assert_eq!(store.read_at(first.oid, 0, data.len()).expect("read"), data);
+
+    // Unchanged: the OID comes from the cache, nothing is hashed.
+    let again = store.put_path(&src).expect("put again");
+    assert!(!again.hashed);
+    assert_eq!(again.oid, first.oid);
+    assert_eq!((again.size, again.chunks), (first.size, first.chunks));
+}
+
+#[test]
+fn a_changed_referenced_file_is_detected_and_never_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("input.bin");
+    let data = bytes(1 << 20, 10);
+    fs::write(&src, &data).expect("write input");
+    let store = open(dir.path());
+    let oid = store.put_path(&src).expect("put").oid;
+    assert!(store.read_chunk(oid, 0).is_ok());
+
+    // Same size, new bytes, mtime moved.
+    let mut changed = data.clone();
+    changed[10] ^= 1;
+    fs::write(&src, &changed).expect("rewrite");
+    let f = File::options().write(true).open(&src).expect("open");
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .expect("mtime");
+    match store.read_chunk(oid, 0) {
+        Err(Error::FileChanged { oid: o, .. }) => assert_eq!(o, oid),
+        other => panic!("changed file served: {other:?}"),
+    }
+
+    // Same size and the old mtime restored: the chunk hash still catches it.
+    let reopened = tempfile::tempdir().expect("tempdir");
+    let src2 = reopened.path().join("input.bin");
+    fs::write(&src2, &data).expect("write");
+    let store2 = open(reopened.path());
+    let oid2 = store2.put_path(&src2).expect("put").oid;
+    let mtime = fs::metadata(&src2)
+        .expect("meta")
+        .modified()
+        .expect("mtime");
+    fs::write(&src2, &changed).expect("rewrite");
+    File::options()
+        .write(true)
+        .open(&src2)
+        .expect("open")
+        .set_modified(mtime)
+        .expect("mtime");
+    assert!(matches!(
+        store2.read_chunk(oid2, 0),
+        Err(Error::FileChanged { .. })
+    ));
+    let report = store2.verify().expect("verify");
+    assert_eq!(report.changed_files.len(), 1, "{report:?}");
+    assert!(
+        store2.info(oid2).expect("info").is_none(),
+        "changed object still listed"
+    );
+}
+
+#[test]
+fn a_receiver_fills_an_object_chunk_by_chunk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = bytes(3 << 20, 11);
+    let oid = Oid::of(&data);
+    let descs = describe(&data);
+    let missing = store
+        .begin_fill(oid, data.len() as u64, &descs)
+        .expect("begin");
+    assert_eq!(missing.len(), descs.len());
+    assert!(matches!(
+        store.read_chunk(oid, 0),
+        Err(Error::ChunkMissing { .. })
+    ));
+    assert!(matches!(store.finish(oid), Err(Error::ChunkMissing { .. })));
+
+    // Wrong bytes are refused and change nothing.
+    let mut bad = chunk(&data, &descs[1]).to_vec();
+    bad[0] ^= 0xff;
+    assert!(matches!(
+        store.write_chunk(oid, 1, &bad),
+        Err(Error::ChunkMismatch { index: 1, .. })
+    ));
+    assert!(matches!(
+        store.write_chunk(oid, 1, &bad[1..]),
+        Err(Error::ChunkLength { .. })
+    ));
+    assert!(matches!(
+        store.write_chunk(oid, 999_999, &bad),
+        Err(Error::NoSuchChunk { .. })
+    ));
+    assert!(!store.has_chunk(oid, 1).expect("has"));
+
+    // A waiter on the last chunk wakes when it arrives.
+    let last = descs.len() as u32 - 1;
+    let waiter = {
+        let store = store.clone();
+        std::thread::spawn(move || store.wait_chunk(oid, last, Duration::from_secs(30)))
+    };
+    for (i, d) in descs.iter().enumerate().rev() {
+        assert!(
+            store
+                .write_chunk(oid, i as u32, chunk(&data, d))
+                .expect("write")
+        );
+    }
+    assert!(
+        !store
+            .write_chunk(oid, 0, chunk(&data, &descs[0]))
+            .expect("rewrite"),
+        "second write of a present chunk"
+    );
+    waiter.join().expect("join").expect("waiter woke");
+    assert!(store.missing(oid).expect("missing").is_empty());
+    store.finish(oid).expect("finish");
+    let info = store.info(oid).expect("info").expect("known");
+    assert!(info.complete);
+    assert_eq!(store.read_at(oid, 0, data.len()).expect("read"), data);
+}
+
+#[test]
+fn waiting_for_a_chunk_that_never_comes_times_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = bytes(100_000, 12);
+    let oid = Oid::of(&data);
+    store
+        .begin_fill(oid, data.len() as u64, &describe(&data))
+        .expect("begin");
+    let t = Instant::now();
+    assert!(matches!(
+        store.wait_chunk(oid, 0, Duration::from_millis(200)),
+        Err(Error::Timeout { .. })
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn async_waiters_wake_when_the_chunk_arrives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = bytes(200_000, 13);
+    let oid = Oid::of(&data);
+    let descs = describe(&data);
+    store
+        .begin_fill(oid, data.len() as u64, &descs)
+        .expect("begin");
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.wait_chunk_async(oid, 0).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    store
+        .write_chunk(oid, 0, chunk(&data, &descs[0]))
+        .expect("write");
+    for w in waiters {
+        tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("woke")
+            .expect("join")
+            .expect("ok");
+    }
+}
+
+#[test]
+fn descriptor_lists_that_lie_are_caught() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = bytes(500_000, 14);
+    let oid = Oid::of(&data);
+    let mut descs = describe(&data);
+    // A list with a gap is refused before anything is stored.
+    let mut gap = descs.clone();
+    gap.remove(1);
+    assert!(matches!(
+        store.begin_fill(oid, data.len() as u64, &gap),
+        Err(Error::BadDescriptors { .. })
+    ));
+    assert!(store.info(oid).expect("info").is_none());
+
+    // A well-formed list for other bytes: every chunk verifies, the object does not.
+    let other = bytes(500_000, 15);
+    descs = describe(&other);
+    store
+        .begin_fill(oid, other.len() as u64, &descs)
+        .expect("begin");
+    for (i, d) in descs.iter().enumerate() {
+        store
+            .write_chunk(oid, i as u32, chunk(&other, d))
+            .expect("write");
+    }
+    assert!(matches!(
+        store.finish(oid),
+        Err(Error::ObjectMismatch { .. })
+    ));
+    assert!(
+        store.info(oid).expect("info").is_none(),
+        "a lying object was kept"
+    );
+}
+
+#[test]
+fn chunks_held_by_any_object_are_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let base = bytes(4 << 20, 16);
+    store.put_reader(&mut &base[..]).expect("put base");
+
+    // A new version: an insertion near the start.
+    let mut edited = base[..1000].to_vec();
+    edited.extend_from_slice(b"inserted bytes");
+    edited.extend_from_slice(&base[1000..]);
+    let oid = Oid::of(&edited);
+    let descs = describe(&edited);
+    store
+        .begin_fill(oid, edited.len() as u64, &descs)
+        .expect("begin");
+    let reused = store.fill_from_local(oid).expect("reuse");
+    let missing = store.missing(oid).expect("missing");
+    assert_eq!(reused as usize + missing.len(), descs.len());
+    assert!(
+        missing.len() <= 3,
+        "{} of {} chunks still missing",
+        missing.len(),
+        descs.len()
+    );
+    for i in missing {
+        store
+            .write_chunk(oid, i, chunk(&edited, &descs[i as usize]))
+            .expect("write");
+    }
+    store.finish(oid).expect("finish");
+    assert_eq!(store.read_at(oid, 0, edited.len()).expect("read"), edited);
+}
+
+#[test]
+fn pinned_objects_stay_and_the_least_recently_used_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = StoreOptions {
+        durable: false,
+        budget: 5 << 20,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), opts).expect("open");
+    let a = store
+        .put_reader(&mut &bytes(2 << 20, 20)[..])
+        .expect("a")
+        .oid;
+    store.pin(a);
+    let b = store
+        .put_reader(&mut &bytes(2 << 20, 21)[..])
+        .expect("b")
+        .oid;
+    let c = store
+        .put_reader(&mut &bytes(2 << 20, 22)[..])
+        .expect("c")
+        .oid;
+    // 6 MiB > 5 MiB: b, the oldest unpinned, went; pinned a stayed.
+    let have = |o| store.info(o).expect("info").is_some();
+    assert!(have(a) && !have(b) && have(c));
+    assert!(
+        !dir.path()
+            .join("objects")
+            .join(&b.hex()[..2])
+            .join(b.hex())
+            .exists(),
+        "evicted file remains"
+    );
+    store.unpin(a);
+    let d = store
+        .put_reader(&mut &bytes(2 << 20, 23)[..])
+        .expect("d")
+        .oid;
+    assert!(have(d));
+    assert!(store.stored_bytes().expect("usage") <= 5 << 20);
+    assert_eq!(
+        [a, c].iter().filter(|o| have(**o)).count(),
+        1,
+        "one of a and c evicted"
+    );
+}
+
+#[test]
+fn verify_finds_damage_and_marks_it_for_refetch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = bytes(3 << 20, 30);
+    let oid = {
+        let store = open(dir.path());
+        let oid = store.put_reader(&mut &data[..]).expect("put").oid;
+        assert!(store.verify().expect("verify").is_clean());
+        oid
+    };
+    // Flip a byte inside chunk 2 of the stored file.
+    let store = open(dir.path());
+    let d = store.descriptors(oid).expect("descs")[2];
+    let path = dir
+        .path()
+        .join("objects")
+        .join(&oid.hex()[..2])
+        .join(oid.hex());
+    let mut raw = fs::read(&path).expect("read object file");
+    raw[d.offset as usize + 5] ^= 0x40;
+    fs::write(&path, &raw).expect("corrupt");
+    let report = store.verify().expect("verify");
+    assert_eq!(report.damaged_chunks, vec![(oid, 2)]);
+    let info = store.info(oid).expect("info").expect("known");
+    assert!(!info.complete);
+    assert_eq!(store.missing(oid).expect("missing"), vec![2]);
+    // Refetching the chunk repairs the object.
+    store.write_chunk(oid, 2, chunk(&data, &d)).expect("repair");
+    store.finish(oid).expect("finish");
+    assert!(store.verify().expect("verify").is_clean());
+}
+
+#[test]
+fn partial_objects_survive_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = bytes(2 << 20, 40);
+    let oid = Oid::of(&data);
+    let descs = describe(&data);
+    {
+        let store = open(dir.path());
+        store
+            .begin_fill(oid, data.len() as u64, &descs)
+            .expect("begin");
+        for (i, d) in descs.iter().enumerate().step_by(2) {
+            store
+                .write_chunk(oid, i as u32, chunk(&data, d))
+                .expect("write");
+        }
+        store.flush().expect("flush");
+    }
+    let store = open(dir.path());
+    let missing = store.missing(oid).expect("missing");
+    assert_eq!(
+        missing,
+        (1..descs.len() as u32).step_by(2).collect::<Vec<_>>()
+    );
+    for i in missing {
+        store
+            .write_chunk(oid, i, chunk(&data, &descs[i as usize]))
+            .expect("write");
+    }
+    store.finish(oid).expect("finish");
+}
+
+#[test]
+fn concurrent_users_share_one_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = Arc::new(bytes(4 << 20, 50));
+    let oid = Oid::of(&data);
+    let descs = Arc::new(describe(&data));
+    store
+        .begin_fill(oid, data.len() as u64, &descs)
+        .expect("begin");
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (store, data, descs) = (store.clone(), data.clone(), descs.clone());
+            std::thread::spawn(move || {
+                for (i, d) in descs.iter().enumerate() {
+                    if i % 4 == w || i % 3 == 0 {
+                        store
+                            .write_chunk(oid, i as u32, chunk(&data, d))
+                            .expect("write");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("join");
+    }
+    store.finish(oid).expect("finish");
+    assert_eq!(store.read_at(oid, 0, data.len()).expect("read"), *data);
+}
