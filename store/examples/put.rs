@@ -26,6 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.put_path(&PathBuf::from(file))?
     };
     let secs = t.elapsed().as_secs_f64();
-    println!("{} {} {} {} {:.6}", out.oid, out.size, out.chunks, out.hashed, secs);
+    println!(
+        "{} {} {} {} {:.6}",
+        out.oid, out.size, out.chunks, out.hashed, secs
+    );
     Ok(())
 }

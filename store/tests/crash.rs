@@ -28,7 +28,10 @@ fn bytes(n: usize, seed: u64) -> Vec<u8> {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % below
     }
 }
@@ -39,7 +42,11 @@ fn describe(data: &[u8]) -> Vec<Descriptor> {
     chunk_lengths(chunker.as_ref(), data)
         .into_iter()
         .map(|len| {
-            let d = Descriptor { hash: ChunkHash::of(&data[at as usize..at as usize + len]), offset: at, len: len as u32 };
+            let d = Descriptor {
+                hash: ChunkHash::of(&data[at as usize..at as usize + len]),
+                offset: at,
+                len: len as u32,
+            };
             at += len as u64;
             d
         })
@@ -51,11 +58,23 @@ fn describe(data: &[u8]) -> Vec<Descriptor> {
 #[test]
 #[ignore = "entry point of the crash test's child process"]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let dir = Path::new(&dir);
-    let seed: u64 = std::env::var("DOT_STORE_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let seed: u64 = std::env::var("DOT_STORE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let durable = seed % 2 == 0;
-    let store = Store::open(&dir.join("store"), StoreOptions { durable, ..StoreOptions::default() }).expect("open");
+    let store = Store::open(
+        &dir.join("store"),
+        StoreOptions {
+            durable,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open");
     let mut rng = Lcg(seed);
     let mut out = std::io::stdout();
     writeln!(out, "ready").expect("stdout");
@@ -82,7 +101,9 @@ fn crash_child() {
                 }
                 for i in order {
                     let d = &descs[i];
-                    store.write_chunk(oid, i as u32, &data[d.offset as usize..d.end() as usize]).expect("write");
+                    store
+                        .write_chunk(oid, i as u32, &data[d.offset as usize..d.end() as usize])
+                        .expect("write");
                 }
                 store.finish(oid).expect("finish");
             }
@@ -100,7 +121,13 @@ fn sigkill_at_any_moment_leaves_a_consistent_store() {
     let mut ops_done = 0;
     for round in 0..8u64 {
         let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .env("DOT_STORE_CRASH_SEED", (round + 1).to_string())
             .stdout(Stdio::piped())
@@ -111,7 +138,10 @@ fn sigkill_at_any_moment_leaves_a_consistent_store() {
         let mut line = String::new();
         while !line.contains("ready") {
             line.clear();
-            assert!(lines.read_line(&mut line).expect("read child") > 0, "child exited before it was ready");
+            assert!(
+                lines.read_line(&mut line).expect("read child") > 0,
+                "child exited before it was ready"
+            );
         }
         // Let it get into the middle of some operation, then kill it.
         std::thread::sleep(Duration::from_millis(150 + rng.next(900)));
@@ -121,19 +151,37 @@ fn sigkill_at_any_moment_leaves_a_consistent_store() {
         let _ = std::io::Read::read_to_string(&mut lines, &mut rest);
         ops_done += rest.lines().filter(|l| l.contains("op ")).count();
 
-        let store = Store::open(&dir.path().join("store"), StoreOptions::default()).expect("reopen after kill");
+        let store = Store::open(&dir.path().join("store"), StoreOptions::default())
+            .expect("reopen after kill");
         let report = store.verify().expect("verify");
-        assert!(report.damaged_chunks.is_empty(), "round {round}: unverified chunks marked present: {report:?}");
-        assert!(report.bad_objects.is_empty(), "round {round}: complete objects that are wrong: {report:?}");
+        assert!(
+            report.damaged_chunks.is_empty(),
+            "round {round}: unverified chunks marked present: {report:?}"
+        );
+        assert!(
+            report.bad_objects.is_empty(),
+            "round {round}: complete objects that are wrong: {report:?}"
+        );
         assert!(report.changed_files.is_empty(), "round {round}: {report:?}");
         for info in store.list().expect("list") {
             if info.complete {
-                let data = store.read_at(info.oid, 0, info.size as usize).expect("read complete object");
+                let data = store
+                    .read_at(info.oid, 0, info.size as usize)
+                    .expect("read complete object");
                 assert_eq!(Oid::of(&data), info.oid);
             }
         }
-        assert_eq!(std::fs::read_dir(dir.path().join("store/tmp")).expect("tmp").count(), 0, "temp files left");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("store/tmp"))
+                .expect("tmp")
+                .count(),
+            0,
+            "temp files left"
+        );
     }
     let store = Store::open(&dir.path().join("store"), StoreOptions::default()).expect("reopen");
-    assert!(ops_done > 0 && !store.list().expect("list").is_empty(), "the child never got anything done");
+    assert!(
+        ops_done > 0 && !store.list().expect("list").is_empty(),
+        "the child never got anything done"
+    );
 }
