@@ -228,6 +228,23 @@ pub fn chunk_lengths(chunker: &dyn Chunker, data: &[u8]) -> Vec<usize> {
     out
 }
 
+/// The descriptors of a whole in-memory object under `chunker`.
+pub fn describe(chunker: &dyn Chunker, data: &[u8]) -> Vec<crate::Descriptor> {
+    let mut offset = 0usize;
+    chunk_lengths(chunker, data)
+        .into_iter()
+        .map(|len| {
+            let d = crate::Descriptor {
+                hash: crate::ChunkHash::of(&data[offset..offset + len]),
+                offset: offset as u64,
+                len: len as u32,
+            };
+            offset += len;
+            d
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -388,12 +388,7 @@ impl Store {
                 });
             }
         };
-        let outcome = PutOutcome {
-            oid: out.oid,
-            size: out.size,
-            chunks: out.descriptors.len() as u32,
-            hashed: true,
-        };
+        let outcome = hashed_outcome(&out);
         if self.is_complete(out.oid)? {
             let _ = fs::remove_file(&tmp_path);
             self.touch(out.oid)?;
@@ -477,12 +472,7 @@ impl Store {
         if after != before || out.size != before.size {
             return Err(Error::ChangedDuringPut { path });
         }
-        let outcome = PutOutcome {
-            oid: out.oid,
-            size: out.size,
-            chunks: out.descriptors.len() as u32,
-            hashed: true,
-        };
+        let outcome = hashed_outcome(&out);
         if self.exists_servable(out.oid)? {
             self.remember_file(before, out.oid)?;
         } else {
@@ -517,13 +507,7 @@ impl Store {
     }
 
     fn remember_file(&self, stamp: FileStamp, oid: Oid) -> Result<()> {
-        self.inner.db.call(move |c| {
-            c.execute(
-                "INSERT OR REPLACE INTO files (dev, ino, size, mtime_ns, oid) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![stamp.dev as i64, stamp.ino as i64, stamp.size as i64, stamp.mtime_ns, oid.as_bytes()],
-            )?;
-            Ok(())
-        })
+        self.inner.db.call(move |c| upsert_file(c, stamp, &oid))
     }
 
     /// Records a complete object (replacing any partial one of that OID).
@@ -557,10 +541,7 @@ impl Store {
             )?;
             insert_chunks(c, &oid, &descs, true)?;
             if let Some(s) = stamp {
-                c.execute(
-                    "INSERT OR REPLACE INTO files (dev, ino, size, mtime_ns, oid) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![s.dev as i64, s.ino as i64, s.size as i64, s.mtime_ns, oid.as_bytes()],
-                )?;
+                upsert_file(c, s, &oid)?;
             }
             Ok(())
         })
@@ -1443,6 +1424,31 @@ fn delete_rows(c: &Connection, oid: &Oid) -> Result<()> {
     c.execute("DELETE FROM chunks WHERE oid = ?1", [oid.as_bytes()])?;
     c.execute("DELETE FROM files WHERE oid = ?1", [oid.as_bytes()])?;
     c.execute("DELETE FROM objects WHERE oid = ?1", [oid.as_bytes()])?;
+    Ok(())
+}
+
+/// The outcome of a put that hashed its input.
+fn hashed_outcome(out: &crate::ingest::Ingested) -> PutOutcome {
+    PutOutcome {
+        oid: out.oid,
+        size: out.size,
+        chunks: out.descriptors.len() as u32,
+        hashed: true,
+    }
+}
+
+/// Records `stamp` as a file holding `oid` (the OID cache).
+fn upsert_file(c: &Connection, stamp: FileStamp, oid: &Oid) -> Result<()> {
+    c.execute(
+        "INSERT OR REPLACE INTO files (dev, ino, size, mtime_ns, oid) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            stamp.dev as i64,
+            stamp.ino as i64,
+            stamp.size as i64,
+            stamp.mtime_ns,
+            oid.as_bytes()
+        ],
+    )?;
     Ok(())
 }
 

@@ -8,22 +8,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use dot_store::chunker::chunk_lengths;
-use dot_store::{ChunkHash, ChunkerSpec, Descriptor, Oid, Store, StoreOptions};
+mod common;
+use common::{bytes, describe};
+use dot_store::{Oid, Store, StoreOptions};
 
 const CHILD_ENV: &str = "DOT_STORE_CRASH_CHILD";
-
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
 
 struct Lcg(u64);
 impl Lcg {
@@ -34,23 +23,6 @@ impl Lcg {
             .wrapping_add(1442695040888963407);
         (self.0 >> 33) % below
     }
-}
-
-fn describe(data: &[u8]) -> Vec<Descriptor> {
-    let chunker = ChunkerSpec::default().build().expect("chunker");
-    let mut at = 0u64;
-    chunk_lengths(chunker.as_ref(), data)
-        .into_iter()
-        .map(|len| {
-            let d = Descriptor {
-                hash: ChunkHash::of(&data[at as usize..at as usize + len]),
-                offset: at,
-                len: len as u32,
-            };
-            at += len as u64;
-            d
-        })
-        .collect()
 }
 
 /// The child's work loop; runs until killed. Not a test of its own: the

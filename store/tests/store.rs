@@ -6,20 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dot_store::chunker::chunk_lengths;
-use dot_store::{ChunkHash, ChunkerSpec, Descriptor, Error, Oid, Store, StoreOptions};
-
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
+mod common;
+use common::{bytes, describe};
+use dot_store::{Descriptor, Error, Oid, Store, StoreOptions};
 
 fn open(dir: &Path) -> Store {
     Store::open(
@@ -30,24 +19,6 @@ fn open(dir: &Path) -> Store {
         },
     )
     .expect("open store")
-}
-
-/// Descriptors of `data` under the default chunker, as a sender would list them.
-fn describe(data: &[u8]) -> Vec<Descriptor> {
-    let chunker = ChunkerSpec::default().build().expect("chunker");
-    let mut at = 0u64;
-    chunk_lengths(chunker.as_ref(), data)
-        .into_iter()
-        .map(|len| {
-            let d = Descriptor {
-                hash: ChunkHash::of(&data[at as usize..at as usize + len]),
-                offset: at,
-                len: len as u32,
-            };
-            at += len as u64;
-            d
-        })
-        .collect()
 }
 
 fn chunk<'a>(data: &'a [u8], d: &Descriptor) -> &'a [u8] {
