@@ -37,3 +37,7 @@ CREATE TABLE files (
     oid      BLOB NOT NULL,
     PRIMARY KEY (dev, ino)
 ) WITHOUT ROWID;
+
+-- step 2
+-- The access token a peer must present to learn the object's descriptors.
+ALTER TABLE objects ADD COLUMN token BLOB;

@@ -36,6 +36,7 @@ use crate::descriptor::{Descriptor, MAX_CHUNK_LEN, check_descriptors};
 use crate::error::{Error, Result};
 use crate::ingest::{IngestError, ingest};
 use crate::oid::{ChunkHash, Oid};
+use crate::ticket::Token;
 
 /// How a store behaves. The defaults suit an agent's cache.
 #[derive(Debug, Clone)]
@@ -953,6 +954,51 @@ impl Store {
         h.lock().complete = true;
         self.evict()?;
         Ok(())
+    }
+
+    /// Sets the access token peers must present for `oid` if it has none,
+    /// and returns the token in force.
+    ///
+    /// # Errors
+    /// [`Error::UnknownObject`]; index errors.
+    pub fn ensure_token(&self, oid: Oid, token: Token) -> Result<Token> {
+        self.inner.db.call(move |c| {
+            c.execute(
+                "UPDATE objects SET token = ?2 WHERE oid = ?1 AND token IS NULL",
+                params![oid.as_bytes(), token.0],
+            )?;
+            let t: Option<Option<Vec<u8>>> = c
+                .query_row(
+                    "SELECT token FROM objects WHERE oid = ?1",
+                    [oid.as_bytes()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match t.flatten().and_then(|t| <[u8; 16]>::try_from(t).ok()) {
+                Some(t) => Ok(Token(t)),
+                None => Err(Error::UnknownObject(oid)),
+            }
+        })
+    }
+
+    /// Whether `token` is the access token of `oid`. `None` if the object is
+    /// unknown or has no token. Compared in constant time.
+    ///
+    /// # Errors
+    /// Index errors.
+    pub fn check_token(&self, oid: Oid, token: Token) -> Result<Option<bool>> {
+        self.inner.db.call(move |c| {
+            let t: Option<Option<Vec<u8>>> = c
+                .query_row(
+                    "SELECT token FROM objects WHERE oid = ?1",
+                    [oid.as_bytes()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(t.flatten().map(|t| {
+                t.len() == 16 && t.iter().zip(token.0).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            }))
+        })
     }
 
     // ----- retention -----

@@ -476,3 +476,40 @@ fn concurrent_users_share_one_store() {
     store.finish(oid).expect("finish");
     assert_eq!(store.read_at(oid, 0, data.len()).expect("read"), *data);
 }
+
+#[test]
+fn tokens_are_set_once_and_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let oid = store
+        .put_reader(&mut &bytes(1000, 60)[..])
+        .expect("put")
+        .oid;
+    assert_eq!(
+        store
+            .check_token(oid, dot_store::Token([1; 16]))
+            .expect("check"),
+        None
+    );
+    let t = store
+        .ensure_token(oid, dot_store::Token([1; 16]))
+        .expect("set");
+    assert_eq!(
+        store
+            .ensure_token(oid, dot_store::Token([2; 16]))
+            .expect("keep"),
+        t
+    );
+    assert_eq!(store.check_token(oid, t).expect("check"), Some(true));
+    assert_eq!(
+        store
+            .check_token(oid, dot_store::Token([2; 16]))
+            .expect("check"),
+        Some(false)
+    );
+    assert_eq!(
+        store.check_token(Oid::of(b"unknown"), t).expect("check"),
+        None
+    );
+    assert!(store.ensure_token(Oid::of(b"unknown"), t).is_err());
+}
