@@ -1,5 +1,12 @@
 //! The gtc peer protocol: one agent fetching descriptors and chunks from
 //! another over TCP. See `docs/protocol.md` for goals and byte layouts.
+//!
+//! - [`proto`]: frames, limits, encoding and decoding (sans-IO).
+//! - [`session`]: the serving side's rules per connection (sans-IO).
+//! - [`server`]: the tokio driver that serves peers from a store.
+//! - [`client`]: [`client::GtcSource`], the tokio driver that fetches.
 
+pub mod client;
 pub mod proto;
+pub mod server;
 pub mod session;

@@ -1,0 +1,367 @@
+//! The fetching half of the gtc plugin: a [`Transfer`] over one TCP
+//! connection to another agent.
+//!
+//! One writer task sends request frames (batched into few writes); one
+//! reader task decodes answers and routes each to whoever waits for that
+//! request id. Chunk requests are pipelined: up to `window` are in flight,
+//! and each answer frees a slot for the next.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dot_store::descriptor::check_descriptors;
+use dot_store::{Descriptor, Oid, Token};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use super::proto::{self, DescPage, Frame, VERSION};
+use crate::error::TransferError;
+use crate::transfer::{BoxFuture, ChunkEvent, Described, Transfer};
+
+/// Chunk requests in flight per connection unless configured otherwise.
+pub const DEFAULT_WINDOW: usize = 64;
+
+enum Waiter {
+    Desc(oneshot::Sender<Result<DescPage, TransferError>>),
+    Chunk {
+        oid: Oid,
+        index: u32,
+        events: mpsc::Sender<ChunkEvent>,
+        _slot: OwnedSemaphorePermit,
+    },
+}
+
+struct Conn {
+    out: mpsc::UnboundedSender<Frame>,
+    waiters: Arc<Mutex<HashMap<u32, Waiter>>>,
+}
+
+/// A gtc peer as a transfer source.
+pub struct GtcSource {
+    addr: SocketAddr,
+    name: String,
+    window: Arc<Semaphore>,
+    next_req: AtomicU32,
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+}
+
+impl GtcSource {
+    /// A source at `addr` keeping up to `window` chunk requests in flight.
+    /// Connects on first use.
+    pub fn new(addr: SocketAddr, window: usize) -> GtcSource {
+        GtcSource {
+            addr,
+            name: format!("gtc://{addr}"),
+            window: Arc::new(Semaphore::new(window.max(1))),
+            next_req: AtomicU32::new(1),
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn err(&self, message: impl Into<String>) -> TransferError {
+        TransferError::Connection {
+            peer: self.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    async fn conn(&self) -> Result<Arc<Conn>, TransferError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.out.is_closed()) {
+            return Ok(c.clone());
+        }
+        let mut stream = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| self.err(format!("connect: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let mut hello = Vec::new();
+        Frame::Hello { version: VERSION }.encode(&mut hello);
+        stream
+            .write_all(&hello)
+            .await
+            .map_err(|e| self.err(format!("send: {e}")))?;
+        let (rd, wr) = stream.into_split();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let waiters = Arc::new(Mutex::new(HashMap::new()));
+        tokio::spawn(write_task(wr, out_rx));
+        tokio::spawn(read_task(
+            rd,
+            waiters.clone(),
+            self.name.clone(),
+            out_tx.clone(),
+        ));
+        let conn = Arc::new(Conn {
+            out: out_tx,
+            waiters,
+        });
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn req_id(&self) -> u32 {
+        self.next_req.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn describe(&self, oid: Oid, token: Option<Token>) -> Result<Described, TransferError> {
+        let conn = self.conn().await?;
+        let token = token.unwrap_or(Token([0; 16]));
+        let mut descriptors: Vec<Descriptor> = Vec::new();
+        let mut size = None;
+        loop {
+            let req = self.req_id();
+            let (tx, rx) = oneshot::channel();
+            conn.waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(req, Waiter::Desc(tx));
+            let first = descriptors.len() as u32;
+            conn.out
+                .send(Frame::DescReq {
+                    req,
+                    oid,
+                    token,
+                    first,
+                })
+                .map_err(|_| self.err("connection closed"))?;
+            let page = rx.await.map_err(|_| self.err("connection closed"))??;
+            let bad = |reason: &str| TransferError::BadDescriptors {
+                peer: self.name.clone(),
+                reason: reason.into(),
+            };
+            if page.first != first || size.is_some_and(|s| s != page.size) {
+                return Err(bad("pages do not fit together"));
+            }
+            if page.descs.is_empty() && first < page.total {
+                return Err(bad("empty page before the end"));
+            }
+            // Bound the list by what the object can hold before growing it.
+            if u64::from(page.total) > page.size.max(1) {
+                return Err(bad("more chunks than bytes"));
+            }
+            size = Some(page.size);
+            descriptors.extend(page.descs);
+            if descriptors.len() as u32 >= page.total {
+                break;
+            }
+        }
+        let size = size.unwrap_or(0);
+        check_descriptors(size, &descriptors).map_err(|reason| TransferError::BadDescriptors {
+            peer: self.name.clone(),
+            reason,
+        })?;
+        Ok(Described { size, descriptors })
+    }
+}
+
+impl Transfer for GtcSource {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn get_descriptors(
+        &self,
+        oid: Oid,
+        token: Option<Token>,
+    ) -> BoxFuture<'_, Result<Described, TransferError>> {
+        Box::pin(self.describe(oid, token))
+    }
+
+    fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>) -> mpsc::Receiver<ChunkEvent> {
+        let (tx, rx) = mpsc::channel(chunks.len().clamp(1, 1024));
+        let window = self.window.clone();
+        let first_req = self
+            .next_req
+            .fetch_add(chunks.len() as u32, Ordering::Relaxed);
+        let conn = self.conn.try_lock().ok().and_then(|c| c.clone());
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            let Some(conn) = conn.filter(|c| !c.out.is_closed()) else {
+                let _ = tx
+                    .send(ChunkEvent::SourceFailed(TransferError::Connection {
+                        peer: name,
+                        message: "not connected".into(),
+                    }))
+                    .await;
+                return;
+            };
+            for (i, (index, _)) in chunks.into_iter().enumerate() {
+                let Ok(slot) = window.clone().acquire_owned().await else {
+                    return;
+                };
+                let req = first_req.wrapping_add(i as u32);
+                conn.waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(
+                        req,
+                        Waiter::Chunk {
+                            oid,
+                            index,
+                            events: tx.clone(),
+                            _slot: slot,
+                        },
+                    );
+                if conn.out.send(Frame::ChunkReq { req, oid, index }).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    fn cancel_chunks(&self, oid: Oid, indexes: &[u32]) {
+        let Some(conn) = self.conn.try_lock().ok().and_then(|c| c.clone()) else {
+            return;
+        };
+        let mut waiters = conn.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let reqs: Vec<u32> = waiters
+            .iter()
+            .filter(|(_, w)| matches!(w, Waiter::Chunk { oid: o, index, .. } if *o == oid && indexes.contains(index)))
+            .map(|(r, _)| *r)
+            .collect();
+        for req in reqs {
+            waiters.remove(&req);
+            let _ = conn.out.send(Frame::Cancel { req });
+        }
+    }
+}
+
+async fn write_task(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Frame>,
+) {
+    let mut buf = Vec::with_capacity(16 << 10);
+    while let Some(f) = rx.recv().await {
+        buf.clear();
+        f.encode(&mut buf);
+        while let Ok(f) = rx.try_recv() {
+            f.encode(&mut buf);
+        }
+        if wr.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_task(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    waiters: Arc<Mutex<HashMap<u32, Waiter>>>,
+    peer: String,
+    out: mpsc::UnboundedSender<Frame>,
+) {
+    let failure = read_loop(&mut rd, &waiters, &peer).await;
+    tracing::debug!(%peer, error = %failure, "peer connection ended");
+    // Stop the writer, and tell everyone still waiting.
+    drop(out);
+    let pending: Vec<Waiter> = waiters
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain()
+        .map(|(_, w)| w)
+        .collect();
+    for w in pending {
+        match w {
+            Waiter::Desc(tx) => {
+                let _ = tx.send(Err(failure.clone()));
+            }
+            Waiter::Chunk { events, .. } => {
+                let _ = events.try_send(ChunkEvent::SourceFailed(failure.clone()));
+            }
+        }
+    }
+}
+
+async fn read_loop(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    waiters: &Mutex<HashMap<u32, Waiter>>,
+    peer: &str,
+) -> TransferError {
+    let conn_err = |message: String| TransferError::Connection {
+        peer: peer.to_owned(),
+        message,
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(proto::MAX_FRAME_LEN + (64 << 10));
+    let mut greeted = false;
+    loop {
+        let mut at = 0;
+        loop {
+            let (frame, used) = match proto::decode(&buf[at..]) {
+                Ok(Some(x)) => x,
+                Ok(None) => break,
+                Err(source) => {
+                    return TransferError::Protocol {
+                        peer: peer.to_owned(),
+                        source,
+                    };
+                }
+            };
+            at += used;
+            if !greeted {
+                match frame {
+                    Frame::Hello { version } if version == VERSION => {
+                        greeted = true;
+                        continue;
+                    }
+                    _ => return conn_err("peer did not answer Hello".into()),
+                }
+            }
+            let req = match &frame {
+                Frame::Desc(p) => p.req,
+                Frame::Chunk { req, .. } | Frame::Error { req, .. } => *req,
+                _ => return conn_err("peer sent a request frame".into()),
+            };
+            let Some(waiter) = waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&req)
+            else {
+                continue; // cancelled or unknown: drop it
+            };
+            match (waiter, frame) {
+                (Waiter::Desc(tx), Frame::Desc(page)) => {
+                    let _ = tx.send(Ok(page));
+                }
+                (Waiter::Desc(tx), Frame::Error { code, message, .. }) => {
+                    let _ = tx.send(Err(TransferError::Refused {
+                        peer: peer.to_owned(),
+                        code,
+                        message,
+                    }));
+                }
+                (
+                    Waiter::Chunk { index, events, .. },
+                    Frame::Chunk {
+                        index: got, data, ..
+                    },
+                ) => {
+                    if got != index {
+                        return conn_err(format!(
+                            "answered chunk {got} for a request of chunk {index}"
+                        ));
+                    }
+                    let _ = events.send(ChunkEvent::Chunk { index, data }).await;
+                }
+                (Waiter::Chunk { index, events, .. }, Frame::Error { code, message, .. }) => {
+                    let error = TransferError::Refused {
+                        peer: peer.to_owned(),
+                        code,
+                        message,
+                    };
+                    let _ = events.send(ChunkEvent::Failed { index, error }).await;
+                }
+                _ => return conn_err("answer does not match its request".into()),
+            }
+        }
+        buf.drain(..at);
+        let old = buf.len();
+        buf.resize(old + (256 << 10), 0);
+        match rd.read(&mut buf[old..]).await {
+            Ok(0) => return conn_err("connection closed".into()),
+            Ok(n) => buf.truncate(old + n),
+            Err(e) => return conn_err(format!("read: {e}")),
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The serving half of the gtc plugin: answers peers from a [`Store`].
+//!
+//! Per connection, a reader task decodes frames and applies the
+//! [`ServerSession`] rules, and a writer task answers requests in order,
+//! reading chunks from the store. Requests cancelled before their turn are
+//! skipped. A malformed frame or rule violation closes that connection
+//! (logged), and nothing else.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dot_store::{Oid, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::proto::{self, DescPage, ErrorCode, Frame, MAX_DESC_PAGE};
+use super::session::{Action, ServerSession};
+
+/// Counters of what a server sent, for `gtc status` and tests.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Chunk frames sent.
+    pub chunks_served: AtomicU64,
+    /// Chunk bytes sent.
+    pub bytes_sent: AtomicU64,
+    /// Descriptor requests refused for a wrong token.
+    pub refused: AtomicU64,
+    /// Connections closed for a protocol violation.
+    pub violations: AtomicU64,
+}
+
+enum Out {
+    Frame(Frame),
+    Chunk { req: u32, oid: Oid, index: u32 },
+}
+
+/// Accepts peers on `listener` forever, serving objects of `store`.
+pub async fn serve(listener: TcpListener, store: Store, stats: Arc<ServerStats>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let (store, stats) = (store.clone(), stats.clone());
+                tokio::spawn(connection_task(stream, peer, store, stats));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a peer failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection_task(
+    stream: TcpStream,
+    peer: SocketAddr,
+    store: Store,
+    stats: Arc<ServerStats>,
+) {
+    match connection_impl(stream, &store, &stats).await {
+        Ok(()) => tracing::debug!(%peer, "peer disconnected"),
+        Err(reason) => {
+            stats.violations.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, %reason, "closing peer connection");
+        }
+    }
+}
+
+async fn connection_impl(
+    stream: TcpStream,
+    store: &Store,
+    stats: &Arc<ServerStats>,
+) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Out>();
+    let cancelled = Arc::new(Mutex::new(HashSet::new()));
+    let writer = tokio::spawn(writer_task(
+        wr,
+        out_rx,
+        store.clone(),
+        stats.clone(),
+        cancelled.clone(),
+    ));
+    let mut session = ServerSession::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+    let result = 'conn: loop {
+        let mut at = 0;
+        loop {
+            match proto::decode(&buf[at..]) {
+                Ok(Some((frame, used))) => {
+                    at += used;
+                    match session.handle(frame) {
+                        Action::Reply(f) => {
+                            let _ = out_tx.send(Out::Frame(f));
+                        }
+                        Action::CheckToken {
+                            req,
+                            oid,
+                            token,
+                            first,
+                        } => {
+                            let reply =
+                                describe(store, &mut session, stats, req, oid, token, first).await;
+                            let _ = out_tx.send(Out::Frame(reply));
+                        }
+                        Action::Serve { req, oid, index } => {
+                            let _ = out_tx.send(Out::Chunk { req, oid, index });
+                        }
+                        Action::Cancel { req } => {
+                            cancelled
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(req);
+                        }
+                        Action::Close(reason) => break 'conn Err(reason),
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => break 'conn Err(e.to_string()),
+            }
+        }
+        buf.drain(..at);
+        // Room for at least one more read; frames are bounded by decode.
+        let want = buf.len() + (64 << 10);
+        let old = buf.len();
+        buf.resize(want, 0);
+        match rd.read(&mut buf[old..]).await {
+            Ok(0) => {
+                buf.truncate(old);
+                break Ok(());
+            }
+            Ok(n) => buf.truncate(old + n),
+            Err(e) => break Err(format!("read: {e}")),
+        }
+    };
+    drop(out_tx);
+    let _ = writer.await;
+    result
+}
+
+/// Checks the token and answers one descriptor page.
+async fn describe(
+    store: &Store,
+    session: &mut ServerSession,
+    stats: &ServerStats,
+    req: u32,
+    oid: Oid,
+    token: dot_store::Token,
+    first: u32,
+) -> Frame {
+    let err = |code, message: &str| Frame::Error {
+        req,
+        code,
+        message: message.to_owned(),
+    };
+    let s = store.clone();
+    let looked = tokio::task::spawn_blocking(move || {
+        let ok = s.check_token(oid, token)?;
+        if ok != Some(true) {
+            return Ok((ok, None));
+        }
+        let info = s.info(oid)?;
+        let descs = s.descriptors(oid)?;
+        Ok::<_, dot_store::Error>((ok, info.map(|i| (i.size, descs))))
+    })
+    .await;
+    match looked {
+        Ok(Ok((Some(true), Some((size, descs))))) => {
+            if !session.authorize(oid) {
+                return err(ErrorCode::Unavailable, "too many objects on one connection");
+            }
+            let total = descs.len() as u32;
+            if first > total {
+                return err(ErrorCode::BadRequest, "first descriptor past the end");
+            }
+            let end = (first as usize + MAX_DESC_PAGE as usize).min(descs.len());
+            Frame::Desc(DescPage {
+                req,
+                size,
+                total,
+                first,
+                descs: descs[first as usize..end].to_vec(),
+            })
+        }
+        Ok(Ok((Some(_), _))) => {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            err(ErrorCode::Unauthorized, "wrong access token")
+        }
+        Ok(Ok((None, _))) => err(ErrorCode::NotFound, "no such object"),
+        Ok(Err(e)) => {
+            tracing::warn!(oid = %oid, error = %e, "describing an object failed");
+            err(
+                ErrorCode::Internal,
+                "could not read the object's descriptors",
+            )
+        }
+        Err(_) => err(ErrorCode::Internal, "internal error"),
+    }
+}
+
+async fn writer_task(
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    store: Store,
+    stats: Arc<ServerStats>,
+    cancelled: Arc<Mutex<HashSet<u32>>>,
+) {
+    let mut wr = BufWriter::with_capacity(512 << 10, wr);
+    let mut head = Vec::with_capacity(64);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        // Answer everything queued, then flush once.
+        while let Some(out) = next.take() {
+            let result = match out {
+                Out::Frame(f) => {
+                    head.clear();
+                    f.encode(&mut head);
+                    wr.write_all(&head).await
+                }
+                Out::Chunk { req, oid, index } => {
+                    if cancelled
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&req)
+                    {
+                        Ok(())
+                    } else {
+                        write_chunk(&mut wr, &store, &stats, req, oid, index, &mut head).await
+                    }
+                }
+            };
+            if result.is_err() {
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if wr.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn write_chunk(
+    wr: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    store: &Store,
+    stats: &ServerStats,
+    req: u32,
+    oid: Oid,
+    index: u32,
+    head: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    head.clear();
+    match store.read_chunk(oid, index) {
+        Ok(data) => {
+            proto::encode_chunk_header(req, index, data.len(), head);
+            wr.write_all(head).await?;
+            wr.write_all(&data).await?;
+            stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+            stats
+                .bytes_sent
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            let code = match e {
+                dot_store::Error::NoSuchChunk { .. } => ErrorCode::BadRequest,
+                dot_store::Error::ChunkMissing { .. } => ErrorCode::Unavailable,
+                dot_store::Error::UnknownObject(_) => ErrorCode::NotFound,
+                _ => ErrorCode::Internal,
+            };
+            tracing::debug!(oid = %oid, index, error = %e, "cannot serve chunk");
+            Frame::Error {
+                req,
+                code,
+                message: e.to_string(),
+            }
+            .encode(head);
+            wr.write_all(head).await?;
+        }
+    }
+    Ok(())
+}

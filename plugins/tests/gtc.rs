@@ -1,0 +1,212 @@
+//! The gtc plugin over real TCP on loopback: a server on one store, a
+//! source fetching into another.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use dot_plugins::gtc::client::GtcSource;
+use dot_plugins::gtc::proto::ErrorCode;
+use dot_plugins::gtc::server::{ServerStats, serve};
+use dot_plugins::{ChunkEvent, Transfer, TransferError};
+use dot_store::{Oid, Store, StoreOptions, Token};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+fn store(dir: &std::path::Path) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            durable: false,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("store")
+}
+
+async fn start_server(store: Store) -> (SocketAddr, Arc<ServerStats>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stats = Arc::new(ServerStats::default());
+    tokio::spawn(serve(listener, store, stats.clone()));
+    (addr, stats)
+}
+
+/// Fetches every missing chunk of `oid` from `src` into `dst`; returns how
+/// many chunks were requested.
+async fn fetch(src: &GtcSource, dst: &Store, oid: Oid, token: Token) -> Result<usize, String> {
+    let described = src
+        .get_descriptors(oid, Some(token))
+        .await
+        .map_err(|e| e.to_string())?;
+    let dst2 = dst.clone();
+    let descs = described.descriptors.clone();
+    let missing = tokio::task::spawn_blocking(move || {
+        dst2.begin_fill(oid, described.size, &descs)?;
+        dst2.fill_from_local(oid)?;
+        dst2.missing(oid)
+    })
+    .await
+    .expect("join")
+    .map_err(|e| e.to_string())?;
+    let wanted: Vec<_> = missing
+        .iter()
+        .map(|&i| (i, described.descriptors[i as usize]))
+        .collect();
+    let count = wanted.len();
+    let mut events = src.get_chunks(oid, wanted);
+    let mut got = 0;
+    while got < count {
+        match events.recv().await {
+            Some(ChunkEvent::Chunk { index, data }) => {
+                dst.write_chunk(oid, index, &data)
+                    .map_err(|e| e.to_string())?;
+                got += 1;
+            }
+            Some(ChunkEvent::Failed { index, error }) => {
+                return Err(format!("chunk {index}: {error}"));
+            }
+            Some(ChunkEvent::SourceFailed(e)) => return Err(e.to_string()),
+            None => return Err("events ended early".into()),
+        }
+    }
+    let dst2 = dst.clone();
+    tokio::task::spawn_blocking(move || dst2.finish(oid))
+        .await
+        .expect("join")
+        .map_err(|e| e.to_string())?;
+    Ok(count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_of_every_size_arrive_intact() {
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let (a, b) = (store(a_dir.path()), store(b_dir.path()));
+    let (addr, stats) = start_server(a.clone()).await;
+    let src = GtcSource::new(addr, 16);
+    for (n, seed) in [(0usize, 1u64), (1, 2), (64 << 10, 3), (5 << 20, 4)] {
+        let data = bytes(n, seed);
+        let oid = a.put_reader(&mut &data[..]).expect("put").oid;
+        let token = a
+            .ensure_token(oid, Token::random().expect("token"))
+            .expect("token");
+        fetch(&src, &b, oid, token).await.expect("fetch");
+        assert_eq!(b.read_at(oid, 0, n).expect("read"), data, "size {n}");
+    }
+    assert!(stats.chunks_served.load(Ordering::Relaxed) > 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_missing_chunks_are_fetched() {
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let (a, b) = (store(a_dir.path()), store(b_dir.path()));
+    let (addr, stats) = start_server(a.clone()).await;
+    let base = bytes(4 << 20, 7);
+    b.put_reader(&mut &base[..])
+        .expect("b holds the old version");
+    let mut edited = base.clone();
+    edited.splice(2000..2000, b"a small edit".iter().copied());
+    let oid = a.put_reader(&mut &edited[..]).expect("put").oid;
+    let token = a.ensure_token(oid, Token([9; 16])).expect("token");
+    let total = a.descriptors(oid).expect("descs").len();
+    let fetched = fetch(&GtcSource::new(addr, 8), &b, oid, token)
+        .await
+        .expect("fetch");
+    assert!(
+        (1..=3).contains(&fetched),
+        "fetched {fetched} of {total} chunks"
+    );
+    assert_eq!(
+        stats.chunks_served.load(Ordering::Relaxed),
+        fetched as u64,
+        "server sent more than asked"
+    );
+    assert_eq!(b.read_at(oid, 0, edited.len()).expect("read"), edited);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_learns_nothing_and_gets_no_chunk() {
+    let dir = tempfile::tempdir().expect("a");
+    let a = store(dir.path());
+    let (addr, stats) = start_server(a.clone()).await;
+    let oid = a.put_reader(&mut &bytes(300_000, 8)[..]).expect("put").oid;
+    a.ensure_token(oid, Token([1; 16])).expect("token");
+    let src = GtcSource::new(addr, 8);
+    match src.get_descriptors(oid, Some(Token([2; 16]))).await {
+        Err(TransferError::Refused {
+            code: ErrorCode::Unauthorized,
+            ..
+        }) => {}
+        other => panic!("wrong token accepted: {other:?}"),
+    }
+    // Knowing the descriptors from elsewhere does not help either.
+    let d = a.descriptors(oid).expect("descs")[0];
+    let mut events = src.get_chunks(oid, vec![(0, d)]);
+    match tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("answer")
+    {
+        Some(ChunkEvent::Failed {
+            error:
+                TransferError::Refused {
+                    code: ErrorCode::Unauthorized,
+                    ..
+                },
+            ..
+        }) => {}
+        other => panic!("chunk served without authorisation: {other:?}"),
+    }
+    assert_eq!(stats.chunks_served.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_frames_close_only_that_connection() {
+    let dir = tempfile::tempdir().expect("a");
+    let a = store(dir.path());
+    let (addr, stats) = start_server(a.clone()).await;
+    // A frame claiming 4 GiB, a garbage type, and no Hello at all.
+    for junk in [
+        &[0xff, 0xff, 0xff, 0xff, 1][..],
+        &[0, 0, 0, 1, 0x77][..],
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(junk).await.expect("send");
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+            .await
+            .expect("server closes");
+        assert!(n.is_ok());
+    }
+    assert_eq!(stats.violations.load(Ordering::Relaxed), 3);
+    // The server still serves others.
+    let data = bytes(100_000, 9);
+    let oid = a.put_reader(&mut &data[..]).expect("put").oid;
+    let token = a.ensure_token(oid, Token([5; 16])).expect("token");
+    let b_dir = tempfile::tempdir().expect("b");
+    let b = store(b_dir.path());
+    fetch(&GtcSource::new(addr, 4), &b, oid, token)
+        .await
+        .expect("fetch after junk");
+}
