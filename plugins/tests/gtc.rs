@@ -210,3 +210,91 @@ async fn hostile_frames_close_only_that_connection() {
         .await
         .expect("fetch after junk");
 }
+
+/// A peer that speaks the protocol but flips a bit in chunk `bad` of
+/// every object it serves (the descriptors it sends are the true ones).
+async fn start_lying_server(store: Store, bad: u32) -> SocketAddr {
+    use dot_plugins::gtc::proto::{self, DescPage, Frame};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = vec![0u8; 64 << 10];
+                loop {
+                    while let Ok(Some((frame, used))) = proto::decode(&buf) {
+                        buf.drain(..used);
+                        let reply = match frame {
+                            Frame::Hello { version } => Frame::Hello { version },
+                            Frame::DescReq { req, oid, .. } => {
+                                let descs = store.descriptors(oid).expect("descs");
+                                let size = descs.last().map_or(0, |d| d.end());
+                                Frame::Desc(DescPage {
+                                    req,
+                                    size,
+                                    total: descs.len() as u32,
+                                    first: 0,
+                                    descs: descs.to_vec(),
+                                })
+                            }
+                            Frame::ChunkReq { req, oid, index } => {
+                                let mut data = store.read_chunk(oid, index).expect("chunk");
+                                if index == bad {
+                                    data[0] ^= 1;
+                                }
+                                Frame::Chunk { req, index, data }
+                            }
+                            _ => return,
+                        };
+                        let mut out = Vec::new();
+                        reply.encode(&mut out);
+                        if s.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_peer_never_gets_a_wrong_byte_into_the_store() {
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let (a, b) = (store(a_dir.path()), store(b_dir.path()));
+    let data = bytes(2 << 20, 11);
+    let oid = a.put_reader(&mut &data[..]).expect("put").oid;
+    let token = a.ensure_token(oid, Token([4; 16])).expect("token");
+    let liar = start_lying_server(a.clone(), 3).await;
+    let err = fetch(&GtcSource::new(liar, 8), &b, oid, token)
+        .await
+        .expect_err("lie detected");
+    assert!(err.contains("chunk 3"), "{err}");
+    assert!(
+        !b.has_chunk(oid, 3).expect("has"),
+        "the corrupt chunk was stored"
+    );
+    // An honest source finishes the object; what the liar sent correctly is kept.
+    let (honest, stats) = start_server(a.clone()).await;
+    let refetched = fetch(&GtcSource::new(honest, 8), &b, oid, token)
+        .await
+        .expect("honest fetch");
+    assert!(
+        refetched < a.descriptors(oid).expect("descs").len(),
+        "refetched everything"
+    );
+    assert!(stats.chunks_served.load(Ordering::Relaxed) >= 1);
+    assert_eq!(b.read_at(oid, 0, data.len()).expect("read"), data);
+}
