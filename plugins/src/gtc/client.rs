@@ -22,7 +22,7 @@ use crate::error::TransferError;
 use crate::transfer::{BoxFuture, ChunkEvent, Described, Transfer};
 
 /// Chunk requests in flight per connection unless configured otherwise.
-pub const DEFAULT_WINDOW: usize = 64;
+pub const DEFAULT_WINDOW: usize = 256;
 
 enum Waiter {
     Desc(oneshot::Sender<Result<DescPage, TransferError>>),
