@@ -1,10 +1,127 @@
-//! `gtc`: the DOT agent and its command line. The daemon, local API and
-//! commands arrive with the agent issue; today this binary only names itself.
+//! `gtc`: the DOT agent and its command line.
 
-fn main() {
-    eprintln!(
-        "gtc {}: the agent is not built yet",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use dot_agent::api::{self, Request, Response};
+use dot_agent::config::{self, RawConfig};
+
+/// DOT: data-oriented transfer.
+#[derive(Parser)]
+#[command(name = "gtc", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent in the foreground.
+    Agent {
+        /// TOML configuration file; flags override its keys.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Store folder.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Local API socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Address:port to serve peers on (default 0.0.0.0:7420).
+        #[arg(long)]
+        listen: Option<String>,
+        /// host:port to put into hints; repeat for several.
+        #[arg(long)]
+        advertise: Vec<String>,
+    },
+    /// Show what the agent holds and serves.
+    Status {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Local API socket (default: $GTC_SOCKET, else the agent's default).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Agent {
+            config,
+            data_dir,
+            socket,
+            listen,
+            advertise,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let mut raw = match config {
+                Some(path) => RawConfig::load(&path)?,
+                None => RawConfig::default(),
+            };
+            raw.data_dir = data_dir.or(raw.data_dir);
+            raw.socket = socket.or(raw.socket);
+            raw.listen = listen.or(raw.listen);
+            if !advertise.is_empty() {
+                raw.advertise = Some(advertise);
+            }
+            let config = raw.validate()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(dot_agent::daemon::run(config))
+        }
+        Command::Status { json, socket } => {
+            let socket = config::client_socket(socket.as_deref());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let resp = rt.block_on(async {
+                let mut s = tokio::net::UnixStream::connect(&socket)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "no agent at {} (start one with `gtc agent`)",
+                            socket.display()
+                        )
+                    })?;
+                api::write_json(&mut s, &Request::Status).await?;
+                api::read_json::<_, Response>(&mut s)
+                    .await?
+                    .context("the agent closed the connection")
+            })?;
+            match resp {
+                Response::Status(st) if json => println!("{}", serde_json::to_string(&st)?),
+                Response::Status(st) => {
+                    println!(
+                        "agent {} serving peers on {} ({})",
+                        st.version,
+                        st.listen,
+                        st.hints.join(", ")
+                    );
+                    println!(
+                        "store {}: {} objects ({} complete, {} pinned), {} bytes held",
+                        st.data_dir, st.objects, st.complete, st.pinned, st.stored_bytes
+                    );
+                    println!(
+                        "peers: {} chunks / {} bytes served, {} refused, {} violations",
+                        st.peers.chunks_served,
+                        st.peers.bytes_sent,
+                        st.peers.refused,
+                        st.peers.violations
+                    );
+                }
+                Response::Error { message } => bail!("agent: {message}"),
+            }
+            Ok(())
+        }
+    }
 }

@@ -1,0 +1,186 @@
+//! Agent configuration: an optional TOML file, then command-line flags on
+//! top, validated into [`Config`].
+//!
+//! Defaults (no file, no flags) for root: data in `/var/lib/dot`, local API
+//! socket `/run/dot/gtc.sock`; for other users: `$XDG_DATA_HOME/dot`
+//! (else `~/.local/share/dot`) and `$XDG_RUNTIME_DIR/dot/gtc.sock` (else
+//! `/tmp/dot-$UID/gtc.sock`). Peers are served on `0.0.0.0:7420`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use dot_store::ChunkerSpec;
+use serde::Deserialize;
+
+/// Default peer port.
+pub const DEFAULT_PORT: u16 = 7420;
+
+/// The configuration file as written. Unknown keys are an error, so typos
+/// do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawConfig {
+    /// Store folder.
+    pub data_dir: Option<PathBuf>,
+    /// Local API socket.
+    pub socket: Option<PathBuf>,
+    /// Peer listen address.
+    pub listen: Option<String>,
+    /// Addresses put into hints.
+    pub advertise: Option<Vec<String>>,
+    /// Chunker, `cdc:MIN:AVG:MAX` or `fixed:SIZE`.
+    pub chunker: Option<String>,
+    /// Store budget in bytes.
+    pub cache_bytes: Option<u64>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Store folder.
+    pub data_dir: PathBuf,
+    /// Local API socket.
+    pub socket: PathBuf,
+    /// Peer listen address.
+    pub listen: SocketAddr,
+    /// `host:port` of each hint this agent puts in tickets; empty: derived
+    /// from `listen` once bound.
+    pub advertise: Vec<String>,
+    /// How new objects are chunked.
+    pub chunker: ChunkerSpec,
+    /// Store budget in bytes (`u64::MAX`: none).
+    pub cache_bytes: u64,
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The default data folder for this user.
+pub fn default_data_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/dot");
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("dot");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/dot"),
+        None => std::env::temp_dir().join("dot-data"),
+    }
+}
+
+/// The socket a client uses: `explicit`, else `$GTC_SOCKET`, else the default.
+pub fn client_socket(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_owned();
+    }
+    if let Some(p) = std::env::var_os("GTC_SOCKET").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    default_socket()
+}
+
+/// The default local API socket for this user.
+pub fn default_socket() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/run/dot/gtc.sock");
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("dot/gtc.sock");
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("dot-{uid}/gtc.sock"))
+}
+
+impl RawConfig {
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    /// If it cannot be read or parsed (the message names the file and key).
+    pub fn load(path: &Path) -> anyhow::Result<RawConfig> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Checks values and fills defaults.
+    ///
+    /// # Errors
+    /// A message naming the bad key.
+    pub fn validate(self) -> anyhow::Result<Config> {
+        let listen = match self.listen.as_deref() {
+            None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            Some(l) => l
+                .parse()
+                .with_context(|| format!("listen: {l:?} is not an address:port"))?,
+        };
+        let advertise = self.advertise.unwrap_or_default();
+        for a in &advertise {
+            let Some((host, port)) = a.rsplit_once(':') else {
+                bail!("advertise: {a:?} is not host:port")
+            };
+            if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+                bail!("advertise: {a:?} is not host:port");
+            }
+            dot_store::Hint::new(&format!("gtc://{a}"))
+                .with_context(|| format!("advertise: {a:?}"))?;
+        }
+        let chunker = match self.chunker.as_deref() {
+            None => ChunkerSpec::default(),
+            Some(c) => c.parse().with_context(|| "chunker")?,
+        };
+        Ok(Config {
+            data_dir: self.data_dir.unwrap_or_else(default_data_dir),
+            socket: self.socket.unwrap_or_else(default_socket),
+            listen,
+            advertise,
+            chunker,
+            cache_bytes: self.cache_bytes.unwrap_or(u64::MAX),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_working_defaults() {
+        let c: RawConfig = toml::from_str("").expect("parse");
+        let c = c.validate().expect("valid");
+        assert_eq!(c.listen.port(), DEFAULT_PORT);
+        assert_eq!(c.chunker, ChunkerSpec::default());
+        assert!(c.data_dir.is_absolute() && c.socket.is_absolute());
+    }
+
+    #[test]
+    fn keys_are_read_and_typos_rejected() {
+        let c: RawConfig = toml::from_str(
+            "data-dir = \"/srv/dot\"\nlisten = \"127.0.0.1:9000\"\nadvertise = [\"10.0.0.1:9000\"]\nchunker = \"fixed:65536\"\ncache-bytes = 1000",
+        )
+        .expect("parse");
+        let c = c.validate().expect("valid");
+        assert_eq!(c.data_dir, PathBuf::from("/srv/dot"));
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().expect("addr"));
+        assert_eq!(c.advertise, vec!["10.0.0.1:9000".to_owned()]);
+        assert_eq!(c.cache_bytes, 1000);
+        assert!(
+            toml::from_str::<RawConfig>("data_dir = \"/x\"").is_err(),
+            "snake_case typo accepted"
+        );
+        assert!(toml::from_str::<RawConfig>("lisen = \"x\"").is_err());
+        for bad in [
+            "listen = \"nowhere\"",
+            "advertise = [\"host\"]",
+            "advertise = [\"h:0\"]",
+            "chunker = \"rabin\"",
+        ] {
+            let raw: RawConfig = toml::from_str(bad).expect("parse");
+            assert!(raw.validate().is_err(), "{bad}");
+        }
+    }
+}

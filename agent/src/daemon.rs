@@ -1,0 +1,151 @@
+//! The agent daemon: the store, the peer server and the local API, until
+//! SIGINT or SIGTERM.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, bail};
+use dot_plugins::gtc::server::{ServerStats, serve};
+use dot_store::{Store, StoreOptions};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::api::{self, PeerCounters, Request, Response, Status};
+use crate::config::Config;
+
+/// What request handlers share.
+struct Agent {
+    store: Store,
+    config: Config,
+    listen: std::net::SocketAddr,
+    hints: Vec<String>,
+    stats: Arc<ServerStats>,
+}
+
+/// Runs the agent until a shutdown signal. Prints one line
+/// `gtc agent: ready peer=ADDR socket=PATH` on stdout once it accepts
+/// clients and peers.
+///
+/// # Errors
+/// If the store, the peer port or the socket cannot be opened.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let opts = StoreOptions {
+        chunker: config.chunker,
+        budget: config.cache_bytes,
+        durable: true,
+    };
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, opts))
+        .await?
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let peers = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let listen = peers.local_addr()?;
+    let hints = if config.advertise.is_empty() {
+        let ip = if listen.ip().is_unspecified() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            listen.ip()
+        };
+        vec![std::net::SocketAddr::new(ip, listen.port()).to_string()]
+    } else {
+        config.advertise.clone()
+    };
+    let stats = Arc::new(ServerStats::default());
+    tokio::spawn(serve(peers, store.clone(), stats.clone()));
+    let clients = bind_socket(&config.socket).await?;
+    let socket = config.socket.clone();
+    let agent = Arc::new(Agent {
+        store,
+        config,
+        listen,
+        hints,
+        stats,
+    });
+    println!("gtc agent: ready peer={listen} socket={}", socket.display());
+    tracing::info!(peer = %listen, socket = %socket.display(), "agent ready");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            accepted = clients.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(client_task(agent.clone(), stream));
+                }
+                Err(e) => tracing::warn!(error = %e, "accepting a client failed"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = std::fs::remove_file(&socket);
+    let store = agent.store.clone();
+    tokio::task::spawn_blocking(move || store.flush()).await??;
+    Ok(())
+}
+
+/// Binds the local API socket, replacing a stale one left by a killed
+/// agent, refusing if a live agent answers on it.
+async fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            bail!("another agent is running on {}", path.display());
+        }
+        tracing::info!(socket = %path.display(), "removing a stale socket");
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))
+}
+
+async fn client_task(agent: Arc<Agent>, stream: UnixStream) {
+    if let Err(e) = client_impl(&agent, stream).await {
+        tracing::debug!(error = %e, "client connection ended");
+    }
+}
+
+async fn client_impl(agent: &Agent, mut stream: UnixStream) -> Result<(), api::ApiError> {
+    while let Some(req) = api::read_json::<_, Request>(&mut stream).await? {
+        let resp = match req {
+            Request::Status => match status(agent).await {
+                Ok(s) => Response::Status(s),
+                Err(e) => Response::Error {
+                    message: format!("{e:#}"),
+                },
+            },
+        };
+        api::write_json(&mut stream, &resp).await?;
+    }
+    Ok(())
+}
+
+async fn status(agent: &Agent) -> anyhow::Result<Status> {
+    let store = agent.store.clone();
+    let (list, stored) = tokio::task::spawn_blocking(move || {
+        Ok::<_, dot_store::Error>((store.list()?, store.stored_bytes()?))
+    })
+    .await??;
+    let s = &agent.stats;
+    Ok(Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        data_dir: agent.config.data_dir.display().to_string(),
+        listen: agent.listen.to_string(),
+        hints: agent.hints.iter().map(|h| format!("gtc://{h}")).collect(),
+        objects: list.len() as u64,
+        complete: list.iter().filter(|o| o.complete).count() as u64,
+        pinned: list.iter().filter(|o| o.pins > 0).count() as u64,
+        stored_bytes: stored,
+        peers: PeerCounters {
+            chunks_served: s.chunks_served.load(Ordering::Relaxed),
+            bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+            violations: s.violations.load(Ordering::Relaxed),
+        },
+    })
+}

@@ -1,0 +1,16 @@
+//! The DOT agent (the paper's GTC) and its client side.
+//!
+//! - [`config`]: the TOML file and flags, validated into `Config`, with
+//!   defaults for root and for normal users.
+//! - [`api`]: the local API's messages and framing over the Unix socket.
+//! - [`daemon`]: `gtc agent`: the store, the peer server, the local API,
+//!   clean shutdown on SIGINT/SIGTERM.
+//!
+//! Put, get, the client library and `gtc cp` are the next steps of the
+//! agent issue.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod daemon;

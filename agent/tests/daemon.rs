@@ -1,0 +1,125 @@
+//! The real `gtc` binary: an agent process started on temporary folders,
+//! queried with `gtc status`, stopped with SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const GTC: &str = env!("CARGO_BIN_EXE_gtc");
+
+/// A running agent, killed if the test fails before stopping it.
+struct Agent {
+    child: Child,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `gtc agent` and waits for its ready line; returns the peer address.
+fn start(dir: &Path) -> (Agent, String) {
+    let mut child = Command::new(GTC)
+        .args(["agent", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--socket")
+        .arg(dir.join("gtc.sock"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start gtc agent");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read ready line");
+    assert!(
+        line.starts_with("gtc agent: ready peer="),
+        "unexpected first line {line:?}"
+    );
+    let peer = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("peer="))
+        .expect("peer")
+        .to_owned();
+    (Agent { child }, peer)
+}
+
+fn status_json(dir: &Path) -> serde_json::Value {
+    let out = Command::new(GTC)
+        .args(["status", "--json"])
+        .env("GTC_SOCKET", dir.join("gtc.sock"))
+        .output()
+        .expect("gtc status");
+    assert!(
+        out.status.success(),
+        "gtc status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status is JSON")
+}
+
+fn sigterm_and_wait(agent: &mut Agent) -> std::process::ExitStatus {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(st) = agent.child.try_wait().expect("wait") {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "agent ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn agent_answers_status_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut agent, peer) = start(dir.path());
+    let st = status_json(dir.path());
+    assert_eq!(st["listen"].as_str(), Some(peer.as_str()));
+    assert_eq!(st["objects"].as_u64(), Some(0));
+    assert_eq!(
+        st["hints"][0].as_str(),
+        Some(format!("gtc://{peer}").as_str())
+    );
+    let exit = sigterm_and_wait(&mut agent);
+    assert!(exit.success(), "agent exited with {exit}");
+    assert!(!dir.path().join("gtc.sock").exists(), "socket left behind");
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_a_live_agent_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A socket file nobody listens on, as a killed agent leaves.
+    drop(std::os::unix::net::UnixListener::bind(dir.path().join("gtc.sock")).expect("bind"));
+    let (mut agent, _) = start(dir.path());
+    status_json(dir.path());
+    // A second agent on the same socket refuses to start.
+    let second = Command::new(GTC)
+        .args(["agent", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data2"))
+        .arg("--socket")
+        .arg(dir.path().join("gtc.sock"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("second agent");
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another agent is running"));
+    status_json(dir.path());
+    assert!(sigterm_and_wait(&mut agent).success());
+}
+
+#[test]
+fn status_without_an_agent_says_how_to_start_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(GTC)
+        .args(["status"])
+        .env("GTC_SOCKET", dir.path().join("none.sock"))
+        .output()
+        .expect("gtc status");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gtc agent"));
+}
