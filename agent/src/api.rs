@@ -18,6 +18,14 @@ const KIND_JSON: u8 = 0;
 pub enum Request {
     /// What the agent holds and serves.
     Status,
+    /// Put the file whose descriptor follows this message (one byte sent
+    /// with the descriptor attached as SCM_RIGHTS), by reference: the agent
+    /// does not copy it. `path` is where the client opened it; the agent
+    /// re-validates the file before serving it.
+    PutFile {
+        /// Absolute path of the file.
+        path: String,
+    },
 }
 
 /// The agent's answer.
@@ -26,11 +34,30 @@ pub enum Request {
 pub enum Response {
     /// Answer to [`Request::Status`].
     Status(Status),
+    /// Answer to a put.
+    Put(PutResult),
     /// The request failed.
     Error {
         /// Why.
         message: String,
     },
+}
+
+/// What a put produced, as `gtc put --json` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PutResult {
+    /// The object's OID.
+    pub oid: String,
+    /// The ticket: OID, hints and access token in one word.
+    pub ticket: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Number of chunks.
+    pub chunks: u32,
+    /// Hints in the ticket.
+    pub hints: Vec<String>,
+    /// False when the OID came from the cache of unchanged files.
+    pub hashed: bool,
 }
 
 /// The agent's state, as `gtc status --json` prints it.

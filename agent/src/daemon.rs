@@ -11,8 +11,15 @@ use dot_store::{Store, StoreOptions};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::api::{self, PeerCounters, Request, Response, Status};
+use std::os::fd::AsRawFd;
+
+use dot_store::descriptor::list_digest;
+use dot_store::{Hint, Ticket, Token};
+use tokio::io::Interest;
+
+use crate::api::{self, PeerCounters, PutResult, Request, Response, Status};
 use crate::config::Config;
+use crate::fdpass;
 
 /// What request handlers share.
 struct Agent {
@@ -119,10 +126,63 @@ async fn client_impl(agent: &Agent, mut stream: UnixStream) -> Result<(), api::A
                     message: format!("{e:#}"),
                 },
             },
+            Request::PutFile { path } => {
+                let fd = loop {
+                    stream.readable().await?;
+                    let raw = stream.as_raw_fd();
+                    match stream.try_io(Interest::READABLE, || fdpass::recv_fd(raw)) {
+                        Ok(fd) => break fd,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                match put_file(agent, fd, path).await {
+                    Ok(r) => Response::Put(r),
+                    Err(e) => Response::Error {
+                        message: format!("{e:#}"),
+                    },
+                }
+            }
         };
         api::write_json(&mut stream, &resp).await?;
     }
     Ok(())
+}
+
+async fn put_file(
+    agent: &Agent,
+    fd: std::os::fd::OwnedFd,
+    path: String,
+) -> anyhow::Result<PutResult> {
+    let path = std::path::PathBuf::from(path);
+    if !path.is_absolute() {
+        bail!("put: {} is not an absolute path", path.display());
+    }
+    let store = agent.store.clone();
+    let file = std::fs::File::from(fd);
+    let (out, token, descs) = tokio::task::spawn_blocking(move || {
+        let out = store.put_file(&file, &path)?;
+        let token =
+            store.ensure_token(out.oid, Token::random().map_err(dot_store::Error::Input)?)?;
+        let descs = store.descriptors(out.oid)?;
+        Ok::<_, dot_store::Error>((out, token, descs))
+    })
+    .await??;
+    let hints: Vec<Hint> = agent
+        .hints
+        .iter()
+        .filter_map(|h| Hint::new(&format!("gtc://{h}")).ok())
+        .collect();
+    let ticket = Ticket::new(out.oid, Some(token), Some(list_digest(&descs)), hints);
+    tracing::info!(oid = %out.oid, size = out.size, hashed = out.hashed, "put");
+    Ok(PutResult {
+        oid: out.oid.to_string(),
+        ticket: ticket.to_string(),
+        size: out.size,
+        chunks: out.chunks,
+        hints: ticket.hints().iter().map(|h| h.to_string()).collect(),
+        hashed: out.hashed,
+    })
 }
 
 async fn status(agent: &Agent) -> anyhow::Result<Status> {

@@ -3,10 +3,12 @@
 //! - [`config`]: the TOML file and flags, validated into `Config`, with
 //!   defaults for root and for normal users.
 //! - [`api`]: the local API's messages and framing over the Unix socket.
+//! - [`fdpass`]: sending and receiving an open file descriptor
+//!   (SCM_RIGHTS) for puts by descriptor.
 //! - [`daemon`]: `gtc agent`: the store, the peer server, the local API,
 //!   clean shutdown on SIGINT/SIGTERM.
 //!
-//! Put, get, the client library and `gtc cp` are the next steps of the
+//! `gtc put FILE` (by descriptor) works; stream puts, get, the client library and `gtc cp` are the next steps of the
 //! agent issue.
 
 #![warn(missing_docs)]
@@ -14,3 +16,4 @@
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod fdpass;

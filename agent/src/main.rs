@@ -35,6 +35,18 @@ enum Command {
         #[arg(long)]
         advertise: Vec<String>,
     },
+    /// Put a file by reference (the agent does not copy it); prints the
+    /// ticket as the last line.
+    Put {
+        /// The file.
+        file: PathBuf,
+        /// Print one JSON object (oid, ticket, size, chunks, hints).
+        #[arg(long)]
+        json: bool,
+        /// Local API socket (default: $GTC_SOCKET, else the agent's default).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
     /// Show what the agent holds and serves.
     Status {
         /// Print one JSON object.
@@ -79,25 +91,30 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(dot_agent::daemon::run(config))
         }
+        Command::Put { file, json, socket } => {
+            if file.as_os_str() == "-" {
+                bail!("put: standard input is not supported yet; give a file");
+            }
+            let opened = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let path = std::fs::canonicalize(&file)
+                .with_context(|| format!("resolving {}", file.display()))?;
+            let request = Request::PutFile {
+                path: path.to_string_lossy().into_owned(),
+            };
+            match call(socket.as_deref(), request, Some(&opened))? {
+                Response::Put(r) if json => println!("{}", serde_json::to_string(&r)?),
+                Response::Put(r) => {
+                    eprintln!("{} ({} bytes, {} chunks)", r.oid, r.size, r.chunks);
+                    println!("{}", r.ticket);
+                }
+                Response::Error { message } => bail!("agent: {message}"),
+                other => bail!("agent gave an unexpected answer: {other:?}"),
+            }
+            Ok(())
+        }
         Command::Status { json, socket } => {
-            let socket = config::client_socket(socket.as_deref());
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let resp = rt.block_on(async {
-                let mut s = tokio::net::UnixStream::connect(&socket)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "no agent at {} (start one with `gtc agent`)",
-                            socket.display()
-                        )
-                    })?;
-                api::write_json(&mut s, &Request::Status).await?;
-                api::read_json::<_, Response>(&mut s)
-                    .await?
-                    .context("the agent closed the connection")
-            })?;
+            let resp = call(socket.as_deref(), Request::Status, None)?;
             match resp {
                 Response::Status(st) if json => println!("{}", serde_json::to_string(&st)?),
                 Response::Status(st) => {
@@ -120,8 +137,41 @@ fn main() -> anyhow::Result<()> {
                     );
                 }
                 Response::Error { message } => bail!("agent: {message}"),
+                other => bail!("agent gave an unexpected answer: {other:?}"),
             }
             Ok(())
         }
     }
+}
+
+/// Sends one request to the agent (with `fd` passed after it, if given)
+/// and returns its answer.
+fn call(
+    socket: Option<&std::path::Path>,
+    request: Request,
+    fd: Option<&std::fs::File>,
+) -> anyhow::Result<Response> {
+    use std::os::fd::AsRawFd;
+    let socket = config::client_socket(socket);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut s = tokio::net::UnixStream::connect(&socket)
+            .await
+            .with_context(|| {
+                format!(
+                    "no agent at {} (start one with `gtc agent`)",
+                    socket.display()
+                )
+            })?;
+        api::write_json(&mut s, &request).await?;
+        if let Some(f) = fd {
+            dot_agent::fdpass::send_fd(s.as_raw_fd(), f.as_raw_fd())
+                .context("passing the file to the agent")?;
+        }
+        api::read_json::<_, Response>(&mut s)
+            .await?
+            .context("the agent closed the connection")
+    })
 }

@@ -123,3 +123,68 @@ fn status_without_an_agent_says_how_to_start_one() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("gtc agent"));
 }
+
+#[test]
+fn put_by_descriptor_prints_a_ticket_and_copies_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut agent, peer) = start(dir.path());
+    let file = dir.path().join("object.bin");
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &data).expect("write");
+    let put = |json: bool| {
+        let mut cmd = Command::new(GTC);
+        cmd.arg("put")
+            .arg(&file)
+            .env("GTC_SOCKET", dir.path().join("gtc.sock"));
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("gtc put");
+        assert!(
+            out.status.success(),
+            "gtc put failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    };
+    let text = put(false);
+    let ticket: dot_store::Ticket = text
+        .lines()
+        .last()
+        .expect("ticket line")
+        .parse()
+        .expect("a valid ticket");
+    assert_eq!(ticket.oid(), dot_store::Oid::of(&data));
+    assert!(ticket.token().is_some() && ticket.list_digest().is_some());
+    assert_eq!(ticket.hints()[0].to_string(), format!("gtc://{peer}"));
+
+    let json: serde_json::Value = serde_json::from_str(&put(true)).expect("json");
+    assert_eq!(
+        json["oid"].as_str(),
+        Some(ticket.oid().to_string().as_str())
+    );
+    assert_eq!(json["size"].as_u64(), Some(data.len() as u64));
+    assert!(json["chunks"].as_u64().is_some_and(|c| c > 10));
+    assert_eq!(
+        json["ticket"]
+            .as_str()
+            .map(|t| t.parse::<dot_store::Ticket>().is_ok()),
+        Some(true)
+    );
+    assert_eq!(
+        json["hashed"].as_bool(),
+        Some(false),
+        "second put of an unchanged file hashed it"
+    );
+
+    let st = status_json(dir.path());
+    assert_eq!(st["objects"].as_u64(), Some(1));
+    assert_eq!(
+        st["stored_bytes"].as_u64(),
+        Some(0),
+        "a put by descriptor copied the file"
+    );
+    assert!(sigterm_and_wait(&mut agent).success());
+}
