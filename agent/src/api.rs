@@ -11,6 +11,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Largest message body.
 pub const MAX_MESSAGE: usize = 8 << 20;
 const KIND_JSON: u8 = 0;
+const KIND_DATA: u8 = 1;
+
+/// One message of the local API.
+#[derive(Debug)]
+pub enum Message {
+    /// A JSON request or response.
+    Json(Vec<u8>),
+    /// Object bytes.
+    Data(Vec<u8>),
+}
 
 /// A client's request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -26,6 +36,16 @@ pub enum Request {
         /// Absolute path of the file.
         path: String,
     },
+    /// Fetch an object (from the store, else from the ticket's sources)
+    /// and stream it back: an [`Response::Object`], data messages in
+    /// order, then [`Response::End`].
+    Get {
+        /// A ticket, or a bare OID for an object the agent holds.
+        ticket: String,
+        /// Sources to use instead of the ticket's hints.
+        #[serde(default)]
+        hints: Vec<String>,
+    },
 }
 
 /// The agent's answer.
@@ -36,6 +56,20 @@ pub enum Response {
     Status(Status),
     /// Answer to a put.
     Put(PutResult),
+    /// A get's object is available; its bytes follow as data messages.
+    Object {
+        /// The OID.
+        oid: String,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// End of a get's data, with where the bytes came from.
+    End {
+        /// Chunk bytes fetched from peers for this get.
+        from_peers: u64,
+        /// Bytes the store already held.
+        local: u64,
+    },
     /// The request failed.
     Error {
         /// Why.
@@ -127,13 +161,30 @@ pub async fn write_json<W: AsyncWriteExt + Unpin, T: Serialize>(
     Ok(())
 }
 
-/// Reads one JSON message; `None` at a clean end of stream.
+/// Writes object bytes as one data message (at most [`MAX_MESSAGE`] - 1).
 ///
 /// # Errors
-/// Socket errors; oversized, unknown-kind or malformed messages.
-pub async fn read_json<R: AsyncReadExt + Unpin, T: for<'de> Deserialize<'de>>(
-    r: &mut R,
-) -> Result<Option<T>, ApiError> {
+/// Socket errors.
+pub async fn write_data<W: AsyncWriteExt + Unpin>(w: &mut W, data: &[u8]) -> Result<(), ApiError> {
+    if data.len() >= MAX_MESSAGE {
+        return Err(ApiError::Bad(format!(
+            "data message of {} bytes",
+            data.len()
+        )));
+    }
+    let mut head = [0u8; 5];
+    head[..4].copy_from_slice(&((data.len() + 1) as u32).to_be_bytes());
+    head[4] = KIND_DATA;
+    w.write_all(&head).await?;
+    w.write_all(data).await?;
+    Ok(())
+}
+
+/// Reads one message of either kind; `None` at a clean end of stream.
+///
+/// # Errors
+/// Socket errors; oversized or unknown-kind messages.
+pub async fn read_message<R: AsyncReadExt + Unpin>(r: &mut R) -> Result<Option<Message>, ApiError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -144,10 +195,29 @@ pub async fn read_json<R: AsyncReadExt + Unpin, T: for<'de> Deserialize<'de>>(
     if len == 0 || len > MAX_MESSAGE {
         return Err(ApiError::Bad(format!("length {len}")));
     }
-    let mut body = vec![0u8; len];
+    let mut kind = [0u8; 1];
+    r.read_exact(&mut kind).await?;
+    let mut body = vec![0u8; len - 1];
     r.read_exact(&mut body).await?;
-    if body[0] != KIND_JSON {
-        return Err(ApiError::Bad(format!("kind {}", body[0])));
+    match kind[0] {
+        KIND_JSON => Ok(Some(Message::Json(body))),
+        KIND_DATA => Ok(Some(Message::Data(body))),
+        k => Err(ApiError::Bad(format!("kind {k}"))),
     }
-    Ok(Some(serde_json::from_slice(&body[1..])?))
+}
+
+/// Reads one JSON message; `None` at a clean end of stream.
+///
+/// # Errors
+/// Socket errors; oversized, unknown-kind or malformed messages.
+pub async fn read_json<R: AsyncReadExt + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+) -> Result<Option<T>, ApiError> {
+    match read_message(r).await? {
+        None => Ok(None),
+        Some(Message::Json(body)) => Ok(Some(serde_json::from_slice(&body)?)),
+        Some(Message::Data(_)) => Err(ApiError::Bad(
+            "data where a request or answer was expected".into(),
+        )),
+    }
 }

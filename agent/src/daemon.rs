@@ -20,6 +20,7 @@ use tokio::io::Interest;
 use crate::api::{self, PeerCounters, PutResult, Request, Response, Status};
 use crate::config::Config;
 use crate::fdpass;
+use crate::fetch::{self, Target};
 
 /// What request handlers share.
 struct Agent {
@@ -143,10 +144,74 @@ async fn client_impl(agent: &Agent, mut stream: UnixStream) -> Result<(), api::A
                     },
                 }
             }
+            Request::Get { ticket, hints } => {
+                let fetched = match Target::parse(&ticket, &hints) {
+                    Ok(target) => fetch::fetch(&agent.store, &target).await,
+                    Err(e) => Err(e),
+                };
+                match fetched {
+                    Ok(f) => {
+                        send_object(&agent.store, &mut stream, f).await?;
+                        continue;
+                    }
+                    Err(e) => Response::Error {
+                        message: format!("{e:#}"),
+                    },
+                }
+            }
         };
         api::write_json(&mut stream, &resp).await?;
     }
     Ok(())
+}
+
+/// Streams a complete object to the client: `Object`, data, `End`.
+async fn send_object(
+    store: &Store,
+    stream: &mut UnixStream,
+    f: fetch::Fetched,
+) -> Result<(), api::ApiError> {
+    api::write_json(
+        stream,
+        &Response::Object {
+            oid: f.oid.to_string(),
+            size: f.size,
+        },
+    )
+    .await?;
+    const PIECE: usize = 1 << 20;
+    let mut at = 0u64;
+    while at < f.size {
+        let len = PIECE.min((f.size - at) as usize);
+        let s = store.clone();
+        let oid = f.oid;
+        let data = match tokio::task::spawn_blocking(move || s.read_at(oid, at, len)).await {
+            Ok(Ok(d)) if !d.is_empty() => d,
+            Ok(Err(e)) => {
+                let message = format!("reading {oid}: {e}");
+                return api::write_json(stream, &Response::Error { message }).await;
+            }
+            _ => {
+                return api::write_json(
+                    stream,
+                    &Response::Error {
+                        message: "reading the object failed".into(),
+                    },
+                )
+                .await;
+            }
+        };
+        api::write_data(stream, &data).await?;
+        at += data.len() as u64;
+    }
+    api::write_json(
+        stream,
+        &Response::End {
+            from_peers: f.from_peers,
+            local: f.local,
+        },
+    )
+    .await
 }
 
 async fn put_file(

@@ -5,6 +5,7 @@
 //! - [`api`]: the local API's messages and framing over the Unix socket.
 //! - [`fdpass`]: sending and receiving an open file descriptor
 //!   (SCM_RIGHTS) for puts by descriptor.
+//! - [`fetch`]: getting an object from the store or the ticket's sources.
 //! - [`daemon`]: `gtc agent`: the store, the peer server, the local API,
 //!   clean shutdown on SIGINT/SIGTERM.
 //!
@@ -17,3 +18,4 @@ pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod fdpass;
+pub mod fetch;

@@ -47,6 +47,26 @@ enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Get an object by ticket (or OID) and write it to FILE or stdout.
+    Get {
+        /// The ticket `gtc put` printed, or an OID the agent can find.
+        target: String,
+        /// Write here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Source to use instead of the ticket's hints; repeat for several.
+        #[arg(long = "hint")]
+        hints: Vec<String>,
+        /// Report on stderr the bytes taken from peers and already held.
+        #[arg(long)]
+        stats: bool,
+        /// Like --stats, as one JSON object on stderr.
+        #[arg(long)]
+        json: bool,
+        /// Local API socket (default: $GTC_SOCKET, else the agent's default).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
     /// Show what the agent holds and serves.
     Status {
         /// Print one JSON object.
@@ -113,6 +133,21 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Get {
+            target,
+            output,
+            hints,
+            stats,
+            json,
+            socket,
+        } => get(
+            socket.as_deref(),
+            target,
+            hints,
+            output.as_deref(),
+            stats,
+            json,
+        ),
         Command::Status { json, socket } => {
             let resp = call(socket.as_deref(), Request::Status, None)?;
             match resp {
@@ -174,4 +209,71 @@ fn call(
             .await?
             .context("the agent closed the connection")
     })
+}
+
+/// `gtc get`: asks the agent for the object and writes the bytes it streams.
+fn get(
+    socket: Option<&std::path::Path>,
+    target: String,
+    hints: Vec<String>,
+    output: Option<&std::path::Path>,
+    stats: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let socket = config::client_socket(socket);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(async {
+        let mut s = tokio::net::UnixStream::connect(&socket)
+            .await
+            .with_context(|| format!("no agent at {} (start one with `gtc agent`)", socket.display()))?;
+        api::write_json(&mut s, &Request::Get { ticket: target, hints }).await?;
+        let mut out: Option<Box<dyn Write>> = None;
+        let (mut expected, mut written) = (0u64, 0u64);
+        loop {
+            let msg = api::read_message(&mut s).await?.context("the agent closed the connection")?;
+            match msg {
+                api::Message::Data(bytes) => {
+                    let w = out.as_mut().context("data before the object's header")?;
+                    w.write_all(&bytes).context("writing the object")?;
+                    written += bytes.len() as u64;
+                }
+                api::Message::Json(body) => match serde_json::from_slice::<Response>(&body)? {
+                    Response::Object { size, .. } => {
+                        expected = size;
+                        out = Some(match output {
+                            Some(p) => Box::new(std::io::BufWriter::new(
+                                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+                            )),
+                            None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+                        });
+                    }
+                    Response::End { from_peers, local } => {
+                        if let Some(mut w) = out.take() {
+                            w.flush().context("writing the object")?;
+                        }
+                        if written != expected {
+                            bail!("the agent sent {written} of {expected} bytes");
+                        }
+                        if json {
+                            eprintln!("{}", serde_json::json!({ "size": expected, "from_peers": from_peers, "local": local }));
+                        } else if stats {
+                            eprintln!("{expected} bytes: {from_peers} from peers, {local} already held");
+                        }
+                        return Ok(());
+                    }
+                    Response::Error { message } => bail!("agent: {message}"),
+                    other => bail!("agent gave an unexpected answer: {other:?}"),
+                },
+            }
+        }
+    });
+    if result.is_err() {
+        if let Some(p) = output {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    result
 }

@@ -188,3 +188,98 @@ fn put_by_descriptor_prints_a_ticket_and_copies_nothing() {
     );
     assert!(sigterm_and_wait(&mut agent).success());
 }
+
+fn gtc(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(GTC)
+        .args(args)
+        .env("GTC_SOCKET", dir.join("gtc.sock"))
+        .output()
+        .expect("run gtc")
+}
+
+#[test]
+fn two_agents_move_an_object_by_ticket() {
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let (mut a, _) = start(a_dir.path());
+    let (mut b, _) = start(b_dir.path());
+    for (n, name) in [
+        (0usize, "empty"),
+        (1, "one"),
+        (65536, "chunk"),
+        (3_500_000, "multi"),
+    ] {
+        let src = a_dir.path().join(name);
+        let data: Vec<u8> = (0..n as u32)
+            .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
+            .collect();
+        std::fs::write(&src, &data).expect("write");
+        let put = gtc(a_dir.path(), &["put", src.to_str().expect("utf8")]);
+        assert!(
+            put.status.success(),
+            "{}",
+            String::from_utf8_lossy(&put.stderr)
+        );
+        let stdout = String::from_utf8(put.stdout).expect("utf8");
+        let ticket = stdout.lines().last().expect("ticket");
+        let dst = b_dir.path().join(format!("{name}.out"));
+        let get = gtc(
+            b_dir.path(),
+            &["get", ticket, "-o", dst.to_str().expect("utf8"), "--json"],
+        );
+        assert!(
+            get.status.success(),
+            "get {name}: {}",
+            String::from_utf8_lossy(&get.stderr)
+        );
+        assert_eq!(std::fs::read(&dst).expect("read"), data, "{name}");
+        let stats: serde_json::Value = serde_json::from_slice(&get.stderr).expect("stats json");
+        assert_eq!(stats["from_peers"].as_u64(), Some(n as u64), "{name}");
+        // Again: held locally now, nothing fetched.
+        let again = gtc(b_dir.path(), &["get", ticket, "--json"]);
+        assert!(again.status.success());
+        assert_eq!(again.stdout, data);
+        let stats: serde_json::Value = serde_json::from_slice(&again.stderr).expect("stats json");
+        assert_eq!(stats["from_peers"].as_u64(), Some(0));
+    }
+    // A ticket whose token is wrong is refused by the source.
+    let src = a_dir.path().join("secret");
+    std::fs::write(&src, b"secret bytes").expect("write");
+    let out = gtc(
+        a_dir.path(),
+        &["put", "--json", src.to_str().expect("utf8")],
+    );
+    let put: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ticket: dot_store::Ticket = put["ticket"]
+        .as_str()
+        .expect("ticket")
+        .parse()
+        .expect("ticket");
+    let forged = dot_store::Ticket::new(
+        ticket.oid(),
+        Some(dot_store::Token([0; 16])),
+        None,
+        ticket.hints().to_vec(),
+    );
+    let get = gtc(b_dir.path(), &["get", &forged.to_string()]);
+    assert!(!get.status.success());
+    assert!(
+        String::from_utf8_lossy(&get.stderr).contains("Unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert!(
+        get.stdout.is_empty(),
+        "bytes of a refused object reached stdout"
+    );
+    let st = status_json(a_dir.path());
+    assert_eq!(st["peers"]["refused"].as_u64(), Some(1));
+    // Garbage is a clear error, not a crash.
+    let bad = gtc(b_dir.path(), &["get", "dot1.not-a-ticket"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid ticket"));
+    assert!(sigterm_and_wait(&mut a).success());
+    assert!(sigterm_and_wait(&mut b).success());
+}
