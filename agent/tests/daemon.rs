@@ -283,3 +283,69 @@ fn two_agents_move_an_object_by_ticket() {
     assert!(sigterm_and_wait(&mut a).success());
     assert!(sigterm_and_wait(&mut b).success());
 }
+
+#[test]
+fn a_get_fetches_only_the_chunks_the_receiver_lacks() {
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let (mut a, _) = start(a_dir.path());
+    let (mut b, _) = start(b_dir.path());
+    // Random-looking bytes, so content-defined boundaries exist to be found.
+    let mut x = 0x9E3779B97F4A7C15u64;
+    let old: Vec<u8> = (0..6_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    let mut new = old.clone();
+    new.splice(1_000..1_000, b"an edit near the start".iter().copied());
+    std::fs::write(b_dir.path().join("old"), &old).expect("write");
+    std::fs::write(a_dir.path().join("new"), &new).expect("write");
+    assert!(
+        gtc(
+            b_dir.path(),
+            &["put", b_dir.path().join("old").to_str().expect("utf8")]
+        )
+        .status
+        .success()
+    );
+    let put = gtc(
+        a_dir.path(),
+        &[
+            "put",
+            "--json",
+            a_dir.path().join("new").to_str().expect("utf8"),
+        ],
+    );
+    let put: serde_json::Value = serde_json::from_slice(&put.stdout).expect("json");
+    let chunks = put["chunks"].as_u64().expect("chunks");
+    let get = gtc(
+        b_dir.path(),
+        &["get", put["ticket"].as_str().expect("ticket"), "--json"],
+    );
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert_eq!(get.stdout, new);
+    let served = status_json(a_dir.path())["peers"]["chunks_served"]
+        .as_u64()
+        .expect("served");
+    assert!(
+        (1..=3).contains(&served),
+        "sender served {served} of {chunks} chunks"
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&get.stderr).expect("stats");
+    assert!(
+        stats["local"].as_u64().expect("local") > new.len() as u64 * 9 / 10,
+        "{stats}"
+    );
+    assert!(sigterm_and_wait(&mut a).success());
+    assert!(sigterm_and_wait(&mut b).success());
+}
