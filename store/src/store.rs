@@ -967,14 +967,7 @@ impl Store {
                 "UPDATE objects SET token = ?2 WHERE oid = ?1 AND token IS NULL",
                 params![oid.as_bytes(), token.0],
             )?;
-            let t: Option<Option<Vec<u8>>> = c
-                .query_row(
-                    "SELECT token FROM objects WHERE oid = ?1",
-                    [oid.as_bytes()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            match t.flatten().and_then(|t| <[u8; 16]>::try_from(t).ok()) {
+            match stored_token(c, &oid)?.and_then(|t| <[u8; 16]>::try_from(t).ok()) {
                 Some(t) => Ok(Token(t)),
                 None => Err(Error::UnknownObject(oid)),
             }
@@ -988,14 +981,7 @@ impl Store {
     /// Index errors.
     pub fn check_token(&self, oid: Oid, token: Token) -> Result<Option<bool>> {
         self.inner.db.call(move |c| {
-            let t: Option<Option<Vec<u8>>> = c
-                .query_row(
-                    "SELECT token FROM objects WHERE oid = ?1",
-                    [oid.as_bytes()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(t.flatten().map(|t| {
+            Ok(stored_token(c, &oid)?.map(|t| {
                 t.len() == 16 && t.iter().zip(token.0).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
             }))
         })
@@ -1443,6 +1429,18 @@ fn hash_file(file: &File, size: u64) -> io::Result<Oid> {
         at += want as u64;
     }
     Ok(Oid(h.finalize().into()))
+}
+
+/// The raw token column of `oid`; `None` if the object is unknown or has none.
+fn stored_token(c: &Connection, oid: &Oid) -> Result<Option<Vec<u8>>> {
+    let t: Option<Option<Vec<u8>>> = c
+        .query_row(
+            "SELECT token FROM objects WHERE oid = ?1",
+            [oid.as_bytes()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(t.flatten())
 }
 
 fn insert_chunks(c: &Connection, oid: &Oid, descs: &[Descriptor], present: bool) -> Result<()> {
