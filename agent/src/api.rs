@@ -2,8 +2,10 @@
 //!
 //! Each message is `len: u32 BE | kind: u8 | body`, with `len` counting the
 //! kind byte and the body and bounded by [`MAX_MESSAGE`]. Kind 0 is a JSON
-//! [`Request`] or [`Response`]; kind 1 (raw bytes, for object data) is
-//! reserved for put and get.
+//! [`Request`] or [`Response`]; kind 1 carries object bytes: a stream
+//! put's data, and a get's data when the agent does not pass a descriptor.
+//! A get's descriptor, and a put's file descriptor, travel as SCM_RIGHTS
+//! on a one-byte message right after the JSON message that announces them.
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,6 +24,22 @@ pub enum Message {
     Data(Vec<u8>),
 }
 
+/// How a get hands out the object's bytes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum GetMode {
+    /// In order, each range as soon as it and everything before it is
+    /// verified.
+    #[default]
+    Sequential,
+    /// Each chunk as soon as it is verified, in whatever order chunks
+    /// arrive.
+    OutOfOrder,
+    /// Nothing unasked: the client sends [`Request::Read`] for the ranges
+    /// it wants.
+    Random,
+}
+
 /// A client's request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -31,45 +49,88 @@ pub enum Request {
     /// Put the file whose descriptor follows this message (one byte sent
     /// with the descriptor attached as SCM_RIGHTS), by reference: the agent
     /// does not copy it. `path` is where the client opened it; the agent
-    /// re-validates the file before serving it.
+    /// re-validates the file before serving it. Answered by
+    /// [`Response::Put`].
     PutFile {
         /// Absolute path of the file.
         path: String,
     },
-    /// Fetch an object (from the store, else from the ticket's sources)
-    /// and stream it back: an [`Response::Object`], data messages in
-    /// order, then [`Response::End`].
+    /// Start a put of bytes that follow as data messages, ended by
+    /// [`Request::PutCommit`] (or abandoned by closing the connection).
+    PutInit,
+    /// End of a stream put's data; answered by [`Response::Put`].
+    PutCommit,
+    /// Get an object: answered by [`Response::Object`] once its size is
+    /// known, then, by `mode`, [`Response::Ready`] ranges and a closing
+    /// [`Response::End`], or nothing until the client sends
+    /// [`Request::Read`].
     Get {
-        /// A ticket, or a bare OID for an object the agent holds.
+        /// A ticket, or a bare OID.
         ticket: String,
         /// Sources to use instead of the ticket's hints.
         #[serde(default)]
         hints: Vec<String>,
+        /// How to hand out the bytes.
+        #[serde(default)]
+        mode: GetMode,
+    },
+    /// Read a range of the object of this connection's last get; answered
+    /// by one [`Response::Ready`] (possibly shorter at the object's end)
+    /// once those bytes are verified, or an error.
+    Read {
+        /// Byte offset.
+        offset: u64,
+        /// Bytes wanted (at most [`MAX_READ`]).
+        len: u64,
+    },
+    /// The client is done with an object it put or got: the agent may
+    /// evict it under its budget (objects are also released when the
+    /// connection closes).
+    Done {
+        /// The OID.
+        oid: String,
     },
 }
 
+/// Largest range one [`Request::Read`] may ask for.
+pub const MAX_READ: u64 = 64 << 20;
+
 /// The agent's answer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Response {
     /// Answer to [`Request::Status`].
-    Status(Status),
+    Status(Box<Status>),
     /// Answer to a put.
     Put(PutResult),
-    /// A get's object is available; its bytes follow as data messages.
+    /// A get's object is known. With `via_fd`, a read-only descriptor of
+    /// the file holding it follows (SCM_RIGHTS) and ranges announced by
+    /// [`Response::Ready`] are read from it; otherwise each `Ready` is
+    /// followed by its bytes as data messages.
     Object {
         /// The OID.
         oid: String,
         /// Size in bytes.
         size: u64,
+        /// Whether the bytes are read from a passed descriptor.
+        via_fd: bool,
     },
-    /// End of a get's data, with where the bytes came from.
+    /// Bytes `offset..offset + len` of the object are verified.
+    Ready {
+        /// Byte offset.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+    /// End of a streamed get, with where the bytes came from.
     End {
         /// Chunk bytes fetched from peers for this get.
         from_peers: u64,
         /// Bytes the store already held.
         local: u64,
     },
+    /// A request without other answer succeeded.
+    Ok,
     /// The request failed.
     Error {
         /// Why.
@@ -92,10 +153,17 @@ pub struct PutResult {
     pub hints: Vec<String>,
     /// False when the OID came from the cache of unchanged files.
     pub hashed: bool,
+    /// The file's permission bits (`gtc put FILE` adds them; `gtc cp`
+    /// restores them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// The file's modification time, nanoseconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_ns: Option<i64>,
 }
 
 /// The agent's state, as `gtc status --json` prints it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     /// Agent version.
     pub version: String,
@@ -115,6 +183,29 @@ pub struct Status {
     pub stored_bytes: u64,
     /// What peers were served.
     pub peers: PeerCounters,
+    /// Gets in flight.
+    pub transfers: Vec<TransferStatus>,
+    /// Local API clients connected.
+    pub clients: u64,
+}
+
+/// One get in flight.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TransferStatus {
+    /// The object.
+    pub oid: String,
+    /// Its size.
+    pub size: u64,
+    /// `running`, `verifying`, ...
+    pub state: String,
+    /// The peer chunks come from.
+    pub source: String,
+    /// Bytes taken from peers so far.
+    pub from_peers: u64,
+    /// Bytes held locally when it started.
+    pub local: u64,
+    /// Seconds since it started.
+    pub seconds: f64,
 }
 
 /// Counters of the peer server.
@@ -152,12 +243,7 @@ pub async fn write_json<W: AsyncWriteExt + Unpin, T: Serialize>(
     w: &mut W,
     msg: &T,
 ) -> Result<(), ApiError> {
-    let body = serde_json::to_vec(msg)?;
-    let mut out = Vec::with_capacity(body.len() + 5);
-    out.extend_from_slice(&((body.len() + 1) as u32).to_be_bytes());
-    out.push(KIND_JSON);
-    out.extend_from_slice(&body);
-    w.write_all(&out).await?;
+    w.write_all(&encode_json(msg)?).await?;
     Ok(())
 }
 
@@ -166,16 +252,7 @@ pub async fn write_json<W: AsyncWriteExt + Unpin, T: Serialize>(
 /// # Errors
 /// Socket errors.
 pub async fn write_data<W: AsyncWriteExt + Unpin>(w: &mut W, data: &[u8]) -> Result<(), ApiError> {
-    if data.len() >= MAX_MESSAGE {
-        return Err(ApiError::Bad(format!(
-            "data message of {} bytes",
-            data.len()
-        )));
-    }
-    let mut head = [0u8; 5];
-    head[..4].copy_from_slice(&((data.len() + 1) as u32).to_be_bytes());
-    head[4] = KIND_DATA;
-    w.write_all(&head).await?;
+    w.write_all(&data_head(data.len())?).await?;
     w.write_all(data).await?;
     Ok(())
 }
@@ -219,5 +296,58 @@ pub async fn read_json<R: AsyncReadExt + Unpin, T: for<'de> Deserialize<'de>>(
         Some(Message::Data(_)) => Err(ApiError::Bad(
             "data where a request or answer was expected".into(),
         )),
+    }
+}
+
+/// Encodes one JSON message.
+///
+/// # Errors
+/// If `msg` cannot be serialised.
+pub fn encode_json<T: Serialize>(msg: &T) -> Result<Vec<u8>, ApiError> {
+    let body = serde_json::to_vec(msg)?;
+    let mut out = Vec::with_capacity(body.len() + 5);
+    out.extend_from_slice(&((body.len() + 1) as u32).to_be_bytes());
+    out.push(KIND_JSON);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// The 5-byte head of a data message carrying `len` bytes.
+///
+/// # Errors
+/// `len` of [`MAX_MESSAGE`] or more.
+pub fn data_head(len: usize) -> Result<[u8; 5], ApiError> {
+    if len >= MAX_MESSAGE {
+        return Err(ApiError::Bad(format!("data message of {len} bytes")));
+    }
+    let mut head = [0u8; 5];
+    head[..4].copy_from_slice(&((len + 1) as u32).to_be_bytes());
+    head[4] = KIND_DATA;
+    Ok(head)
+}
+
+/// Blocking [`read_message`].
+///
+/// # Errors
+/// As [`read_message`].
+pub fn read_message_blocking<R: std::io::Read>(r: &mut R) -> Result<Option<Message>, ApiError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 || len > MAX_MESSAGE {
+        return Err(ApiError::Bad(format!("length {len}")));
+    }
+    let mut kind = [0u8; 1];
+    r.read_exact(&mut kind)?;
+    let mut body = vec![0u8; len - 1];
+    r.read_exact(&mut body)?;
+    match kind[0] {
+        KIND_JSON => Ok(Some(Message::Json(body))),
+        KIND_DATA => Ok(Some(Message::Data(body))),
+        k => Err(ApiError::Bad(format!("kind {k}"))),
     }
 }

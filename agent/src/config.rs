@@ -33,6 +33,9 @@ pub struct RawConfig {
     pub chunker: Option<String>,
     /// Store budget in bytes.
     pub cache_bytes: Option<u64>,
+    /// Flush received chunks to disk before recording them (survives power
+    /// loss, costs a disk write per batch).
+    pub durable: Option<bool>,
 }
 
 /// The validated configuration.
@@ -51,6 +54,8 @@ pub struct Config {
     pub chunker: ChunkerSpec,
     /// Store budget in bytes (`u64::MAX`: none).
     pub cache_bytes: u64,
+    /// Flush received chunks before recording them.
+    pub durable: bool,
 }
 
 fn is_root() -> bool {
@@ -140,6 +145,7 @@ impl RawConfig {
             advertise,
             chunker,
             cache_bytes: self.cache_bytes.unwrap_or(u64::MAX),
+            durable: self.durable.unwrap_or(false),
         })
     }
 }

@@ -1,26 +1,28 @@
 //! The agent daemon: the store, the peer server and the local API, until
 //! SIGINT or SIGTERM.
 
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 use dot_plugins::gtc::server::{ServerStats, serve};
-use dot_store::{Store, StoreOptions};
+use dot_store::descriptor::list_digest;
+use dot_store::{Hint, Oid, PutOutcome, Store, StoreOptions, Ticket, Token};
+use tokio::io::Interest;
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{broadcast, mpsc};
 
-use std::os::fd::AsRawFd;
-
-use dot_store::descriptor::list_digest;
-use dot_store::{Hint, Ticket, Token};
-use tokio::io::Interest;
-
-use crate::api::{self, PeerCounters, PutResult, Request, Response, Status};
+use crate::api::{
+    self, GetMode, MAX_READ, Message, PeerCounters, PutResult, Request, Response, Status,
+    TransferStatus,
+};
 use crate::config::Config;
 use crate::fdpass;
-use crate::fetch::{self, Target};
+use crate::fetch::{Fetch, FetchState, Fetches, Target};
 
 /// What request handlers share.
 struct Agent {
@@ -29,6 +31,8 @@ struct Agent {
     listen: std::net::SocketAddr,
     hints: Vec<String>,
     stats: Arc<ServerStats>,
+    fetches: Fetches,
+    clients: AtomicU64,
 }
 
 /// Runs the agent until a shutdown signal. Prints one line
@@ -41,7 +45,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let opts = StoreOptions {
         chunker: config.chunker,
         budget: config.cache_bytes,
-        durable: true,
+        durable: config.durable,
     };
     let dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, opts))
@@ -66,11 +70,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let clients = bind_socket(&config.socket).await?;
     let socket = config.socket.clone();
     let agent = Arc::new(Agent {
+        fetches: Fetches::new(store.clone()),
         store,
         config,
         listen,
         hints,
         stats,
+        clients: AtomicU64::new(0),
     });
     println!("gtc agent: ready peer={listen} socket={}", socket.display());
     tracing::info!(peer = %listen, socket = %socket.display(), "agent ready");
@@ -112,127 +118,159 @@ async fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))
 }
 
-async fn client_task(agent: Arc<Agent>, stream: UnixStream) {
-    if let Err(e) = client_impl(&agent, stream).await {
-        tracing::debug!(error = %e, "client connection ended");
+/// One client connection: the objects it holds (released by `done` or when
+/// it closes) and the object of its last get.
+struct Conn {
+    stream: UnixStream,
+    pinned: HashMap<Oid, u32>,
+    get: Option<OpenGet>,
+}
+
+/// A get whose bytes the client reads by range.
+struct OpenGet {
+    fetch: Arc<Fetch>,
+    trusted: bool,
+    via_fd: bool,
+}
+
+impl Conn {
+    fn pin(&mut self, store: &Store, oid: Oid) {
+        store.pin(oid);
+        *self.pinned.entry(oid).or_insert(0) += 1;
+    }
+
+    fn release(&mut self, store: &Store, oid: Oid) -> bool {
+        match self.pinned.remove(&oid) {
+            Some(n) => {
+                for _ in 0..n {
+                    store.unpin(oid);
+                }
+                true
+            }
+            None => false,
+        }
     }
 }
 
-async fn client_impl(agent: &Agent, mut stream: UnixStream) -> Result<(), api::ApiError> {
-    while let Some(req) = api::read_json::<_, Request>(&mut stream).await? {
-        let resp = match req {
-            Request::Status => match status(agent).await {
-                Ok(s) => Response::Status(s),
-                Err(e) => Response::Error {
-                    message: format!("{e:#}"),
-                },
-            },
-            Request::PutFile { path } => {
-                let fd = loop {
-                    stream.readable().await?;
-                    let raw = stream.as_raw_fd();
-                    match stream.try_io(Interest::READABLE, || fdpass::recv_fd(raw)) {
-                        Ok(fd) => break fd,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return Err(e.into()),
-                    }
-                };
-                match put_file(agent, fd, path).await {
-                    Ok(r) => Response::Put(r),
-                    Err(e) => Response::Error {
-                        message: format!("{e:#}"),
-                    },
-                }
-            }
-            Request::Get { ticket, hints } => {
-                let fetched = match Target::parse(&ticket, &hints) {
-                    Ok(target) => fetch::fetch(&agent.store, &target).await,
-                    Err(e) => Err(e),
-                };
-                match fetched {
-                    Ok(f) => {
-                        send_object(&agent.store, &mut stream, f).await?;
-                        continue;
-                    }
-                    Err(e) => Response::Error {
-                        message: format!("{e:#}"),
-                    },
-                }
+async fn client_task(agent: Arc<Agent>, stream: UnixStream) {
+    agent.clients.fetch_add(1, Ordering::Relaxed);
+    let mut conn = Conn {
+        stream,
+        pinned: HashMap::new(),
+        get: None,
+    };
+    if let Err(e) = client_impl(&agent, &mut conn).await {
+        tracing::debug!(error = %format!("{e:#}"), "client connection ended");
+    }
+    for (oid, n) in conn.pinned.drain() {
+        for _ in 0..n {
+            agent.store.unpin(oid);
+        }
+    }
+    agent.clients.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn error(e: impl std::fmt::Display) -> Response {
+    Response::Error {
+        message: e.to_string(),
+    }
+}
+
+async fn client_impl(agent: &Agent, conn: &mut Conn) -> anyhow::Result<()> {
+    while let Some(msg) = api::read_message(&mut conn.stream).await? {
+        let req: Request = match msg {
+            Message::Json(body) => serde_json::from_slice(&body)?,
+            Message::Data(_) => {
+                let resp = error("object data outside a put");
+                api::write_json(&mut conn.stream, &resp).await?;
+                bail!("client sent data outside a put");
             }
         };
-        api::write_json(&mut stream, &resp).await?;
+        let resp = match req {
+            Request::Status => match status(agent).await {
+                Ok(s) => Response::Status(Box::new(s)),
+                Err(e) => error(format!("{e:#}")),
+            },
+            Request::PutFile { path } => {
+                let fd = recv_fd(&conn.stream).await?;
+                match put_file(agent, fd, path).await {
+                    Ok(r) => {
+                        conn.pin(&agent.store, r.0);
+                        Response::Put(r.1)
+                    }
+                    Err(e) => error(format!("{e:#}")),
+                }
+            }
+            Request::PutInit => match stream_put(agent, &mut conn.stream).await? {
+                Ok(r) => {
+                    conn.pin(&agent.store, r.0);
+                    Response::Put(r.1)
+                }
+                Err(e) => error(format!("{e:#}")),
+            },
+            Request::PutCommit => error("put-commit without put-init"),
+            Request::Get {
+                ticket,
+                hints,
+                mode,
+            } => {
+                get(agent, conn, &ticket, &hints, mode).await?;
+                continue;
+            }
+            Request::Read { offset, len } => {
+                read_range(agent, conn, offset, len).await?;
+                continue;
+            }
+            Request::Done { oid } => match oid.parse::<Oid>() {
+                Ok(oid) => {
+                    if conn.get.as_ref().is_some_and(|g| g.fetch.oid == oid) {
+                        conn.get = None;
+                    }
+                    if conn.release(&agent.store, oid) {
+                        Response::Ok
+                    } else {
+                        error(format!("{oid} is not held by this connection"))
+                    }
+                }
+                Err(e) => error(e),
+            },
+        };
+        api::write_json(&mut conn.stream, &resp).await?;
     }
     Ok(())
 }
 
-/// Streams a complete object to the client: `Object`, data, `End`.
-async fn send_object(
-    store: &Store,
-    stream: &mut UnixStream,
-    f: fetch::Fetched,
-) -> Result<(), api::ApiError> {
-    api::write_json(
-        stream,
-        &Response::Object {
-            oid: f.oid.to_string(),
-            size: f.size,
-        },
-    )
-    .await?;
-    const PIECE: usize = 1 << 20;
-    let mut at = 0u64;
-    while at < f.size {
-        let len = PIECE.min((f.size - at) as usize);
-        let s = store.clone();
-        let oid = f.oid;
-        let data = match tokio::task::spawn_blocking(move || s.read_at(oid, at, len)).await {
-            Ok(Ok(d)) if !d.is_empty() => d,
-            Ok(Err(e)) => {
-                let message = format!("reading {oid}: {e}");
-                return api::write_json(stream, &Response::Error { message }).await;
-            }
-            _ => {
-                return api::write_json(
-                    stream,
-                    &Response::Error {
-                        message: "reading the object failed".into(),
-                    },
-                )
-                .await;
-            }
-        };
-        api::write_data(stream, &data).await?;
-        at += data.len() as u64;
+/// Receives the descriptor a client sends after its request.
+async fn recv_fd(stream: &UnixStream) -> std::io::Result<OwnedFd> {
+    loop {
+        stream.readable().await?;
+        let raw = stream.as_raw_fd();
+        match stream.try_io(Interest::READABLE, || fdpass::recv_fd(raw)) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
     }
-    api::write_json(
-        stream,
-        &Response::End {
-            from_peers: f.from_peers,
-            local: f.local,
-        },
-    )
-    .await
 }
 
-async fn put_file(
-    agent: &Agent,
-    fd: std::os::fd::OwnedFd,
-    path: String,
-) -> anyhow::Result<PutResult> {
-    let path = std::path::PathBuf::from(path);
-    if !path.is_absolute() {
-        bail!("put: {} is not an absolute path", path.display());
+/// Sends a descriptor to the client.
+async fn send_fd(stream: &UnixStream, fd: &std::fs::File) -> std::io::Result<()> {
+    loop {
+        stream.writable().await?;
+        let raw = stream.as_raw_fd();
+        match stream.try_io(Interest::WRITABLE, || fdpass::send_fd(raw, fd.as_raw_fd())) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
     }
-    let store = agent.store.clone();
-    let file = std::fs::File::from(fd);
-    let (out, token, descs) = tokio::task::spawn_blocking(move || {
-        let out = store.put_file(&file, &path)?;
-        let token =
-            store.ensure_token(out.oid, Token::random().map_err(dot_store::Error::Input)?)?;
-        let descs = store.descriptors(out.oid)?;
-        Ok::<_, dot_store::Error>((out, token, descs))
-    })
-    .await??;
+}
+
+/// The ticket and answer for a put.
+fn put_result(agent: &Agent, out: &PutOutcome) -> anyhow::Result<PutResult> {
+    let store = &agent.store;
+    let token = store.ensure_token(out.oid, Token::random().map_err(dot_store::Error::Input)?)?;
+    let descs = store.descriptors(out.oid)?;
     let hints: Vec<Hint> = agent
         .hints
         .iter()
@@ -247,7 +285,349 @@ async fn put_file(
         chunks: out.chunks,
         hints: ticket.hints().iter().map(|h| h.to_string()).collect(),
         hashed: out.hashed,
+        mode: None,
+        mtime_ns: None,
     })
+}
+
+async fn put_file(agent: &Agent, fd: OwnedFd, path: String) -> anyhow::Result<(Oid, PutResult)> {
+    let path = std::path::PathBuf::from(path);
+    if !path.is_absolute() {
+        bail!("put: {} is not an absolute path", path.display());
+    }
+    let store = agent.store.clone();
+    let file = std::fs::File::from(fd);
+    let out = tokio::task::spawn_blocking(move || store.put_file(&file, &path)).await??;
+    Ok((out.oid, put_result(agent, &out)?))
+}
+
+/// A stream put: data messages until `put-commit`. The outer error ends
+/// the connection (socket trouble, a protocol violation); the inner one is
+/// the put's failure, answered to the client.
+async fn stream_put(
+    agent: &Agent,
+    stream: &mut UnixStream,
+) -> anyhow::Result<anyhow::Result<(Oid, PutResult)>> {
+    enum Piece {
+        Data(Vec<u8>),
+        Commit,
+    }
+    let (tx, mut rx) = mpsc::channel::<Piece>(8);
+    let store = agent.store.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut w = store.put_writer();
+        loop {
+            match rx.blocking_recv() {
+                Some(Piece::Data(d)) => w.write_all(&d)?,
+                Some(Piece::Commit) => return w.finish().map_err(anyhow::Error::from),
+                // The client went away: dropping the writer abandons it.
+                None => bail!("the client closed before committing"),
+            }
+        }
+    });
+    let mut writer_gone = false;
+    loop {
+        let Some(msg) = api::read_message(stream).await? else {
+            bail!("client closed during a put");
+        };
+        match msg {
+            Message::Data(d) => {
+                if !writer_gone && tx.send(Piece::Data(d)).await.is_err() {
+                    // The writer failed; keep reading to the commit, then
+                    // report its error.
+                    writer_gone = true;
+                }
+            }
+            Message::Json(body) => match serde_json::from_slice::<Request>(&body)? {
+                Request::PutCommit => {
+                    let _ = tx.send(Piece::Commit).await;
+                    break;
+                }
+                other => bail!("{other:?} in the middle of a put"),
+            },
+        }
+    }
+    drop(tx);
+    let out = match writer.await? {
+        Ok(out) => out,
+        Err(e) => return Ok(Err(e.context("put"))),
+    };
+    Ok(put_result(agent, &out).map(|r| (out.oid, r)))
+}
+
+/// Opens the store's own file of `oid` to pass to the client, or `None`
+/// when the object is a referenced file (its bytes are re-verified on each
+/// read, so they travel as data).
+fn open_backing(store: &Store, oid: Oid) -> anyhow::Result<Option<std::fs::File>> {
+    let info = store.info(oid)?.context("the object left the store")?;
+    if info.referenced.is_some() {
+        return Ok(None);
+    }
+    let path = store.backing_path(oid)?;
+    Ok(Some(
+        std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?,
+    ))
+}
+
+/// `get`: starts (or joins) the fetch, announces the object, then streams
+/// it or waits for reads, by mode.
+async fn get(
+    agent: &Agent,
+    conn: &mut Conn,
+    ticket: &str,
+    hints: &[String],
+    mode: GetMode,
+) -> anyhow::Result<()> {
+    let started = match Target::parse(ticket, hints) {
+        Ok(target) => agent.fetches.start(&target).await.map(|f| (target, f)),
+        Err(e) => Err(e),
+    };
+    let (target, fetch) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            api::write_json(&mut conn.stream, &error(format!("{e:#}"))).await?;
+            return Ok(());
+        }
+    };
+    let oid = fetch.oid;
+    conn.pin(&agent.store, oid);
+    let store = agent.store.clone();
+    let file = match tokio::task::spawn_blocking(move || open_backing(&store, oid)).await? {
+        Ok(f) => f,
+        Err(e) => {
+            api::write_json(&mut conn.stream, &error(format!("{e:#}"))).await?;
+            return Ok(());
+        }
+    };
+    api::write_json(
+        &mut conn.stream,
+        &Response::Object {
+            oid: oid.to_string(),
+            size: fetch.size,
+            via_fd: file.is_some(),
+        },
+    )
+    .await?;
+    if let Some(f) = &file {
+        send_fd(&conn.stream, f).await?;
+    }
+    let open = OpenGet {
+        trusted: fetch.trusts(&target),
+        via_fd: file.is_some(),
+        fetch,
+    };
+    if mode == GetMode::Random {
+        conn.get = Some(open);
+        return Ok(());
+    }
+    let streamed = stream_object(agent, &mut conn.stream, &open, mode).await?;
+    let resp = match streamed {
+        Ok(()) => Response::End {
+            from_peers: open.fetch.from_peers.load(Ordering::Relaxed),
+            local: open.fetch.local.load(Ordering::Relaxed),
+        },
+        Err(e) => error(format!("{e:#}")),
+    };
+    api::write_json(&mut conn.stream, &resp).await?;
+    Ok(())
+}
+
+/// What woke a waiting reader.
+enum Wake {
+    /// Chunk `index` arrived.
+    Arrived(u32),
+    /// Arrivals were missed, or the fetch's state changed: look again.
+    Rescan,
+}
+
+/// Waits for the fetch to move on; errors if it failed.
+async fn wait_for(
+    open: &OpenGet,
+    arrivals: &mut broadcast::Receiver<u32>,
+    state: &mut tokio::sync::watch::Receiver<FetchState>,
+) -> anyhow::Result<Wake> {
+    let wake = tokio::select! {
+        r = arrivals.recv() => match r {
+            Ok(i) => Wake::Arrived(i),
+            Err(broadcast::error::RecvError::Lagged(_)) => Wake::Rescan,
+            Err(broadcast::error::RecvError::Closed) => {
+                bail!("the fetch of {} ended", open.fetch.oid)
+            }
+        },
+        r = state.changed() => {
+            if r.is_err() {
+                bail!("the fetch of {} ended", open.fetch.oid);
+            }
+            Wake::Rescan
+        }
+    };
+    if let FetchState::Failed(why) = &*state.borrow() {
+        bail!("{why}");
+    }
+    Ok(wake)
+}
+
+/// Whether chunk `index` may be handed out now.
+fn readable(store: &Store, open: &OpenGet, index: u32) -> anyhow::Result<bool> {
+    match open.fetch.state() {
+        FetchState::Complete => Ok(true),
+        FetchState::Failed(why) => bail!("{why}"),
+        _ if open.trusted => Ok(store.has_chunk(open.fetch.oid, index)?),
+        _ => Ok(false),
+    }
+}
+
+/// Streams the object as `Ready` ranges (with their bytes, if not via the
+/// descriptor). The outer error ends the connection; the inner one is the
+/// get's failure.
+async fn stream_object(
+    agent: &Agent,
+    stream: &mut UnixStream,
+    open: &OpenGet,
+    mode: GetMode,
+) -> anyhow::Result<anyhow::Result<()>> {
+    let store = &agent.store;
+    let fetch = &open.fetch;
+    let n = fetch.descs.len();
+    let mut arrivals = fetch.arrivals();
+    let mut state = fetch.watch_state();
+    let mut sent = vec![false; n];
+    let mut left = n;
+    // Sequential: everything before `next` is sent.
+    let mut next = 0usize;
+    let mut rescan = true;
+    let mut woke: Vec<u32> = Vec::new();
+    while left > 0 {
+        // The readable ranges not yet sent, neighbours coalesced.
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        let take = |i: usize, ranges: &mut Vec<(u64, u64)>| {
+            let d = fetch.descs[i];
+            match ranges.last_mut() {
+                Some((off, len)) if *off + *len == d.offset => *len += u64::from(d.len),
+                _ => ranges.push((d.offset, u64::from(d.len))),
+            }
+        };
+        let mut candidates: Vec<usize> = Vec::new();
+        if mode == GetMode::Sequential {
+            while next < n {
+                match readable(store, open, next as u32) {
+                    Ok(true) => {
+                        take(next, &mut ranges);
+                        next += 1;
+                        left -= 1;
+                    }
+                    Ok(_) => break,
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+        } else {
+            if rescan {
+                candidates.extend((0..n).filter(|&i| !sent[i]));
+                rescan = false;
+            }
+            candidates.extend(woke.drain(..).map(|i| i as usize));
+            while let Ok(i) = arrivals.try_recv() {
+                candidates.push(i as usize);
+            }
+            for i in candidates {
+                if i >= n || sent[i] {
+                    continue;
+                }
+                match readable(store, open, i as u32) {
+                    Ok(true) => {
+                        sent[i] = true;
+                        left -= 1;
+                        take(i, &mut ranges);
+                    }
+                    Ok(false) => {}
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+        }
+        for (offset, len) in ranges {
+            send_range(store, stream, open, offset, len).await?;
+        }
+        if left == 0 {
+            break;
+        }
+        match wait_for(open, &mut arrivals, &mut state).await {
+            Ok(Wake::Arrived(i)) => woke.push(i),
+            Ok(Wake::Rescan) => rescan = true,
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Announces `offset..offset+len` as ready and, when the client does not
+/// read through a descriptor, sends the bytes.
+async fn send_range(
+    store: &Store,
+    stream: &mut UnixStream,
+    open: &OpenGet,
+    offset: u64,
+    len: u64,
+) -> anyhow::Result<()> {
+    api::write_json(stream, &Response::Ready { offset, len }).await?;
+    if open.via_fd {
+        return Ok(());
+    }
+    const PIECE: u64 = 1 << 20;
+    let mut at = offset;
+    while at < offset + len {
+        let want = PIECE.min(offset + len - at) as usize;
+        let s = store.clone();
+        let oid = open.fetch.oid;
+        let data = tokio::task::spawn_blocking(move || s.read_at(oid, at, want)).await??;
+        if data.is_empty() {
+            bail!("{oid} ended early at {at}");
+        }
+        api::write_data(stream, &data).await?;
+        at += data.len() as u64;
+    }
+    Ok(())
+}
+
+/// `read`: waits until the chunks covering the range may be read, then
+/// answers with one `Ready`.
+async fn read_range(agent: &Agent, conn: &mut Conn, offset: u64, len: u64) -> anyhow::Result<()> {
+    let Some(open) = &conn.get else {
+        api::write_json(&mut conn.stream, &error("read without a get")).await?;
+        return Ok(());
+    };
+    let fetch = &open.fetch;
+    if len > MAX_READ {
+        let resp = error(format!("read of {len} bytes (at most {MAX_READ})"));
+        api::write_json(&mut conn.stream, &resp).await?;
+        return Ok(());
+    }
+    let end = offset.saturating_add(len).min(fetch.size);
+    if offset >= end {
+        api::write_json(&mut conn.stream, &Response::Ready { offset, len: 0 }).await?;
+        return Ok(());
+    }
+    let first = fetch.descs.partition_point(|d| d.end() <= offset);
+    let last = fetch.descs.partition_point(|d| d.offset < end);
+    let mut arrivals = fetch.arrivals();
+    let mut state = fetch.watch_state();
+    for i in first..last {
+        loop {
+            match readable(&agent.store, open, i as u32) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    api::write_json(&mut conn.stream, &error(format!("{e:#}"))).await?;
+                    return Ok(());
+                }
+            }
+            if let Err(e) = wait_for(open, &mut arrivals, &mut state).await {
+                api::write_json(&mut conn.stream, &error(format!("{e:#}"))).await?;
+                return Ok(());
+            }
+        }
+    }
+    send_range(&agent.store, &mut conn.stream, open, offset, end - offset).await
 }
 
 async fn status(agent: &Agent) -> anyhow::Result<Status> {
@@ -257,6 +637,25 @@ async fn status(agent: &Agent) -> anyhow::Result<Status> {
     })
     .await??;
     let s = &agent.stats;
+    let transfers = agent
+        .fetches
+        .in_flight()
+        .iter()
+        .map(|f| TransferStatus {
+            oid: f.oid.to_string(),
+            size: f.size,
+            state: match f.state() {
+                FetchState::Running => "running".into(),
+                FetchState::Verifying => "verifying".into(),
+                FetchState::Complete => "complete".into(),
+                FetchState::Failed(why) => format!("failed: {why}"),
+            },
+            source: f.source(),
+            from_peers: f.from_peers.load(Ordering::Relaxed),
+            local: f.local.load(Ordering::Relaxed),
+            seconds: f.age_secs(),
+        })
+        .collect();
     Ok(Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         data_dir: agent.config.data_dir.display().to_string(),
@@ -272,5 +671,7 @@ async fn status(agent: &Agent) -> anyhow::Result<Status> {
             refused: s.refused.load(Ordering::Relaxed),
             violations: s.violations.load(Ordering::Relaxed),
         },
+        transfers,
+        clients: agent.clients.load(Ordering::Relaxed),
     })
 }

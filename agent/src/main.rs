@@ -1,11 +1,14 @@
 //! `gtc`: the DOT agent and its command line.
 
-use std::path::PathBuf;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use dot_agent::api::{self, Request, Response};
-use dot_agent::config::{self, RawConfig};
+use dot_agent::api::PutResult;
+use dot_agent::client::{Client, GetStats};
+use dot_agent::config::RawConfig;
 
 /// DOT: data-oriented transfer.
 #[derive(Parser)]
@@ -34,13 +37,16 @@ enum Command {
         /// host:port to put into hints; repeat for several.
         #[arg(long)]
         advertise: Vec<String>,
+        /// Flush received chunks to disk before recording them.
+        #[arg(long)]
+        durable: bool,
     },
-    /// Put a file by reference (the agent does not copy it); prints the
-    /// ticket as the last line.
+    /// Put a file (by reference: the agent does not copy it) or standard
+    /// input (`-`); prints the ticket as the last line.
     Put {
-        /// The file.
+        /// The file, or `-` for standard input.
         file: PathBuf,
-        /// Print one JSON object (oid, ticket, size, chunks, hints).
+        /// Print one JSON object (oid, ticket, size, chunks, hints, ...).
         #[arg(long)]
         json: bool,
         /// Local API socket (default: $GTC_SOCKET, else the agent's default).
@@ -63,11 +69,18 @@ enum Command {
         /// Like --stats, as one JSON object on stderr.
         #[arg(long)]
         json: bool,
+        /// Set the output file's permission bits (octal), as `gtc cp` does.
+        #[arg(long, value_parser = parse_octal, requires = "output")]
+        mode: Option<u32>,
+        /// Set the output file's modification time (nanoseconds since the
+        /// epoch), as `gtc cp` does.
+        #[arg(long, requires = "output", allow_negative_numbers = true)]
+        mtime_ns: Option<i64>,
         /// Local API socket (default: $GTC_SOCKET, else the agent's default).
         #[arg(long)]
         socket: Option<PathBuf>,
     },
-    /// Show what the agent holds and serves.
+    /// Show what the agent holds, serves and fetches.
     Status {
         /// Print one JSON object.
         #[arg(long)]
@@ -76,6 +89,32 @@ enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Copy a file between machines, the bytes going agent to agent: runs
+    /// `gtc put --json` where SRC is and `gtc get` where DST is, over
+    /// `--rsh` for a remote side. Keeps mode and mtime.
+    Cp {
+        /// `[[user@]host:]path` of the file to copy.
+        src: String,
+        /// `[[user@]host:]path` to write (a folder, or ending in `/`: keep
+        /// the name).
+        dst: String,
+        /// How to run commands on a remote side.
+        #[arg(long, default_value = "ssh")]
+        rsh: String,
+        /// The `gtc` to run on a remote side.
+        #[arg(long, default_value = "gtc")]
+        remote_gtc: String,
+        /// Local API socket for a local side.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -87,6 +126,7 @@ fn main() -> anyhow::Result<()> {
             socket,
             listen,
             advertise,
+            durable,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -105,6 +145,9 @@ fn main() -> anyhow::Result<()> {
             if !advertise.is_empty() {
                 raw.advertise = Some(advertise);
             }
+            if durable {
+                raw.durable = Some(true);
+            }
             let config = raw.validate()?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -112,24 +155,12 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(dot_agent::daemon::run(config))
         }
         Command::Put { file, json, socket } => {
-            if file.as_os_str() == "-" {
-                bail!("put: standard input is not supported yet; give a file");
-            }
-            let opened = std::fs::File::open(&file)
-                .with_context(|| format!("opening {}", file.display()))?;
-            let path = std::fs::canonicalize(&file)
-                .with_context(|| format!("resolving {}", file.display()))?;
-            let request = Request::PutFile {
-                path: path.to_string_lossy().into_owned(),
-            };
-            match call(socket.as_deref(), request, Some(&opened))? {
-                Response::Put(r) if json => println!("{}", serde_json::to_string(&r)?),
-                Response::Put(r) => {
-                    eprintln!("{} ({} bytes, {} chunks)", r.oid, r.size, r.chunks);
-                    println!("{}", r.ticket);
-                }
-                Response::Error { message } => bail!("agent: {message}"),
-                other => bail!("agent gave an unexpected answer: {other:?}"),
+            let r = put(socket.as_deref(), &file)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                eprintln!("{} ({} bytes, {} chunks)", r.oid, r.size, r.chunks);
+                println!("{}", r.ticket);
             }
             Ok(())
         }
@@ -139,141 +170,302 @@ fn main() -> anyhow::Result<()> {
             hints,
             stats,
             json,
+            mode,
+            mtime_ns,
             socket,
-        } => get(
-            socket.as_deref(),
-            target,
-            hints,
-            output.as_deref(),
-            stats,
-            json,
-        ),
-        Command::Status { json, socket } => {
-            let resp = call(socket.as_deref(), Request::Status, None)?;
-            match resp {
-                Response::Status(st) if json => println!("{}", serde_json::to_string(&st)?),
-                Response::Status(st) => {
-                    println!(
-                        "agent {} serving peers on {} ({})",
-                        st.version,
-                        st.listen,
-                        st.hints.join(", ")
-                    );
-                    println!(
-                        "store {}: {} objects ({} complete, {} pinned), {} bytes held",
-                        st.data_dir, st.objects, st.complete, st.pinned, st.stored_bytes
-                    );
-                    println!(
-                        "peers: {} chunks / {} bytes served, {} refused, {} violations",
-                        st.peers.chunks_served,
-                        st.peers.bytes_sent,
-                        st.peers.refused,
-                        st.peers.violations
-                    );
-                }
-                Response::Error { message } => bail!("agent: {message}"),
-                other => bail!("agent gave an unexpected answer: {other:?}"),
+        } => {
+            let (size, got) = get(socket.as_deref(), &target, &hints, output.as_deref())?;
+            if let Some(path) = &output {
+                set_attrs(path, mode, mtime_ns)?;
+            }
+            if json {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({ "size": size, "from_peers": got.from_peers, "local": got.local })
+                );
+            } else if stats {
+                eprintln!(
+                    "{size} bytes: {} from peers, {} already held",
+                    got.from_peers, got.local
+                );
             }
             Ok(())
         }
-    }
-}
-
-/// Sends one request to the agent (with `fd` passed after it, if given)
-/// and returns its answer.
-fn call(
-    socket: Option<&std::path::Path>,
-    request: Request,
-    fd: Option<&std::fs::File>,
-) -> anyhow::Result<Response> {
-    use std::os::fd::AsRawFd;
-    let socket = config::client_socket(socket);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut s = tokio::net::UnixStream::connect(&socket)
-            .await
-            .with_context(|| {
-                format!(
-                    "no agent at {} (start one with `gtc agent`)",
-                    socket.display()
-                )
-            })?;
-        api::write_json(&mut s, &request).await?;
-        if let Some(f) = fd {
-            dot_agent::fdpass::send_fd(s.as_raw_fd(), f.as_raw_fd())
-                .context("passing the file to the agent")?;
-        }
-        api::read_json::<_, Response>(&mut s)
-            .await?
-            .context("the agent closed the connection")
-    })
-}
-
-/// `gtc get`: asks the agent for the object and writes the bytes it streams.
-fn get(
-    socket: Option<&std::path::Path>,
-    target: String,
-    hints: Vec<String>,
-    output: Option<&std::path::Path>,
-    stats: bool,
-    json: bool,
-) -> anyhow::Result<()> {
-    use std::io::Write;
-    let socket = config::client_socket(socket);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let result = rt.block_on(async {
-        let mut s = tokio::net::UnixStream::connect(&socket)
-            .await
-            .with_context(|| format!("no agent at {} (start one with `gtc agent`)", socket.display()))?;
-        api::write_json(&mut s, &Request::Get { ticket: target, hints }).await?;
-        let mut out: Option<Box<dyn Write>> = None;
-        let (mut expected, mut written) = (0u64, 0u64);
-        loop {
-            let msg = api::read_message(&mut s).await?.context("the agent closed the connection")?;
-            match msg {
-                api::Message::Data(bytes) => {
-                    let w = out.as_mut().context("data before the object's header")?;
-                    w.write_all(&bytes).context("writing the object")?;
-                    written += bytes.len() as u64;
-                }
-                api::Message::Json(body) => match serde_json::from_slice::<Response>(&body)? {
-                    Response::Object { size, .. } => {
-                        expected = size;
-                        out = Some(match output {
-                            Some(p) => Box::new(std::io::BufWriter::new(
-                                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-                            )),
-                            None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-                        });
-                    }
-                    Response::End { from_peers, local } => {
-                        if let Some(mut w) = out.take() {
-                            w.flush().context("writing the object")?;
-                        }
-                        if written != expected {
-                            bail!("the agent sent {written} of {expected} bytes");
-                        }
-                        if json {
-                            eprintln!("{}", serde_json::json!({ "size": expected, "from_peers": from_peers, "local": local }));
-                        } else if stats {
-                            eprintln!("{expected} bytes: {from_peers} from peers, {local} already held");
-                        }
-                        return Ok(());
-                    }
-                    Response::Error { message } => bail!("agent: {message}"),
-                    other => bail!("agent gave an unexpected answer: {other:?}"),
-                },
+        Command::Status { json, socket } => {
+            let st = Client::connect(socket.as_deref())?.status()?;
+            if json {
+                println!("{}", serde_json::to_string(&st)?);
+                return Ok(());
             }
+            println!(
+                "agent {} serving peers on {} ({}), {} clients",
+                st.version,
+                st.listen,
+                st.hints.join(", "),
+                st.clients
+            );
+            println!(
+                "store {}: {} objects ({} complete, {} pinned), {} bytes held",
+                st.data_dir, st.objects, st.complete, st.pinned, st.stored_bytes
+            );
+            println!(
+                "peers: {} chunks / {} bytes served, {} refused, {} violations",
+                st.peers.chunks_served, st.peers.bytes_sent, st.peers.refused, st.peers.violations
+            );
+            println!("transfers in flight: {}", st.transfers.len());
+            for t in &st.transfers {
+                println!(
+                    "  {} {}: {} of {} bytes ({} local) from {}, {:.1} s",
+                    t.oid,
+                    t.state,
+                    t.from_peers + t.local,
+                    t.size,
+                    t.local,
+                    t.source,
+                    t.seconds
+                );
+            }
+            Ok(())
         }
-    });
-    if result.is_err() {
-        if let Some(p) = output {
-            let _ = std::fs::remove_file(p);
+        Command::Cp {
+            src,
+            dst,
+            rsh,
+            remote_gtc,
+            socket,
+        } => cp(&src, &dst, &rsh, &remote_gtc, socket.as_deref()),
+    }
+}
+
+/// `gtc put`: by descriptor for a file, streamed for `-`.
+fn put(socket: Option<&Path>, file: &Path) -> anyhow::Result<PutResult> {
+    let mut client = Client::connect(socket)?;
+    if file.as_os_str() == "-" {
+        let mut put = client.put()?;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("reading standard input"),
+            };
+            put.write_all(&buf[..n]).context("sending to the agent")?;
+        }
+        return Ok(put.commit()?);
+    }
+    let opened =
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let meta = opened.metadata()?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", file.display());
+    }
+    let mut r = client.put_file(&opened, file)?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        r.mode = Some(meta.mode() & 0o7777);
+        r.mtime_ns = Some(
+            meta.mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec()),
+        );
+    }
+    Ok(r)
+}
+
+/// A progress bar on stderr when it is a terminal.
+fn progress_bar(size: u64) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(size),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+/// `gtc get`: writes the object to `output` (at offsets, as chunks arrive)
+/// or to stdout (in order). A failed get leaves no output file.
+fn get(
+    socket: Option<&Path>,
+    target: &str,
+    hints: &[String],
+    output: Option<&Path>,
+) -> anyhow::Result<(u64, GetStats)> {
+    let mut client = Client::connect(socket)?;
+    match output {
+        Some(path) => {
+            if path.is_dir() {
+                bail!("{} is a folder", path.display());
+            }
+            let result = (|| {
+                let out = std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                let mut get = client.get_unordered(target, hints)?;
+                let size = get.size();
+                out.set_len(size)
+                    .with_context(|| format!("sizing {}", path.display()))?;
+                let bar = progress_bar(size);
+                let stats = get.copy_to_file(&out, |done| {
+                    if let Some(b) = &bar {
+                        b.set_position(done);
+                    }
+                })?;
+                if let Some(b) = bar {
+                    b.finish_and_clear();
+                }
+                Ok::<_, anyhow::Error>((size, stats))
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(path);
+            }
+            result
+        }
+        None => {
+            let mut get = client.get(target, hints)?;
+            let size = get.size();
+            let bar = progress_bar(size);
+            let mut out = std::io::stdout().lock();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut done = 0u64;
+            loop {
+                let n = get.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).context("writing the object")?;
+                done += n as u64;
+                if let Some(b) = &bar {
+                    b.set_position(done);
+                }
+            }
+            out.flush().context("writing the object")?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            let stats = get.stats().context("the get did not finish")?;
+            Ok((size, stats))
         }
     }
-    result
+}
+
+/// Sets permission bits and modification time of a written file.
+fn set_attrs(path: &Path, mode: Option<u32>, mtime_ns: Option<i64>) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(m) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+    }
+    if let Some(ns) = mtime_ns {
+        let t = if ns >= 0 {
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64)
+        } else {
+            std::time::UNIX_EPOCH - std::time::Duration::from_nanos(ns.unsigned_abs())
+        };
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(t))
+            .with_context(|| format!("setting the mtime of {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// One side of `gtc cp`: `Some(host)` for `[user@]host:path`.
+fn split_remote(spec: &str) -> (Option<&str>, &str) {
+    match spec.split_once(':') {
+        Some((host, path)) if !host.is_empty() && !host.contains('/') => (Some(host), path),
+        _ => (None, spec),
+    }
+}
+
+/// Quotes `s` for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Runs `gtc ARGS` on `host` through `rsh`; returns its stdout.
+fn remote(rsh: &str, host: &str, remote_gtc: &str, args: &[String]) -> anyhow::Result<String> {
+    let mut words = rsh.split_whitespace();
+    let program = words.next().context("--rsh is empty")?;
+    let command = std::iter::once(remote_gtc.to_owned())
+        .chain(args.iter().cloned())
+        .map(|a| shell_quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Process::new(program)
+        .args(words)
+        .arg(host)
+        .arg(&command)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!("{rsh} {host} {command}: {}", out.status);
+    }
+    String::from_utf8(out.stdout).context("remote output is not UTF-8")
+}
+
+/// `gtc cp`: put where SRC is, get where DST is.
+fn cp(
+    src: &str,
+    dst: &str,
+    rsh: &str,
+    remote_gtc: &str,
+    socket: Option<&Path>,
+) -> anyhow::Result<()> {
+    let (src_host, src_path) = split_remote(src);
+    let (dst_host, dst_path) = split_remote(dst);
+    let name = Path::new(src_path)
+        .file_name()
+        .context("the source names no file")?
+        .to_string_lossy()
+        .into_owned();
+    let put: PutResult = match src_host {
+        None => put(socket, Path::new(src_path))?,
+        Some(host) => {
+            let args = vec!["put".into(), "--json".into(), src_path.to_owned()];
+            let out = remote(rsh, host, remote_gtc, &args)?;
+            let line = out
+                .lines()
+                .last()
+                .context("the remote put printed nothing")?;
+            serde_json::from_str(line).context("reading the remote put's answer")?
+        }
+    };
+    let mut args = vec![put.ticket.clone(), "-o".to_owned()];
+    match dst_host {
+        None => {
+            let mut path = PathBuf::from(dst_path);
+            if path.is_dir() || dst_path.ends_with('/') {
+                path.push(&name);
+            }
+            get(socket, &put.ticket, &[], Some(&path))?;
+            set_attrs(&path, put.mode, put.mtime_ns)?;
+        }
+        Some(host) => {
+            let mut path = dst_path.to_owned();
+            if path.is_empty() || path.ends_with('/') {
+                path.push_str(&name);
+            }
+            args.push(path);
+            if let Some(m) = put.mode {
+                args.push(format!("--mode={m:o}"));
+            }
+            if let Some(t) = put.mtime_ns {
+                args.push(format!("--mtime-ns={t}"));
+            }
+            let mut full = vec!["get".to_owned()];
+            full.extend(args);
+            remote(rsh, host, remote_gtc, &full)?;
+        }
+    }
+    Ok(())
 }

@@ -640,6 +640,22 @@ impl Store {
         self.handle(oid)?.read_chunk(index)
     }
 
+    /// The bytes of chunk `index` of `oid` for a peer, which verifies every
+    /// chunk it receives: a referenced file is checked against its stamp
+    /// (identity, size, mtime) but not re-hashed, so serving costs no hash
+    /// pass. Local readers use [`Store::read_chunk`].
+    ///
+    /// # Errors
+    /// As [`Store::read_chunk`].
+    pub fn read_chunk_for_peer(&self, oid: Oid, index: u32) -> Result<Vec<u8>> {
+        let h = self.handle(oid)?;
+        let d = h.desc(index)?;
+        if !h.lock().present[index as usize] {
+            return Err(Error::ChunkMissing { oid, index });
+        }
+        h.read_raw(d.offset, d.len as usize)
+    }
+
     /// Reads up to `len` bytes at `offset` of `oid`; every chunk the range
     /// touches must be present. Returns fewer bytes only at the object's end.
     ///

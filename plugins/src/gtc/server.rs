@@ -254,7 +254,7 @@ async fn write_chunk(
     head: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     head.clear();
-    match store.read_chunk(oid, index) {
+    match store.read_chunk_for_peer(oid, index) {
         Ok(data) => {
             proto::encode_chunk_header(req, index, data.len(), head);
             wr.write_all(head).await?;

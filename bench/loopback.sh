@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# Loopback transfer: `gtc get` of a ticket from a second agent versus curl
+# (nginx, sendfile), scp and rsync (sshd) of the same file, all on 127.0.0.1,
+# hot page cache for the source, the receiver writing into the work dir,
+# median of RUNS interleaved runs (whole processes, wall time). Before each
+# gtc get the receiving agent B is restarted with an empty data dir (cold
+# receiver). Then a small-object test: put + get pairs of fresh 4 KiB objects
+# per second, against curl of 4 KiB files from nginx.
+#
+#   bash bench/loopback.sh                       # 1 GiB file, 3 runs
+#   SIZE_MB=256 RUNS=5 OPS_N=500 OPS_SECONDS=10 bash bench/loopback.sh
+#   GTC=/path/to/gtc bash bench/loopback.sh      # skip the cargo build
+#
+# It installs nginx, openssh-server/-client, rsync, curl and bc from Debian
+# when missing; it starts its own nginx, sshd and two agents on free loopback
+# ports and stops exactly those (by PID) on exit.
+set -euo pipefail
+shopt -s inherit_errexit
+cd "$(dirname "$0")/.."
+SIZE_MB=${SIZE_MB:-1024}
+RUNS=${RUNS:-3}
+OPS_N=${OPS_N:-200}
+OPS_SECONDS=${OPS_SECONDS:-5}
+
+# --- tools -------------------------------------------------------------------
+missing=()
+command -v nginx > /dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+[[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
+command -v ssh > /dev/null && command -v scp > /dev/null && command -v ssh-keygen > /dev/null \
+  || missing+=(openssh-client)
+command -v rsync > /dev/null || missing+=(rsync)
+command -v curl > /dev/null || missing+=(curl)
+command -v bc > /dev/null || missing+=(bc)
+if ((${#missing[@]})); then
+  echo "installing ${missing[*]}" >&2
+  # Keep the packages' own services from starting (nginx on :80, sshd on :22).
+  policy_added=
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    policy_added=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" > /dev/null
+  if [[ -n $policy_added ]]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+SSHD=/usr/sbin/sshd   # sshd wants an absolute path
+SFTP_SERVER=/usr/lib/openssh/sftp-server   # scp speaks SFTP since OpenSSH 9.0
+
+if [[ -z ${GTC:-} ]]; then
+  cargo build --release -q -p dot-agent
+  GTC=target/release/gtc
+fi
+GTC=$(realpath "$GTC")
+
+# --- work dir, cleanup -------------------------------------------------------
+work=$(mktemp -d /var/tmp/dot-bench-loopback.XXXXXX)
+declare -A pids=()   # name -> PID of every process this script started
+stop() {   # stop NAME: end that process by its PID and wait for it
+  local pid=${pids[$1]:-}
+  [[ -n $pid ]] || return 0
+  kill "$pid" 2> /dev/null || true
+  wait "$pid" 2> /dev/null || true
+  unset "pids[$1]"
+}
+cleanup() {
+  local rc=$? name log
+  for name in "${!pids[@]}"; do stop "$name"; done
+  if ((rc)); then   # the logs go with the work dir: show their ends first
+    for log in "$work"/*.log "$work/nginx/error.log" "$work/ssh/sshd.log"; do
+      [[ -s $log ]] && { echo "--- ${log#"$work"/} (end)"; tail -n 5 "$log"; } >&2
+    done
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+fail() { echo "loopback.sh: $*" >&2; exit 1; }
+
+# --- helpers (as in put.sh) --------------------------------------------------
+now() { date +%s.%N; }
+# time_cmd CMD...: prints wall seconds of one run; fails if CMD fails.
+time_cmd() {
+  local t0 t1
+  t0=$(now)
+  "$@" > /dev/null || fail "failed: $*"
+  t1=$(now)
+  echo "$t1 - $t0" | bc -l
+}
+median() { sort -g | awk '{a[NR]=$1} END {m=int((NR+1)/2); if (NR%2) print a[m]; else print (a[m]+a[m+1])/2}'; }
+# wait_for WHAT TRIES CMD...: polls CMD every 20 ms, at most TRIES times.
+wait_for() {
+  local what=$1 tries=$2 i
+  shift 2
+  for ((i = 0; i < tries; i++)); do
+    "$@" && return 0
+    sleep 0.02
+  done
+  fail "$what not ready after $((tries / 50)) s"
+}
+listening() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
+taken=" "
+free_port() {   # free_port FROM: first port from FROM up nobody listens on
+  local p=$1
+  while listening "$p" || [[ $taken == *" $p "* ]]; do p=$((p + 1)); done
+  taken+="$p "
+  echo "$p"
+}
+
+# --- data ---------------------------------------------------------------------
+www=$work/www
+mkdir -p "$www/small" "$work/small"
+file=$www/object.bin
+out=$work/out.bin
+head -c $((SIZE_MB << 20)) /dev/urandom > "$file"
+# Small objects: a different content for each iteration, made before timing.
+for i in $(seq "$OPS_N"); do head -c 4096 /dev/urandom > "$www/small/$i.bin"; done
+cat "$file" > /dev/null   # hot page cache
+
+http_port=$(free_port 18080)
+ssh_port=$(free_port 12222)
+a_port=$(free_port 17420)
+b_port=$(free_port 17421)
+
+# --- nginx ----------------------------------------------------------------------
+mkdir -p "$work/nginx"
+cat > "$work/nginx/nginx.conf" << EOF
+user root;
+daemon off;
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 64; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  default_type application/octet-stream;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  server {
+    listen 127.0.0.1:$http_port;
+    root $www;
+  }
+}
+EOF
+"$NGINX" -p "$work/nginx/" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" \
+  > "$work/nginx/stdout.log" 2>&1 &
+pids[nginx]=$!
+url=http://127.0.0.1:$http_port
+wait_for nginx 500 curl -sf -o /dev/null "$url/small/1.bin"
+
+# --- sshd -----------------------------------------------------------------------
+mkdir -p "$work/ssh" /run/sshd
+ssh-keygen -q -t ed25519 -N '' -f "$work/ssh/host_key"
+ssh-keygen -q -t ed25519 -N '' -f "$work/ssh/client_key"
+cp "$work/ssh/client_key.pub" "$work/ssh/authorized_keys"
+cat > "$work/ssh/sshd_config" << EOF
+Port $ssh_port
+ListenAddress 127.0.0.1
+HostKey $work/ssh/host_key
+PidFile $work/ssh/sshd.pid
+AuthorizedKeysFile $work/ssh/authorized_keys
+PermitRootLogin yes
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+Subsystem sftp $SFTP_SERVER
+EOF
+"$SSHD" -D -f "$work/ssh/sshd_config" -E "$work/ssh/sshd.log" &
+pids[sshd]=$!
+key_opts=(-i "$work/ssh/client_key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+  -o LogLevel=ERROR -o BatchMode=yes)
+ssh_up() { ssh "${key_opts[@]}" -p "$ssh_port" root@127.0.0.1 true 2> /dev/null; }
+wait_for sshd 500 ssh_up
+rsync_rsh="ssh ${key_opts[*]} -p $ssh_port"   # no spaces in the work dir path (mktemp)
+
+# --- gtc agents -----------------------------------------------------------------
+export RUST_LOG=warn
+start_agent() {   # start_agent NAME PORT: fresh start; waits for the ready line
+  local name=$1 port=$2
+  : > "$work/$name.out"
+  "$GTC" agent --data-dir "$work/$name" --socket "$work/$name.sock" --listen "127.0.0.1:$port" \
+    > "$work/$name.out" 2>> "$work/$name.log" &
+  pids[$name]=$!
+  agent_ready() {
+    kill -0 "${pids[$name]}" 2> /dev/null || fail "agent $name exited"
+    grep -q '^gtc agent: ready ' "$work/$name.out"
+  }
+  wait_for "agent $name" 1500 agent_ready
+}
+start_agent a "$a_port"
+start_agent b "$b_port"
+ticket=$(GTC_SOCKET=$work/a.sock "$GTC" put "$file" 2>> "$work/put.log" | tail -n 1)
+[[ $ticket == dot1.* ]] || fail "put printed no ticket: $ticket"
+
+# --- large object -------------------------------------------------------------------
+check() {   # check TOOL: the output must equal the source
+  cmp -s "$out" "$file" || fail "$1: $out differs from $file"
+  rm -f "$out"
+}
+declare -a gtc_t curl_t scp_t rsync_t
+for _ in $(seq "$RUNS"); do
+  # Interleave the tools so drift on a noisy machine hits all of them.
+  stop b
+  rm -rf "$work/b"
+  start_agent b "$b_port"   # cold receiver: empty store
+  gtc_t+=("$(time_cmd env GTC_SOCKET="$work/b.sock" "$GTC" get "$ticket" -o "$out")")
+  check gtc
+  curl_t+=("$(time_cmd curl -sf -o "$out" "$url/object.bin")")
+  check curl
+  scp_t+=("$(time_cmd scp -q "${key_opts[@]}" -P "$ssh_port" "root@127.0.0.1:$file" "$out")")
+  check scp
+  rsync_t+=("$(time_cmd rsync -e "$rsync_rsh" "root@127.0.0.1:$file" "$out")")
+  check rsync
+done
+
+g=$(printf '%s\n' "${gtc_t[@]}" | median)
+c=$(printf '%s\n' "${curl_t[@]}" | median)
+s=$(printf '%s\n' "${scp_t[@]}" | median)
+r=$(printf '%s\n' "${rsync_t[@]}" | median)
+mbps() { echo "$SIZE_MB / $1" | bc -l; }
+row() { printf '%-40s %9.3f %10.0f %22.2f\n' "$1" "$2" "$(mbps "$2")" "$(echo "$2 / $g" | bc -l)"; }
+echo
+echo "get of a ${SIZE_MB} MiB file over 127.0.0.1, hot source cache, median of $RUNS runs (whole processes, wall time)"
+printf '%-40s %9s %10s %22s\n' "tool" "seconds" "MiB/s" "gtc speed / tool speed"
+printf '%-40s %9.3f %10.0f %22s\n' "gtc get (agent B cold, from agent A)" "$g" "$(mbps "$g")" "1.00"
+row "curl (nginx, sendfile)" "$c"
+row "scp (sshd)" "$s"
+row "rsync -e ssh (no delta)" "$r"
+printf 'goal: gtc >= 0.80x curl (now %.2fx)\n' "$(echo "$c / $g" | bc -l)"
+
+# --- small objects --------------------------------------------------------------------
+# put + get pairs of fresh 4 KiB objects, at most OPS_N of them or for
+# OPS_SECONDS; then curl of as many 4 KiB files. Clock: $EPOCHREALTIME in
+# microseconds, bash arithmetic: no fork besides the tools'.
+put_us=0 get_us=0 n=0
+t_start=${EPOCHREALTIME/[.,]/}
+while ((n < OPS_N)); do
+  i=$((n + 1))
+  t0=${EPOCHREALTIME/[.,]/}
+  small_ticket=$(GTC_SOCKET=$work/a.sock "$GTC" put "$www/small/$i.bin" 2>> "$work/ops.log")
+  small_ticket=${small_ticket##*$'\n'}
+  t1=${EPOCHREALTIME/[.,]/}
+  GTC_SOCKET=$work/b.sock "$GTC" get "$small_ticket" -o "$work/small/$i.gtc" 2>> "$work/ops.log"
+  t2=${EPOCHREALTIME/[.,]/}
+  put_us=$((put_us + t1 - t0))
+  get_us=$((get_us + t2 - t1))
+  n=$i
+  ((t2 - t_start < OPS_SECONDS * 1000000)) || break
+done
+t_end=${EPOCHREALTIME/[.,]/}
+pair_us=$((t_end - t_start))
+t_start=${EPOCHREALTIME/[.,]/}
+for ((i = 1; i <= n; i++)); do
+  curl -sf -o "$work/small/$i.curl" "$url/small/$i.bin"
+done
+t_end=${EPOCHREALTIME/[.,]/}
+curl_us=$((t_end - t_start))
+for ((i = 1; i <= n; i++)); do
+  cmp -s "$www/small/$i.bin" "$work/small/$i.gtc" || fail "gtc: small object $i differs"
+  cmp -s "$www/small/$i.bin" "$work/small/$i.curl" || fail "curl: small file $i differs"
+done
+secs() { echo "$1 / 1000000" | bc -l; }
+ops() { echo "$n * 1000000 / $1" | bc -l; }
+echo
+echo "small objects: $n fresh 4 KiB objects, one process per operation (wall time)"
+printf '%-40s %9s %10s\n' "operation" "seconds" "ops/s"
+printf '%-40s %9.3f %10.0f\n' "gtc put (A) + get (B), pairs" "$(secs "$pair_us")" "$(ops "$pair_us")"
+printf '%-40s %9.3f %10.0f\n' "  gtc put alone" "$(secs "$put_us")" "$(ops "$put_us")"
+printf '%-40s %9.3f %10.0f\n' "  gtc get alone" "$(secs "$get_us")" "$(ops "$get_us")"
+printf '%-40s %9.3f %10.0f\n' "curl of a 4 KiB file (nginx)" "$(secs "$curl_us")" "$(ops "$curl_us")"
+
+echo
+echo "reproduce: SIZE_MB=$SIZE_MB RUNS=$RUNS OPS_N=$OPS_N OPS_SECONDS=$OPS_SECONDS bash bench/loopback.sh"
