@@ -205,6 +205,9 @@ check() {   # check TOOL: the output must equal the source
   cmp -s "$out" "$file" || fail "$1: $out differs from $file"
   rm -f "$out"
 }
+b_idle() {
+  GTC_SOCKET=$work/b.sock "$GTC" status --json | grep -q '"transfers":\[\]'
+}
 declare -a gtc_t curl_t scp_t rsync_t
 for _ in $(seq "$RUNS"); do
   # Interleave the tools so drift on a noisy machine hits all of them.
@@ -212,6 +215,9 @@ for _ in $(seq "$RUNS"); do
   rm -rf "$work/b"
   start_agent b "$b_port"   # cold receiver: empty store
   gtc_t+=("$(time_cmd env GTC_SOCKET="$work/b.sock" "$GTC" get "$ticket" -o "$out")")
+  # B checks the whole OID after handing out the verified chunks; let that
+  # finish before the next tool runs.
+  wait_for "agent b idle" 3000 b_idle
   check gtc
   curl_t+=("$(time_cmd curl -sf -o "$out" "$url/object.bin")")
   check curl
