@@ -185,7 +185,7 @@ pub struct Status {
     pub peers: PeerCounters,
     /// Gets in flight.
     pub transfers: Vec<TransferStatus>,
-    /// Local API clients connected.
+    /// Local API clients connected (counting the one asking).
     pub clients: u64,
 }
 

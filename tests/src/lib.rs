@@ -1,1 +1,328 @@
-//! End-to-end test harness: starts real agents, mounts, network namespaces and loop devices. The end-to-end suites arrive with the agent issue.
+//! The end-to-end test harness: real `gtc` agent processes on temporary
+//! folders and loopback ports, test data, and peer doubles that speak the
+//! gtc protocol (one that lies about a chunk, one that is slow).
+//!
+//! Every process and folder a test makes is removed when its handle drops,
+//! also when the test fails.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub mod peer;
+
+/// The `gtc` binary under test: `$GTC_BIN`, else the one cargo built next
+/// to this test (building it if needed).
+pub fn gtc_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("GTC_BIN") {
+        return PathBuf::from(p);
+    }
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // target/<profile>/deps/<test> -> target/<profile>/gtc
+            let exe = std::env::current_exe().expect("test executable path");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>");
+            let bin = profile_dir.join("gtc");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            // Always ask cargo: it rebuilds only if the sources changed.
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-q", "-p", "dot-agent", "--bin", "gtc"]);
+            if release {
+                cmd.arg("--release");
+            }
+            let st = cmd.status().expect("run cargo build");
+            assert!(st.success(), "building gtc failed");
+            assert!(bin.exists(), "no gtc at {}", bin.display());
+            bin
+        })
+        .clone()
+}
+
+/// A running `gtc agent` on its own folder, socket and loopback port.
+/// Killed (SIGKILL) on drop if still running.
+pub struct Agent {
+    child: Option<Child>,
+    /// The agent's folder (store in `data/`, socket `gtc.sock`).
+    pub dir: PathBuf,
+    /// Its peer address.
+    pub peer: SocketAddr,
+    extra: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Agent {
+    /// Starts an agent on a new temporary folder.
+    pub fn start() -> Agent {
+        Agent::start_with(&[])
+    }
+
+    /// Starts an agent with extra `gtc agent` flags.
+    pub fn start_with(extra: &[&str]) -> Agent {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let mut a = Agent {
+            child: None,
+            dir,
+            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _tmp: Some(tmp),
+        };
+        a.spawn("127.0.0.1:0");
+        a
+    }
+
+    fn spawn(&mut self, listen: &str) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("agent log");
+        let mut child = Command::new(gtc_bin())
+            .args(["agent", "--listen", listen, "--data-dir"])
+            .arg(self.dir.join("data"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start gtc agent");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read the ready line");
+        assert!(
+            line.starts_with("gtc agent: ready peer="),
+            "unexpected first line {line:?}"
+        );
+        self.peer = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("peer="))
+            .and_then(|p| p.parse().ok())
+            .expect("peer address");
+        self.child = Some(child);
+    }
+
+    /// Where the agent's log goes.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("agent.log")
+    }
+
+    /// The local API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("gtc.sock")
+    }
+
+    /// Its hint, `gtc://ADDR`.
+    pub fn hint(&self) -> String {
+        format!("gtc://{}", self.peer)
+    }
+
+    /// PID of the agent process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Runs `gtc ARGS` against this agent.
+    pub fn gtc(&self, args: &[&str]) -> Output {
+        Command::new(gtc_bin())
+            .args(args)
+            .env("GTC_SOCKET", self.socket())
+            .output()
+            .expect("run gtc")
+    }
+
+    /// Runs `gtc ARGS` and asserts it succeeded; returns stdout.
+    pub fn gtc_ok(&self, args: &[&str]) -> Vec<u8> {
+        let out = self.gtc(args);
+        assert!(
+            out.status.success(),
+            "gtc {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// `gtc put --json FILE`.
+    pub fn put(&self, file: &Path) -> serde_json::Value {
+        let out = self.gtc_ok(&["put", "--json", file.to_str().expect("utf-8 path")]);
+        serde_json::from_slice(&out).expect("put --json is JSON")
+    }
+
+    /// The ticket of `gtc put FILE`.
+    pub fn put_ticket(&self, file: &Path) -> String {
+        self.put(file)["ticket"]
+            .as_str()
+            .expect("ticket")
+            .to_owned()
+    }
+
+    /// `gtc status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.gtc_ok(&["status", "--json"])).expect("status is JSON")
+    }
+
+    /// Chunk bytes this agent has served to peers.
+    pub fn bytes_served(&self) -> u64 {
+        self.status()["peers"]["bytes_sent"]
+            .as_u64()
+            .expect("bytes_sent")
+    }
+
+    /// Polls `gtc status` until `cond` holds (or panics after `limit`).
+    pub fn wait_status(
+        &self,
+        what: &str,
+        limit: Duration,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if cond(&self.status()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, and waits for the exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("agent ignored SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the agent again on the same folder and port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the agent first");
+        let listen = self.peer.to_string();
+        self.spawn(&listen);
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            // Shown with the failing test's output.
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- agent {} log (end) ---", self.peer);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// `n` pseudo-random bytes (xorshift from `seed`): random-looking, so
+/// content-defined chunk boundaries exist to be found.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// Writes a sparse file of `size` bytes: holes, with a random 64 KiB block
+/// every `stride` bytes (so it costs little disk but has real content).
+pub fn sparse_random_file(path: &Path, size: u64, stride: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).expect("create");
+    f.set_len(size).expect("set_len");
+    let mut at = 0;
+    let mut seed = 1;
+    while at < size {
+        let block = random_bytes(64 << 10, seed);
+        let n = block.len().min((size - at) as usize);
+        f.write_all_at(&block[..n], at).expect("write");
+        at += stride;
+        seed += 1;
+    }
+}
+
+/// Whether two files have the same bytes (streamed, for big files).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (mut fa, mut fb) = match (std::fs::File::open(a), std::fs::File::open(b)) {
+        (Ok(x), Ok(y)) => (x, y),
+        _ => return false,
+    };
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = read_full(&mut fa, &mut ba);
+        let nb = read_full(&mut fb, &mut bb);
+        if na != nb || ba[..na] != bb[..nb] {
+            return false;
+        }
+        if na == 0 {
+            return true;
+        }
+    }
+    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        n
+    }
+}
+
+/// Counters a peer double keeps.
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    /// Chunks sent.
+    pub chunks: AtomicU64,
+    /// Chunk bytes sent.
+    pub bytes: AtomicU64,
+}
+
+impl PeerCounters {
+    /// Chunks sent so far.
+    pub fn chunks(&self) -> u64 {
+        self.chunks.load(Ordering::Relaxed)
+    }
+}
+
+/// Shared handle to a double's counters.
+pub type Counters = Arc<PeerCounters>;

@@ -1,0 +1,167 @@
+//! The local API through the client library, against a real agent:
+//! stream puts, the three get modes, retention until `done` or disconnect.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use dot_agent::api::GetMode;
+use dot_agent::client::{AsyncClient, Client};
+use dot_tests::peer::{Behaviour, PeerDouble};
+use dot_tests::{Agent, random_bytes};
+
+#[test]
+fn a_stream_put_is_got_back_in_order_out_of_order_and_by_offset() {
+    let a = Agent::start();
+    let data = random_bytes(3_000_000, 21);
+    let mut c = Client::connect(Some(&a.socket())).expect("connect");
+    let mut put = c.put().expect("put");
+    for piece in data.chunks(77_777) {
+        put.write_all(piece).expect("write");
+    }
+    let r = put.commit().expect("commit");
+    assert_eq!(r.size, data.len() as u64);
+    assert!(r.chunks > 10);
+
+    let mut got = Vec::new();
+    let mut get = c.get(&r.ticket, &[]).expect("get");
+    get.read_to_end(&mut got).expect("read");
+    assert_eq!(get.stats().map(|s| s.local), Some(data.len() as u64));
+    assert!(got == data, "in-order read differs");
+
+    let mut assembled = vec![0u8; data.len()];
+    let mut total = 0;
+    for piece in c.get_out_of_order(&r.oid, &[]).expect("get") {
+        let (at, bytes) = piece.expect("piece");
+        assembled[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
+        total += bytes.len();
+    }
+    assert_eq!(total, data.len());
+    assert!(assembled == data, "out-of-order pieces differ");
+
+    let mut random = c.get_random(&r.oid, &[]).expect("get");
+    let mut buf = vec![0u8; 10_000];
+    for at in [2_999_999u64, 0, 1_234_567, 2_995_000] {
+        let n = random.read_at(&mut buf, at).expect("read_at");
+        let end = (at as usize + 10_000).min(data.len());
+        assert_eq!(&buf[..n], &data[at as usize..end]);
+    }
+    assert_eq!(random.read_at(&mut buf, 3_000_000).expect("at end"), 0);
+}
+
+#[test]
+fn objects_are_held_until_done_or_disconnect() {
+    let a = Agent::start();
+    let pinned = |a: &Agent| a.status()["pinned"].as_u64().expect("pinned");
+    let mut c = Client::connect(Some(&a.socket())).expect("connect");
+    let mut put = c.put().expect("put");
+    put.write_all(b"kept while I am here").expect("write");
+    let r = put.commit().expect("commit");
+    assert_eq!(pinned(&a), 1);
+    c.done(&r.oid).expect("done");
+    assert_eq!(pinned(&a), 0);
+    assert!(c.done(&r.oid).is_err(), "done twice");
+    let mut put = c.put().expect("put");
+    put.write_all(b"kept until I leave").expect("write");
+    put.commit().expect("commit");
+    assert_eq!(pinned(&a), 1);
+    drop(c);
+    a.wait_status("the pin to go", Duration::from_secs(10), |s| {
+        s["pinned"].as_u64() == Some(0)
+    });
+    // A put abandoned mid-stream leaves nothing behind.
+    let mut c = Client::connect(Some(&a.socket())).expect("connect");
+    let mut put = c.put().expect("put");
+    put.write_all(&random_bytes(2 << 20, 1)).expect("write");
+    put.flush().expect("flush");
+    drop(put);
+    drop(c);
+    // The status request is itself the one client left.
+    a.wait_status("the client to go", Duration::from_secs(10), |s| {
+        s["clients"].as_u64() == Some(1)
+    });
+    assert_eq!(a.status()["objects"].as_u64(), Some(2));
+}
+
+#[test]
+fn reads_are_served_while_the_object_is_still_arriving() {
+    let (a, b) = (Agent::start(), Agent::start());
+    let data = random_bytes(8 << 20, 33);
+    let src = a.dir.join("obj");
+    std::fs::write(&src, &data).expect("write");
+    let ticket = a.put_ticket(&src);
+    // About 2 s from this source: chunks trickle in.
+    let slow = PeerDouble::start(
+        &[&data],
+        Behaviour {
+            delay: Duration::from_millis(15),
+            ..Behaviour::default()
+        },
+    );
+    let mut c = Client::connect(Some(&b.socket())).expect("connect");
+    let mut get = c.get_random(&ticket, &[slow.hint()]).expect("get");
+    let mut buf = vec![0u8; 4096];
+    let n = get.read_at(&mut buf, 100).expect("read_at");
+    assert_eq!(&buf[..n], &data[100..4196]);
+    let st = b.status();
+    assert_eq!(
+        st["transfers"].as_array().map(Vec::len),
+        Some(1),
+        "the first bytes came only after the whole object: {st}"
+    );
+}
+
+#[test]
+fn the_async_client_puts_and_gets() {
+    let a = Agent::start();
+    let data = random_bytes(1_500_000, 44);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut c = AsyncClient::connect(Some(&a.socket()))
+            .await
+            .expect("connect");
+        let mut put = c.put().await.expect("put");
+        put.write(&data).await.expect("write");
+        let r = put.commit().await.expect("commit");
+        let mut got = vec![0u8; data.len()];
+        let mut get = c
+            .get(&r.ticket, &[], GetMode::OutOfOrder)
+            .await
+            .expect("get");
+        while let Some((at, bytes)) = get.next_piece().await.expect("piece") {
+            got[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
+        }
+        assert!(got == data);
+        let mut get = c.get(&r.oid, &[], GetMode::Random).await.expect("get");
+        let mut buf = [0u8; 100];
+        let n = get.read_at(&mut buf, 1_000_000).await.expect("read_at");
+        assert_eq!(&buf[..n], &data[1_000_000..1_000_100]);
+    });
+}
+
+#[test]
+fn gtc_put_reads_standard_input() {
+    let a = Agent::start();
+    let data = random_bytes(600_000, 55);
+    let mut child = std::process::Command::new(dot_tests::gtc_bin())
+        .args(["put", "-"])
+        .env("GTC_SOCKET", a.socket())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gtc put -");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&data)
+        .expect("feed");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let ticket = text.lines().last().expect("ticket");
+    assert!(ticket.starts_with("dot1."));
+    assert!(a.gtc_ok(&["get", ticket]) == data);
+}
