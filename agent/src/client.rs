@@ -640,23 +640,38 @@ impl RandomGet<'_> {
     /// Socket errors; the agent's error (the object cannot be fetched).
     pub fn read_at(&mut self, buf: &mut [u8], offset: u64) -> Result<usize> {
         let len = (buf.len() as u64).min(MAX_READ);
+        let want = len.min(self.object.size.saturating_sub(offset));
         self.client.send(&Request::Read { offset, len })?;
-        let mut ranges = Ranges::default();
-        match next_event(self.client, &self.object, &mut ranges)? {
-            Event::Ready => {}
-            Event::End(_) => return Err(ClientError::Protocol("end during a read".into())),
+        let mut got = 0u64;
+        loop {
+            let mut ranges = Ranges::default();
+            if let Event::End(_) = next_event(self.client, &self.object, &mut ranges)? {
+                return Err(ClientError::Protocol("end during a read".into()));
+            }
+            let piece = check_piece(&ranges, offset, got, want)?;
+            if piece == 0 {
+                return Ok(got as usize);
+            }
+            let at = got as usize;
+            take_front(&self.object, &mut ranges, &mut buf[at..at + piece as usize])?;
+            got += piece;
+            if got == want {
+                return Ok(got as usize);
+            }
         }
-        let Some(&(at, got)) = ranges.queue.front() else {
-            return Ok(0);
-        };
-        if at != offset || got > len {
-            return Err(ClientError::Protocol(format!(
-                "asked {len} bytes at {offset}, got {got} at {at}"
-            )));
-        }
-        let (_, n) = take_front(&self.object, &mut ranges, buf)?;
-        Ok(n)
     }
+}
+
+/// The length of the range that answers part of a read of `want` bytes at
+/// `offset`, of which `got` came already; it must continue where they end.
+fn check_piece(ranges: &Ranges, offset: u64, got: u64, want: u64) -> Result<u64> {
+    let (at, len) = ranges.queue.front().copied().unwrap_or((offset + got, 0));
+    if at != offset + got || got + len > want {
+        return Err(ClientError::Protocol(format!(
+            "asked {want} bytes at {offset}, got {len} at {at}"
+        )));
+    }
+    Ok(len)
 }
 
 // ----- async -----
@@ -888,18 +903,26 @@ impl AsyncGet<'_> {
     /// As [`RandomGet::read_at`].
     pub async fn read_at(&mut self, buf: &mut [u8], offset: u64) -> Result<usize> {
         let len = (buf.len() as u64).min(MAX_READ);
+        let want = len.min(self.object.size.saturating_sub(offset));
         self.client.send(&Request::Read { offset, len }).await?;
-        self.ranges = Ranges::default();
-        self.next_event(true).await?;
-        let Some(&(at, got)) = self.ranges.queue.front() else {
-            return Ok(0);
-        };
-        if at != offset || got > len {
-            return Err(ClientError::Protocol(format!(
-                "asked {len} bytes at {offset}, got {got} at {at}"
-            )));
+        let mut got = 0u64;
+        loop {
+            self.ranges = Ranges::default();
+            self.next_event(true).await?;
+            let piece = check_piece(&self.ranges, offset, got, want)?;
+            if piece == 0 {
+                return Ok(got as usize);
+            }
+            let at = got as usize;
+            take_front(
+                &self.object,
+                &mut self.ranges,
+                &mut buf[at..at + piece as usize],
+            )?;
+            got += piece;
+            if got == want {
+                return Ok(got as usize);
+            }
         }
-        let (_, n) = take_front(&self.object, &mut self.ranges, buf)?;
-        Ok(n)
     }
 }

@@ -560,8 +560,9 @@ async fn stream_object(
     Ok(Ok(()))
 }
 
-/// Announces `offset..offset+len` as ready and, when the client does not
-/// read through a descriptor, sends the bytes.
+/// Announces `offset..offset+len` as ready. When the client does not read
+/// through a descriptor, the range goes as pieces of at most 1 MiB, each
+/// announced and followed by its bytes, so neither side buffers more.
 async fn send_range(
     store: &Store,
     stream: &mut UnixStream,
@@ -569,8 +570,8 @@ async fn send_range(
     offset: u64,
     len: u64,
 ) -> anyhow::Result<()> {
-    api::write_json(stream, &Response::Ready { offset, len }).await?;
     if open.via_fd {
+        api::write_json(stream, &Response::Ready { offset, len }).await?;
         return Ok(());
     }
     const PIECE: u64 = 1 << 20;
@@ -583,8 +584,10 @@ async fn send_range(
         if data.is_empty() {
             bail!("{oid} ended early at {at}");
         }
+        let len = data.len() as u64;
+        api::write_json(stream, &Response::Ready { offset: at, len }).await?;
         api::write_data(stream, &data).await?;
-        at += data.len() as u64;
+        at += len;
     }
     Ok(())
 }

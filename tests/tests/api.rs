@@ -165,3 +165,33 @@ fn gtc_put_reads_standard_input() {
     assert!(ticket.starts_with("dot1."));
     assert!(a.gtc_ok(&["get", ticket]) == data);
 }
+
+#[test]
+fn a_file_put_by_reference_is_read_back_as_data_in_every_mode() {
+    // The agent does not pass a referenced file's descriptor: it re-checks
+    // each chunk and sends the bytes.
+    let a = Agent::start();
+    let data = random_bytes(3_300_000, 66);
+    let src = a.dir.join("referenced");
+    std::fs::write(&src, &data).expect("write");
+    let oid = a.put(&src)["oid"].as_str().expect("oid").to_owned();
+    let mut c = Client::connect(Some(&a.socket())).expect("connect");
+    let mut got = Vec::new();
+    c.get(&oid, &[])
+        .expect("get")
+        .read_to_end(&mut got)
+        .expect("read");
+    assert!(got == data, "in-order read differs");
+    let mut n = 0;
+    for piece in c.get_out_of_order(&oid, &[]).expect("get") {
+        let (at, bytes) = piece.expect("piece");
+        assert!(bytes[..] == data[at as usize..at as usize + bytes.len()]);
+        n += bytes.len();
+    }
+    assert_eq!(n, data.len());
+    let mut random = c.get_random(&oid, &[]).expect("get");
+    let mut buf = vec![0u8; 2_500_000];
+    let got = random.read_at(&mut buf, 1_000_000).expect("read_at");
+    assert_eq!(got, 2_300_000);
+    assert!(buf[..got] == data[1_000_000..]);
+}
