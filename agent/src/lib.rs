@@ -2,15 +2,16 @@
 //!
 //! - [`config`]: the TOML file and flags, validated into `Config`, with
 //!   defaults for root and for normal users.
-//! - [`api`]: the local API's messages and framing over the Unix socket.
+//! - [`api`]: the local API's messages and framing over the Unix socket
+//!   (`docs/local-api.md`).
+//! - [`client`]: the client library (blocking and async) applications and
+//!   the `gtc` commands use.
 //! - [`fdpass`]: sending and receiving an open file descriptor
-//!   (SCM_RIGHTS) for puts by descriptor.
-//! - [`fetch`]: getting an object from the store or the ticket's sources.
+//!   (SCM_RIGHTS): puts by descriptor, gets read from the agent's file.
+//! - [`fetch`]: one shared fetch per object in flight, from the ticket's
+//!   sources in hint order, every chunk verified.
 //! - [`daemon`]: `gtc agent`: the store, the peer server, the local API,
-//!   clean shutdown on SIGINT/SIGTERM.
-//!
-//! `gtc put FILE` (by descriptor) works; stream puts, get, the client library and `gtc cp` are the next steps of the
-//! agent issue.
+//!   retention, clean shutdown on SIGINT/SIGTERM.
 
 #![warn(missing_docs)]
 

@@ -37,9 +37,6 @@ enum Command {
         /// host:port to put into hints; repeat for several.
         #[arg(long)]
         advertise: Vec<String>,
-        /// Flush received chunks to disk before recording them.
-        #[arg(long)]
-        durable: bool,
     },
     /// Put a file (by reference: the agent does not copy it) or standard
     /// input (`-`); prints the ticket as the last line.
@@ -126,7 +123,6 @@ fn main() -> anyhow::Result<()> {
             socket,
             listen,
             advertise,
-            durable,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -145,9 +141,6 @@ fn main() -> anyhow::Result<()> {
             raw.listen = listen.or(raw.listen);
             if !advertise.is_empty() {
                 raw.advertise = Some(advertise);
-            }
-            if durable {
-                raw.durable = Some(true);
             }
             let config = raw.validate()?;
             let rt = tokio::runtime::Builder::new_multi_thread()
