@@ -129,6 +129,7 @@ struct Conn {
 /// A get whose bytes the client reads by range.
 struct OpenGet {
     fetch: Arc<Fetch>,
+    target: Target,
     trusted: bool,
     via_fd: bool,
 }
@@ -380,7 +381,11 @@ async fn get(
     mode: GetMode,
 ) -> anyhow::Result<()> {
     let started = match Target::parse(ticket, hints) {
-        Ok(target) => agent.fetches.start(&target).await.map(|f| (target, f)),
+        Ok(target) => agent
+            .fetches
+            .start(&target, mode != GetMode::Random)
+            .await
+            .map(|f| (target, f)),
         Err(e) => Err(e),
     };
     let (target, fetch) = match started {
@@ -414,6 +419,7 @@ async fn get(
     }
     let open = OpenGet {
         trusted: fetch.trusts(&target),
+        target,
         via_fd: file.is_some(),
         fetch,
     };
@@ -592,44 +598,48 @@ async fn send_range(
     Ok(())
 }
 
-/// `read`: waits until the chunks covering the range may be read, then
-/// answers with one `Ready`.
+/// `read`: asks for the chunks covering the range (ahead of anything
+/// queued later), waits until they may be read, then answers.
 async fn read_range(agent: &Agent, conn: &mut Conn, offset: u64, len: u64) -> anyhow::Result<()> {
-    let Some(open) = &conn.get else {
+    let Some(open) = &mut conn.get else {
         api::write_json(&mut conn.stream, &error("read without a get")).await?;
         return Ok(());
     };
-    let fetch = &open.fetch;
     if len > MAX_READ {
         let resp = error(format!("read of {len} bytes (at most {MAX_READ})"));
         api::write_json(&mut conn.stream, &resp).await?;
         return Ok(());
     }
-    let end = offset.saturating_add(len).min(fetch.size);
-    if offset >= end {
+    let range = open.fetch.chunks_of(offset, len);
+    if range.is_empty() {
         api::write_json(&mut conn.stream, &Response::Ready { offset, len: 0 }).await?;
         return Ok(());
     }
-    let first = fetch.descs.partition_point(|d| d.end() <= offset);
-    let last = fetch.descs.partition_point(|d| d.offset < end);
-    let mut arrivals = fetch.arrivals();
-    let mut state = fetch.watch_state();
-    for i in first..last {
-        loop {
-            match readable(&agent.store, open, i as u32) {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => {
-                    api::write_json(&mut conn.stream, &error(format!("{e:#}"))).await?;
-                    return Ok(());
-                }
+    if !open.fetch.want(range.clone().collect()) {
+        // The fetch went idle: start another for the rest.
+        match agent.fetches.start(&open.target, false).await {
+            Ok(f) => {
+                f.want(range.clone().collect());
+                open.fetch = f;
             }
-            if let Err(e) = wait_for(open, &mut arrivals, &mut state).await {
+            Err(e) => {
                 api::write_json(&mut conn.stream, &error(format!("{e:#}"))).await?;
                 return Ok(());
             }
         }
     }
+    for i in range {
+        if let Err(e) = open
+            .fetch
+            .wait_readable(&agent.store, i, open.trusted)
+            .await
+        {
+            api::write_json(&mut conn.stream, &error(format!("{e:#}"))).await?;
+            return Ok(());
+        }
+    }
+    let end = offset.saturating_add(len).min(open.fetch.size);
+    let open = conn.get.as_ref().context("the get went away")?;
     send_range(&agent.store, &mut conn.stream, open, offset, end - offset).await
 }
 

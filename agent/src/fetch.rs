@@ -24,7 +24,7 @@ use dot_plugins::{ChunkEvent, Transfer};
 use dot_store::descriptor::list_digest;
 use dot_store::hint::order_hints;
 use dot_store::{Descriptor, Hint, Oid, Store, Ticket, Token};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 /// What a get names: a ticket, or a bare OID.
 #[derive(Debug, Clone)]
@@ -102,11 +102,13 @@ pub struct Fetch {
     pub local: AtomicU64,
     source: Mutex<String>,
     started: Instant,
+    wants: Option<mpsc::UnboundedSender<Vec<u32>>>,
 }
 
 impl Fetch {
     fn new(oid: Oid, size: u64, descs: Arc<[Descriptor]>, state: FetchState) -> Fetch {
         Fetch {
+            wants: None,
             oid,
             size,
             digest: list_digest(&descs),
@@ -117,6 +119,71 @@ impl Fetch {
             local: AtomicU64::new(0),
             source: Mutex::new(String::new()),
             started: Instant::now(),
+        }
+    }
+
+    /// Asks for chunks `indexes` (those not present and not yet asked for
+    /// are requested now, ahead of what is queued later). False if the fetch
+    /// has ended (complete, failed or idle): start a new one to read more.
+    pub fn want(&self, indexes: Vec<u32>) -> bool {
+        match &self.wants {
+            None => self.state() == FetchState::Complete,
+            Some(tx) => tx.send(indexes).is_ok(),
+        }
+    }
+
+    /// Asks for every chunk, in order.
+    pub fn want_all(&self) -> bool {
+        self.want((0..self.descs.len() as u32).collect())
+    }
+
+    /// The indexes of the chunks covering `offset..offset + len`.
+    pub fn chunks_of(&self, offset: u64, len: u64) -> std::ops::Range<u32> {
+        let end = offset.saturating_add(len).min(self.size);
+        if offset >= end {
+            return 0..0;
+        }
+        let first = self.descs.partition_point(|d| d.end() <= offset);
+        let last = self.descs.partition_point(|d| d.offset < end);
+        first as u32..last as u32
+    }
+
+    /// Waits until chunk `index` may be handed to a reader (present, and
+    /// either the reader's ticket vouches for the list or the whole object
+    /// is checked).
+    ///
+    /// # Errors
+    /// The fetch failed or ended without the chunk.
+    pub async fn wait_readable(
+        &self,
+        store: &Store,
+        index: u32,
+        trusted: bool,
+    ) -> anyhow::Result<()> {
+        let mut arrivals = self.arrivals();
+        let mut state = self.watch_state();
+        loop {
+            match self.state() {
+                FetchState::Complete => return Ok(()),
+                FetchState::Failed(why) => bail!("{why}"),
+                _ if trusted && store.has_chunk(self.oid, index)? => return Ok(()),
+                _ => {}
+            }
+            tokio::select! {
+                r = arrivals.recv() => {
+                    if let Err(broadcast::error::RecvError::Closed) = r {
+                        bail!("the fetch of {} ended", self.oid);
+                    }
+                }
+                r = state.changed() => {
+                    if r.is_err() {
+                        if trusted && store.has_chunk(self.oid, index)? {
+                            return Ok(());
+                        }
+                        bail!("the fetch of {} ended", self.oid);
+                    }
+                }
+            }
         }
     }
 
@@ -212,7 +279,20 @@ impl Fetches {
     /// # Errors
     /// When no source can describe the object; the message lists each
     /// source's failure.
-    pub async fn start(&self, target: &Target) -> anyhow::Result<Arc<Fetch>> {
+    pub async fn start(&self, target: &Target, whole: bool) -> anyhow::Result<Arc<Fetch>> {
+        let fetch = self.start_inner(target).await?;
+        if whole {
+            fetch.want_all();
+        }
+        Ok(fetch)
+    }
+
+    /// A running fetch of `oid`, if any.
+    pub fn running(&self, oid: Oid) -> Option<Arc<Fetch>> {
+        self.lock().get(&oid).cloned()
+    }
+
+    async fn start_inner(&self, target: &Target) -> anyhow::Result<Arc<Fetch>> {
         let oid = target.oid;
         if let Some(f) = self.local(oid).await? {
             return Ok(f);
@@ -221,15 +301,18 @@ impl Fetches {
             return Ok(f.clone());
         }
         let order = ordered(&target.hints);
-        let (at, source, size, descs, mut failures) = describe(target, &order).await?;
+        let (at, source, size, descs, failures) = describe(target, &order).await?;
         let rest = order[at + 1..].to_vec();
         let descs: Arc<[Descriptor]> = descs.into();
+        let (wants_tx, wants_rx) = mpsc::unbounded_channel();
         let fetch = {
             let mut running = self.lock();
             if let Some(f) = running.get(&oid) {
                 return Ok(f.clone());
             }
-            let f = Arc::new(Fetch::new(oid, size, descs, FetchState::Running));
+            let mut f = Fetch::new(oid, size, descs, FetchState::Running);
+            f.wants = Some(wants_tx);
+            let f = Arc::new(f);
             running.insert(oid, f.clone());
             f
         };
@@ -260,16 +343,26 @@ impl Fetches {
         let f = fetch.clone();
         let target = target.clone();
         tokio::spawn(async move {
-            let result = this.run(&f, &target, source, rest, &mut failures).await;
-            let state = match result {
-                Ok(()) => FetchState::Complete,
+            let mut run = Run {
+                missing: missing.into_iter().collect(),
+                requested: std::collections::BTreeSet::new(),
+                wants: wants_rx,
+                failures,
+            };
+            let result = this.run(&f, &target, source, rest, &mut run).await;
+            this.lock().remove(&f.oid);
+            match result {
+                Ok(true) => {
+                    f.state.send_replace(FetchState::Complete);
+                }
+                // Idle: nobody wanted more for a while. Readers holding it
+                // start a new fetch when they want more.
+                Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(oid = %f.oid, error = %format!("{e:#}"), "get failed");
-                    FetchState::Failed(format!("{e:#}"))
+                    f.state.send_replace(FetchState::Failed(format!("{e:#}")));
                 }
-            };
-            this.lock().remove(&f.oid);
-            f.state.send_replace(state);
+            }
             this.store.unpin(f.oid);
         });
         Ok(fetch)
@@ -292,36 +385,38 @@ impl Fetches {
         Ok(Some(Arc::new(f)))
     }
 
-    /// Brings every chunk in (first source, then the others in order), then
-    /// checks the whole object.
+    /// Brings in the chunks readers want (first source, then the others in
+    /// order); once every chunk is present, checks the whole object.
+    /// Returns false if it went idle before the object was complete.
     async fn run(
         &self,
         fetch: &Fetch,
         target: &Target,
         first: Source,
         rest: Vec<Hint>,
-        failures: &mut Vec<String>,
-    ) -> anyhow::Result<()> {
+        run: &mut Run,
+    ) -> anyhow::Result<bool> {
         let mut next = Some(first);
         let mut others = rest.into_iter();
-        loop {
+        while !run.missing.is_empty() {
             let Some(source) = next.take() else {
                 match others.next() {
                     Some(hint) => {
                         match connect(&hint, target, fetch).await {
                             Ok(s) => next = Some(s),
-                            Err(e) => failures.push(format!("{hint}: {e:#}")),
+                            Err(e) => run.failures.push(format!("{hint}: {e:#}")),
                         }
                         continue;
                     }
-                    None => bail!("could not get {}: {}", fetch.oid, failures.join("; ")),
+                    None => bail!("could not get {}: {}", fetch.oid, run.failures.join("; ")),
                 }
             };
-            match self.pull(fetch, &source).await {
-                Ok(()) => break,
+            match self.pull(fetch, &source, run).await {
+                Ok(true) => break,
+                Ok(false) => return Ok(false),
                 Err(e) => {
                     tracing::warn!(oid = %fetch.oid, source = %source.hint, error = %format!("{e:#}"), "source failed; trying the next");
-                    failures.push(format!("{}: {e:#}", source.hint));
+                    run.failures.push(format!("{}: {e:#}", source.hint));
                 }
             }
         }
@@ -331,41 +426,93 @@ impl Fetches {
         tokio::task::spawn_blocking(move || s.finish(oid))
             .await?
             .context("checking the whole object")?;
-        Ok(())
+        Ok(true)
     }
 
-    /// Fetches the chunks still missing from one source.
-    async fn pull(&self, fetch: &Fetch, source: &Source) -> anyhow::Result<()> {
+    /// Fetches wanted chunks from one source until none is missing (true)
+    /// or nothing was wanted for [`IDLE`] (false).
+    async fn pull(&self, fetch: &Fetch, source: &Source, run: &mut Run) -> anyhow::Result<bool> {
         let oid = fetch.oid;
         *fetch.source.lock().unwrap_or_else(|p| p.into_inner()) = source.hint.to_string();
-        let s = self.store.clone();
-        let missing = tokio::task::spawn_blocking(move || s.missing(oid)).await??;
-        let wanted: Vec<_> = missing
-            .iter()
-            .map(|&i| (i, fetch.descs[i as usize]))
-            .collect();
-        let count = wanted.len();
-        let mut events = source.plugin.get_chunks(oid, wanted);
-        let mut got = 0;
-        while got < count {
-            match events.recv().await {
-                Some(ChunkEvent::Chunk { index, data }) => {
-                    self.store
-                        .write_chunk(oid, index, &data)
-                        .with_context(|| format!("from {}", source.plugin.name()))?;
-                    fetch
-                        .from_peers
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    let _ = fetch.arrived.send(index);
-                    got += 1;
+        let (ev_tx, mut events) = mpsc::channel::<ChunkEvent>(1024);
+        let mut outstanding: std::collections::HashSet<u32> = std::collections::HashSet::new();
+        let submit = |batch: Vec<u32>, outstanding: &mut std::collections::HashSet<u32>| {
+            if batch.is_empty() {
+                return;
+            }
+            outstanding.extend(batch.iter().copied());
+            let wanted = batch
+                .into_iter()
+                .map(|i| (i, fetch.descs[i as usize]))
+                .collect();
+            let mut rx = source.plugin.get_chunks(oid, wanted);
+            let tx = ev_tx.clone();
+            tokio::spawn(async move {
+                while let Some(e) = rx.recv().await {
+                    if tx.send(e).await.is_err() {
+                        break;
+                    }
                 }
-                Some(ChunkEvent::Failed { index, error }) => bail!("chunk {index}: {error}"),
-                Some(ChunkEvent::SourceFailed(e)) => return Err(e.into()),
-                None => bail!("{} stopped answering", source.plugin.name()),
+            });
+        };
+        // What earlier sources were asked for and did not deliver.
+        let carried: Vec<u32> = run
+            .requested
+            .iter()
+            .copied()
+            .filter(|i| run.missing.contains(i))
+            .collect();
+        submit(carried, &mut outstanding);
+        while !run.missing.is_empty() {
+            tokio::select! {
+                biased;
+                ev = events.recv() => match ev {
+                    Some(ChunkEvent::Chunk { index, data }) => {
+                        outstanding.remove(&index);
+                        if !run.missing.contains(&index) {
+                            continue;
+                        }
+                        self.store
+                            .write_chunk(oid, index, &data)
+                            .with_context(|| format!("from {}", source.plugin.name()))?;
+                        run.missing.remove(&index);
+                        run.requested.remove(&index);
+                        fetch
+                            .from_peers
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        let _ = fetch.arrived.send(index);
+                    }
+                    Some(ChunkEvent::Failed { index, error }) => bail!("chunk {index}: {error}"),
+                    Some(ChunkEvent::SourceFailed(e)) => return Err(e.into()),
+                    None => bail!("{} stopped answering", source.plugin.name()),
+                },
+                want = run.wants.recv() => {
+                    let Some(want) = want else { return Ok(false) };
+                    let batch: Vec<u32> = want
+                        .into_iter()
+                        .filter(|i| run.missing.contains(i) && !outstanding.contains(i))
+                        .collect();
+                    run.requested.extend(batch.iter().copied());
+                    submit(batch, &mut outstanding);
+                }
+                () = tokio::time::sleep(IDLE), if outstanding.is_empty() => return Ok(false),
             }
         }
-        Ok(())
+        Ok(true)
     }
+}
+
+/// A fetch with nothing wanted and nothing in flight ends after this.
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The state of a fetch's task.
+struct Run {
+    /// Chunks not present.
+    missing: std::collections::HashSet<u32>,
+    /// Chunks asked for and not yet delivered.
+    requested: std::collections::BTreeSet<u32>,
+    wants: mpsc::UnboundedReceiver<Vec<u32>>,
+    failures: Vec<String>,
 }
 
 /// The hints in the order to try them.

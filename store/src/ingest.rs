@@ -170,10 +170,15 @@ pub(crate) fn ingest(
             if !ranges.is_empty() {
                 sent |= chunk_tx.send((block.clone(), ranges)).is_ok();
             }
+            // Let go of this block now: a consumer handing its copy back
+            // must find it the last one, or the buffer leaves the pool (and
+            // with all of them gone, the next wait never ends).
             if !sent {
                 if let Some(b) = Arc::into_inner(block) {
                     spare.push(b);
                 }
+            } else {
+                drop(block);
             }
             if eof {
                 break;

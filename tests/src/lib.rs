@@ -132,13 +132,12 @@ impl Agent {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// Runs `gtc ARGS` against this agent.
+    /// Runs `gtc ARGS` against this agent (killed, and the test failed,
+    /// if it runs longer than [`COMMAND_LIMIT`]).
     pub fn gtc(&self, args: &[&str]) -> Output {
-        Command::new(gtc_bin())
-            .args(args)
-            .env("GTC_SOCKET", self.socket())
-            .output()
-            .expect("run gtc")
+        let mut cmd = Command::new(gtc_bin());
+        cmd.args(args).env("GTC_SOCKET", self.socket());
+        output_within(cmd, COMMAND_LIMIT)
     }
 
     /// Runs `gtc ARGS` and asserts it succeeded; returns stdout.
@@ -240,6 +239,33 @@ impl Drop for Agent {
             for line in tail.iter().rev() {
                 eprintln!("{line}");
             }
+        }
+    }
+}
+
+/// How long one `gtc` command of a test may take.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `cmd` to completion with its output captured; kills it and panics
+/// after `limit`, so a hang fails the test instead of stalling CI.
+pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("{cmd:?} ran longer than {limit:?}");
         }
     }
 }

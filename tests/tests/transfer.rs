@@ -5,7 +5,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use dot_tests::peer::{Behaviour, PeerDouble};
-use dot_tests::{Agent, gtc_bin, random_bytes, same_file, sparse_random_file};
+use dot_tests::{
+    Agent, COMMAND_LIMIT, gtc_bin, output_within, random_bytes, same_file, sparse_random_file,
+};
 
 fn stats(stderr: &[u8]) -> serde_json::Value {
     let text = String::from_utf8_lossy(stderr);
@@ -261,18 +263,17 @@ fn gtc_cp_copies_between_agents_over_rsh_keeping_mode_and_mtime() {
     let out_dir = b.dir.join("inbox");
     std::fs::create_dir(&out_dir).expect("mkdir");
     // Remote to remote: both sides through the fake ssh.
-    let cp = Command::new(gtc_bin())
-        .args([
-            "cp",
-            "--rsh",
-            path(&rsh),
-            "--remote-gtc",
-            gtc_bin().to_str().expect("utf-8"),
-            &format!("a:{}", path(&src)),
-            &format!("root@b:{}/", path(&out_dir)),
-        ])
-        .output()
-        .expect("gtc cp");
+    let mut cmd = Command::new(gtc_bin());
+    cmd.args([
+        "cp",
+        "--rsh",
+        path(&rsh),
+        "--remote-gtc",
+        gtc_bin().to_str().expect("utf-8"),
+        &format!("a:{}", path(&src)),
+        &format!("root@b:{}/", path(&out_dir)),
+    ]);
+    let cp = output_within(cmd, COMMAND_LIMIT);
     assert!(
         cp.status.success(),
         "{}",
@@ -292,10 +293,9 @@ fn gtc_cp_copies_between_agents_over_rsh_keeping_mode_and_mtime() {
     );
     // Local source to a local path, talking to one agent directly.
     let dst2 = b.dir.join("copy2");
-    let cp = Command::new(gtc_bin())
-        .args(["cp", "--socket", path(&b.socket()), path(&src), path(&dst2)])
-        .output()
-        .expect("gtc cp");
+    let mut cmd = Command::new(gtc_bin());
+    cmd.args(["cp", "--socket", path(&b.socket()), path(&src), path(&dst2)]);
+    let cp = output_within(cmd, COMMAND_LIMIT);
     assert!(
         cp.status.success(),
         "{}",
