@@ -37,6 +37,12 @@ pub struct RawConfig {
     /// off saves a few percent and risks recorded-but-unwritten chunks after
     /// a machine crash).
     pub durable: Option<bool>,
+    /// Where to mount the FUSE namespace (none: no mount).
+    pub mount: Option<PathBuf>,
+    /// Seconds a read through the mount may wait for its bytes before EIO.
+    pub read_timeout_secs: Option<u64>,
+    /// Open complete objects with FUSE passthrough when the kernel can.
+    pub passthrough: Option<bool>,
 }
 
 /// The validated configuration.
@@ -57,6 +63,12 @@ pub struct Config {
     pub cache_bytes: u64,
     /// Flush received chunks before recording them.
     pub durable: bool,
+    /// Where to mount the FUSE namespace.
+    pub mount: Option<PathBuf>,
+    /// How long a read through the mount may wait.
+    pub read_timeout: std::time::Duration,
+    /// FUSE passthrough for complete objects.
+    pub passthrough: bool,
 }
 
 fn is_root() -> bool {
@@ -147,6 +159,11 @@ impl RawConfig {
             chunker,
             cache_bytes: self.cache_bytes.unwrap_or(u64::MAX),
             durable: self.durable.unwrap_or(true),
+            mount: self.mount,
+            read_timeout: std::time::Duration::from_secs(
+                self.read_timeout_secs.unwrap_or(60).max(1),
+            ),
+            passthrough: self.passthrough.unwrap_or(true),
         })
     }
 }

@@ -78,7 +78,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stats,
         clients: AtomicU64::new(0),
     });
-    println!("gtc agent: ready peer={listen} socket={}", socket.display());
+    let mount = match &agent.config.mount {
+        Some(dir) => {
+            let objects = crate::fuse::AgentObjects::new(
+                tokio::runtime::Handle::current(),
+                agent.fetches.clone(),
+                agent.hints.clone(),
+                agent.config.read_timeout,
+            );
+            let drafts = agent.config.data_dir.join("drafts");
+            let _ = std::fs::remove_dir_all(&drafts);
+            let opts = dot_fusefs::MountOptions {
+                drafts,
+                passthrough: agent.config.passthrough,
+                threads: 4,
+            };
+            let dir = dir.clone();
+            let m = tokio::task::spawn_blocking(move || dot_fusefs::mount(objects, &dir, opts))
+                .await?
+                .with_context(|| {
+                    format!(
+                        "mounting on {}",
+                        agent
+                            .config
+                            .mount
+                            .as_ref()
+                            .map_or(String::new(), |d| d.display().to_string())
+                    )
+                })?;
+            Some(m)
+        }
+        None => None,
+    };
+    let mount_note = mount
+        .as_ref()
+        .map(|m| format!(" mount={}", m.dir().display()))
+        .unwrap_or_default();
+    println!(
+        "gtc agent: ready peer={listen} socket={}{mount_note}",
+        socket.display()
+    );
     tracing::info!(peer = %listen, socket = %socket.display(), "agent ready");
 
     let mut term = signal(SignalKind::terminate())?;
@@ -96,6 +135,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
+    if let Some(m) = mount {
+        tokio::task::spawn_blocking(move || drop(m)).await?;
+    }
     let _ = std::fs::remove_file(&socket);
     let store = agent.store.clone();
     tokio::task::spawn_blocking(move || store.flush()).await??;
@@ -267,17 +309,26 @@ async fn send_fd(stream: &UnixStream, fd: &std::fs::File) -> std::io::Result<()>
     }
 }
 
-/// The ticket and answer for a put.
-fn put_result(agent: &Agent, out: &PutOutcome) -> anyhow::Result<PutResult> {
-    let store = &agent.store;
-    let token = store.ensure_token(out.oid, Token::random().map_err(dot_store::Error::Input)?)?;
-    let descs = store.descriptors(out.oid)?;
-    let hints: Vec<Hint> = agent
-        .hints
+/// A ticket for a local object: its access token (made if it has none),
+/// the digest of its descriptor list and this agent's hints.
+pub(crate) fn make_ticket(store: &Store, hints: &[String], oid: Oid) -> anyhow::Result<Ticket> {
+    let token = store.ensure_token(oid, Token::random().map_err(dot_store::Error::Input)?)?;
+    let descs = store.descriptors(oid)?;
+    let hints: Vec<Hint> = hints
         .iter()
         .filter_map(|h| Hint::new(&format!("gtc://{h}")).ok())
         .collect();
-    let ticket = Ticket::new(out.oid, Some(token), Some(list_digest(&descs)), hints);
+    Ok(Ticket::new(
+        oid,
+        Some(token),
+        Some(list_digest(&descs)),
+        hints,
+    ))
+}
+
+/// The ticket and answer for a put.
+fn put_result(agent: &Agent, out: &PutOutcome) -> anyhow::Result<PutResult> {
+    let ticket = make_ticket(&agent.store, &agent.hints, out.oid)?;
     tracing::info!(oid = %out.oid, size = out.size, hashed = out.hashed, "put");
     Ok(PutResult {
         oid: out.oid.to_string(),

@@ -246,6 +246,8 @@ impl Fetch {
 pub struct Fetches {
     store: Store,
     running: Arc<Mutex<HashMap<Oid, Arc<Fetch>>>>,
+    /// The last ticket seen for each object: how to fetch it again by OID.
+    known: Arc<Mutex<HashMap<Oid, Target>>>,
 }
 
 /// A source that answered with the object's descriptors.
@@ -260,7 +262,23 @@ impl Fetches {
         Fetches {
             store,
             running: Arc::new(Mutex::new(HashMap::new())),
+            known: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The store the fetches fill.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// What the agent knows of where to get `oid`: the last ticket (with
+    /// hints) it was given for it.
+    pub fn known(&self, oid: Oid) -> Option<Target> {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&oid)
+            .cloned()
     }
 
     /// The fetches in flight.
@@ -294,6 +312,13 @@ impl Fetches {
 
     async fn start_inner(&self, target: &Target) -> anyhow::Result<Arc<Fetch>> {
         let oid = target.oid;
+        if !target.hints.is_empty() {
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            if known.len() >= MAX_KNOWN {
+                known.clear();
+            }
+            known.insert(oid, target.clone());
+        }
         if let Some(f) = self.local(oid).await? {
             return Ok(f);
         }
@@ -501,6 +526,9 @@ impl Fetches {
         Ok(true)
     }
 }
+
+/// Tickets remembered for fetching by OID (forgotten wholesale beyond).
+const MAX_KNOWN: usize = 100_000;
 
 /// A fetch with nothing wanted and nothing in flight ends after this.
 pub const IDLE: std::time::Duration = std::time::Duration::from_secs(30);

@@ -21,3 +21,4 @@ pub mod config;
 pub mod daemon;
 pub mod fdpass;
 pub mod fetch;
+pub mod fuse;

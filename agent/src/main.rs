@@ -37,6 +37,12 @@ enum Command {
         /// host:port to put into hints; repeat for several.
         #[arg(long)]
         advertise: Vec<String>,
+        /// Mount the content-addressed namespace here.
+        #[arg(long)]
+        mount: Option<PathBuf>,
+        /// Seconds a read through the mount may wait before EIO.
+        #[arg(long)]
+        read_timeout: Option<u64>,
     },
     /// Put a file (by reference: the agent does not copy it) or standard
     /// input (`-`); prints the ticket as the last line.
@@ -123,6 +129,8 @@ fn main() -> anyhow::Result<()> {
             socket,
             listen,
             advertise,
+            mount,
+            read_timeout,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -142,6 +150,8 @@ fn main() -> anyhow::Result<()> {
             if !advertise.is_empty() {
                 raw.advertise = Some(advertise);
             }
+            raw.mount = mount.or(raw.mount);
+            raw.read_timeout_secs = read_timeout.or(raw.read_timeout_secs);
             let config = raw.validate()?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

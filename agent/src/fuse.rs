@@ -1,0 +1,263 @@
+//! The agent behind the FUSE namespace: resolves names through the store
+//! and the fetches, reads verified bytes (demand first, then readahead for
+//! sequential readers), puts files written under `put/`.
+//!
+//! FUSE threads call in and return at once; the work runs on the agent's
+//! tokio runtime and every wait is bounded by the read timeout.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dot_fusefs::{Done, Meta, Name, ObjError, Objects, Put};
+use dot_store::{Oid, Store};
+
+use crate::daemon::make_ticket;
+use crate::fetch::{Fetch, Fetches, Target};
+
+/// Readahead starts at this many bytes past a sequential read and doubles
+/// with each further sequential read up to [`MAX_AHEAD`].
+const FIRST_AHEAD: u64 = 4 << 20;
+const MAX_AHEAD: u64 = 64 << 20;
+
+/// Where a sequential reader of an object is.
+#[derive(Clone, Copy)]
+struct Stream {
+    /// Where the next sequential read starts.
+    next: u64,
+    /// Bytes asked for ahead of it.
+    ahead: u64,
+    /// End of what was asked for already.
+    wanted_to: u64,
+}
+
+/// The agent's [`Objects`] (cheap to clone: the state is shared).
+#[derive(Clone)]
+pub struct AgentObjects {
+    rt: tokio::runtime::Handle,
+    fetches: Fetches,
+    hints: Vec<String>,
+    timeout: Duration,
+    streams: Arc<Mutex<HashMap<Oid, Stream>>>,
+}
+
+impl AgentObjects {
+    /// Objects served from `fetches`, reads bounded by `timeout`.
+    pub fn new(
+        rt: tokio::runtime::Handle,
+        fetches: Fetches,
+        hints: Vec<String>,
+        timeout: Duration,
+    ) -> Arc<AgentObjects> {
+        Arc::new(AgentObjects {
+            rt,
+            fetches,
+            hints,
+            timeout,
+            streams: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    fn store(&self) -> &Store {
+        self.fetches.store()
+    }
+
+    async fn resolve_async(&self, name: Name) -> Result<Meta, ObjError> {
+        let target = match name {
+            Name::Ticket(t) => Target {
+                oid: t.oid(),
+                token: t.token(),
+                list_digest: t.list_digest(),
+                hints: t.hints().to_vec(),
+            },
+            Name::Oid(oid) => match self.fetches.known(oid) {
+                Some(t) => t,
+                None => Target {
+                    oid,
+                    token: None,
+                    list_digest: None,
+                    hints: Vec::new(),
+                },
+            },
+        };
+        let fetch = self.fetches.start(&target, false).await.map_err(|e| {
+            tracing::info!(oid = %target.oid, error = %format!("{e:#}"), "cannot resolve");
+            if target.hints.is_empty() {
+                ObjError::NotFound
+            } else {
+                ObjError::Failed(format!("{e:#}"))
+            }
+        })?;
+        Ok(Meta {
+            oid: fetch.oid,
+            size: fetch.size,
+        })
+    }
+
+    /// The fetch to read `oid` through, and whether its list is vouched for
+    /// by a ticket (else reads wait for the whole-object check).
+    async fn fetch_for(&self, oid: Oid) -> Result<(Arc<Fetch>, Target), ObjError> {
+        let target = self.fetches.known(oid).unwrap_or(Target {
+            oid,
+            token: None,
+            list_digest: None,
+            hints: Vec::new(),
+        });
+        if let Some(f) = self.fetches.running(oid) {
+            return Ok((f, target));
+        }
+        let f = self
+            .fetches
+            .start(&target, false)
+            .await
+            .map_err(|e| ObjError::Failed(format!("{e:#}")))?;
+        Ok((f, target))
+    }
+
+    /// Asks for the chunks of `offset..offset+len`, plus readahead when the
+    /// reader is sequential.
+    fn want(&self, fetch: &Fetch, offset: u64, len: u64) -> bool {
+        let mut wanted: Vec<u32> = fetch.chunks_of(offset, len).collect();
+        let end = offset + len;
+        {
+            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            if streams.len() > 4096 {
+                streams.clear();
+            }
+            let s = streams.entry(fetch.oid).or_insert(Stream {
+                next: u64::MAX,
+                ahead: 0,
+                wanted_to: 0,
+            });
+            if offset == s.next || (offset < s.wanted_to && offset >= s.next.saturating_sub(len)) {
+                s.ahead = (s.ahead * 2).clamp(FIRST_AHEAD, MAX_AHEAD);
+                let to = end.saturating_add(s.ahead).min(fetch.size);
+                if to > s.wanted_to.max(end) {
+                    let from = s.wanted_to.max(end);
+                    wanted.extend(fetch.chunks_of(from, to - from));
+                    s.wanted_to = to;
+                }
+            } else {
+                s.ahead = 0;
+                s.wanted_to = end;
+            }
+            s.next = end;
+        }
+        fetch.want(wanted)
+    }
+
+    async fn read_async(&self, oid: Oid, offset: u64, len: u32) -> Result<Vec<u8>, ObjError> {
+        let store = self.store().clone();
+        let complete = {
+            let s = store.clone();
+            tokio::task::spawn_blocking(move || s.info(oid))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .is_some_and(|i| i.complete)
+        };
+        if !complete {
+            let (mut fetch, target) = self.fetch_for(oid).await?;
+            if !self.want(&fetch, offset, u64::from(len)) {
+                // It went idle in between: start again.
+                fetch = self
+                    .fetches
+                    .start(&target, false)
+                    .await
+                    .map_err(|e| ObjError::Failed(format!("{e:#}")))?;
+                self.want(&fetch, offset, u64::from(len));
+            }
+            let trusted = fetch.trusts(&target);
+            for i in fetch.chunks_of(offset, u64::from(len)) {
+                fetch
+                    .wait_readable(&store, i, trusted)
+                    .await
+                    .map_err(|e| ObjError::Failed(format!("{e:#}")))?;
+            }
+        }
+        tokio::task::spawn_blocking(move || store.read_at(oid, offset, len as usize))
+            .await
+            .map_err(|e| ObjError::Failed(e.to_string()))?
+            .map_err(|e| ObjError::Failed(e.to_string()))
+    }
+}
+
+impl Objects for AgentObjects {
+    fn resolve(&self, name: Name, done: Done<Meta>) {
+        let this = self.clone();
+        let timeout = self.timeout;
+        self.rt.spawn(async move {
+            let r = match tokio::time::timeout(timeout, this.resolve_async(name)).await {
+                Ok(r) => r,
+                Err(_) => Err(ObjError::TimedOut),
+            };
+            done(r);
+        });
+    }
+
+    fn read(&self, oid: Oid, offset: u64, len: u32, done: Done<Vec<u8>>) {
+        let this = self.clone();
+        let timeout = self.timeout;
+        self.rt.spawn(async move {
+            let r = match tokio::time::timeout(timeout, this.read_async(oid, offset, len)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(oid = %oid, offset, len, "read timed out");
+                    Err(ObjError::TimedOut)
+                }
+            };
+            if let Err(e) = &r {
+                tracing::warn!(oid = %oid, offset, error = ?e, "read failed");
+            }
+            done(r);
+        });
+    }
+
+    fn backing_file(&self, oid: Oid) -> Option<File> {
+        let info = self.store().info(oid).ok().flatten()?;
+        if !info.complete || info.referenced.is_some() {
+            return None;
+        }
+        File::open(self.store().backing_path(oid).ok()?).ok()
+    }
+
+    fn list(&self) -> Vec<Meta> {
+        self.store()
+            .list()
+            .map(|l| {
+                l.into_iter()
+                    .filter(|o| o.complete)
+                    .map(|o| Meta {
+                        oid: o.oid,
+                        size: o.size,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn put(&self, path: &Path) -> Result<Put, String> {
+        let mut file = File::open(path).map_err(|e| e.to_string())?;
+        let out = self
+            .store()
+            .put_reader(&mut file)
+            .map_err(|e| e.to_string())?;
+        let ticket =
+            make_ticket(self.store(), &self.hints, out.oid).map_err(|e| format!("{e:#}"))?;
+        tracing::info!(oid = %out.oid, size = out.size, "put through the mount");
+        Ok(Put {
+            oid: out.oid,
+            size: out.size,
+            ticket: ticket.to_string(),
+        })
+    }
+
+    fn ticket(&self, oid: Oid) -> Option<String> {
+        make_ticket(self.store(), &self.hints, oid)
+            .ok()
+            .map(|t| t.to_string())
+    }
+}
