@@ -513,9 +513,11 @@ impl Fetches {
                 },
                 want = run.wants.recv() => {
                     let Some(want) = want else { return Ok(false) };
+                    // Each chunk once: not present, not in flight, not
+                    // twice in this want.
                     let batch: Vec<u32> = want
                         .into_iter()
-                        .filter(|i| run.missing.contains(i) && !outstanding.contains(i))
+                        .filter(|i| run.missing.contains(i) && outstanding.insert(*i))
                         .collect();
                     run.requested.extend(batch.iter().copied());
                     submit(batch, &mut outstanding);

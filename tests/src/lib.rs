@@ -53,6 +53,8 @@ pub struct Agent {
     child: Option<Child>,
     /// The agent's folder (store in `data/`, socket `gtc.sock`).
     pub dir: PathBuf,
+    /// Its FUSE mount, if started with one.
+    pub mount: Option<PathBuf>,
     /// Its peer address.
     pub peer: SocketAddr,
     extra: Vec<String>,
@@ -69,9 +71,15 @@ impl Agent {
     pub fn start_with(extra: &[&str]) -> Agent {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_owned();
+        let mount = extra
+            .iter()
+            .position(|a| *a == "--mount")
+            .and_then(|i| extra.get(i + 1))
+            .map(PathBuf::from);
         let mut a = Agent {
             child: None,
             dir,
+            mount,
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             _tmp: Some(tmp),
@@ -110,6 +118,32 @@ impl Agent {
             .and_then(|p| p.parse().ok())
             .expect("peer address");
         self.child = Some(child);
+    }
+
+    /// Starts an agent with its FUSE mount at `<its folder>/mnt` (and
+    /// extra flags).
+    pub fn start_mounted(extra: &[&str]) -> Agent {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mnt = tmp.path().join("mnt");
+        let mut args = vec!["--mount".to_owned(), mnt.to_string_lossy().into_owned()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut a = Agent {
+            child: None,
+            dir: tmp.path().to_owned(),
+            mount: Some(mnt),
+            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            extra: args,
+            _tmp: Some(tmp),
+        };
+        a.spawn("127.0.0.1:0");
+        a
+    }
+
+    /// The mount point (panics if the agent has none).
+    pub fn mnt(&self) -> &Path {
+        self.mount
+            .as_deref()
+            .expect("agent started without a mount")
     }
 
     /// Where the agent's log goes.
@@ -231,6 +265,9 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
+        if let Some(m) = &self.mount {
+            detach(m);
+        }
         if std::thread::panicking() {
             // Shown with the failing test's output.
             let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
@@ -241,6 +278,32 @@ impl Drop for Agent {
             }
         }
     }
+}
+
+/// Lazily unmounts `dir` if something is mounted there.
+pub fn detach(dir: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) {
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Whether FUSE mounts can be made here (root and /dev/fuse). Outside CI
+/// a test that needs them says loudly that it skips; in CI (`CI` set) their
+/// absence fails the test.
+pub fn fuse_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: CI must run FUSE tests, but this machine has no /dev/fuse or is not root"
+    );
+    eprintln!("!!! SKIPPED {test}: needs root and /dev/fuse (runs in CI) !!!");
+    false
 }
 
 /// How long one `gtc` command of a test may take.
