@@ -186,7 +186,7 @@ export RUST_LOG=warn
 start_agent() {   # start_agent NAME PORT: fresh start; waits for the ready line
   local name=$1 port=$2
   : > "$work/$name.out"
-  "$GTC" agent --data-dir "$work/$name" --socket "$work/$name.sock" --listen "127.0.0.1:$port" \
+  "$GTC" agent --no-mount --data-dir "$work/$name" --socket "$work/$name.sock" --listen "127.0.0.1:$port" \
     > "$work/$name.out" 2>> "$work/$name.log" &
   pids[$name]=$!
   agent_ready() {

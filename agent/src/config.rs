@@ -33,11 +33,12 @@ pub struct RawConfig {
     pub chunker: Option<String>,
     /// Store budget in bytes.
     pub cache_bytes: Option<u64>,
-    /// Flush received chunks to disk before recording them (default: on;
-    /// off saves a few percent and risks recorded-but-unwritten chunks after
-    /// a machine crash).
+    /// Flush received chunks to disk before recording them (default: off;
+    /// after a machine crash the store re-verifies recently used objects
+    /// instead).
     pub durable: Option<bool>,
-    /// Where to mount the FUSE namespace (none: no mount).
+    /// Where to mount the FUSE namespace; `""` for no mount. Default:
+    /// `/mnt/dot` for root, none for other users.
     pub mount: Option<PathBuf>,
     /// Seconds a read through the mount may wait for its bytes before EIO.
     pub read_timeout_secs: Option<u64>,
@@ -88,6 +89,13 @@ pub fn default_data_dir() -> PathBuf {
         Some(h) => PathBuf::from(h).join(".local/share/dot"),
         None => std::env::temp_dir().join("dot-data"),
     }
+}
+
+/// Where the namespace is mounted without configuration: `/mnt/dot` for
+/// root; none for other users (an unprivileged mount needs fusermount3,
+/// which the agent does not use).
+pub fn default_mount() -> Option<PathBuf> {
+    is_root().then(|| PathBuf::from("/mnt/dot"))
 }
 
 /// The socket a client uses: `explicit`, else `$GTC_SOCKET`, else the default.
@@ -158,8 +166,12 @@ impl RawConfig {
             advertise,
             chunker,
             cache_bytes: self.cache_bytes.unwrap_or(u64::MAX),
-            durable: self.durable.unwrap_or(true),
-            mount: self.mount,
+            durable: self.durable.unwrap_or(false),
+            mount: match self.mount {
+                Some(m) if m.as_os_str().is_empty() => None,
+                Some(m) => Some(m),
+                None => default_mount(),
+            },
             read_timeout: std::time::Duration::from_secs(
                 self.read_timeout_secs.unwrap_or(60).max(1),
             ),

@@ -140,7 +140,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&socket);
     let store = agent.store.clone();
-    tokio::task::spawn_blocking(move || store.flush()).await??;
+    tokio::task::spawn_blocking(move || store.close()).await??;
     Ok(())
 }
 

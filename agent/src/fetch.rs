@@ -448,7 +448,9 @@ impl Fetches {
         fetch.state.send_replace(FetchState::Verifying);
         let s = self.store.clone();
         let oid = fetch.oid;
-        tokio::task::spawn_blocking(move || s.finish(oid))
+        // Readers already have their verified chunks: the whole-object
+        // pass only yields to them, on an idle-priority thread.
+        tokio::task::spawn_blocking(move || at_idle_priority(|| s.finish(oid)))
             .await?
             .context("checking the whole object")?;
         Ok(true)
@@ -543,6 +545,21 @@ struct Run {
     requested: std::collections::BTreeSet<u32>,
     wants: mpsc::UnboundedReceiver<Vec<u32>>,
     failures: Vec<String>,
+}
+
+/// Runs `f` with the calling thread scheduled only when a CPU is
+/// otherwise idle (SCHED_IDLE), then restores its policy.
+fn at_idle_priority<T>(f: impl FnOnce() -> T) -> T {
+    let idle = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; the parameter is valid for both
+    // policies.
+    let lowered = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) } == 0;
+    let out = f();
+    if lowered {
+        // SAFETY: as above.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &idle) };
+    }
+    out
 }
 
 /// The hints in the order to try them.

@@ -21,6 +21,10 @@ use crate::fetch::{Fetch, Fetches, Target};
 /// with each further sequential read up to [`MAX_AHEAD`].
 const FIRST_AHEAD: u64 = 4 << 20;
 const MAX_AHEAD: u64 = 64 << 20;
+/// Bytes read in sequence before readahead starts.
+const SEQUENTIAL_AFTER: u64 = 1 << 20;
+/// The readahead the mount asks the kernel for (`fusefs`).
+const KERNEL_READAHEAD: u64 = 8 << 20;
 
 /// Where a sequential reader of an object is.
 #[derive(Clone, Copy)]
@@ -31,6 +35,8 @@ struct Stream {
     ahead: u64,
     /// End of what was asked for already.
     wanted_to: u64,
+    /// Bytes read in this run of sequential reads.
+    run: u64,
 }
 
 /// The agent's [`Objects`] (cheap to clone: the state is shared).
@@ -41,6 +47,8 @@ pub struct AgentObjects {
     hints: Vec<String>,
     timeout: Duration,
     streams: Arc<Mutex<HashMap<Oid, Stream>>>,
+    /// Objects seen complete (so a read needs no index query).
+    complete: Arc<Mutex<std::collections::HashSet<Oid>>>,
 }
 
 impl AgentObjects {
@@ -57,6 +65,7 @@ impl AgentObjects {
             hints,
             timeout,
             streams: Arc::new(Mutex::new(HashMap::new())),
+            complete: Arc::new(Mutex::new(std::collections::HashSet::new())),
         })
     }
 
@@ -117,7 +126,10 @@ impl AgentObjects {
     }
 
     /// Asks for the chunks of `offset..offset+len`, plus readahead when the
-    /// reader is sequential.
+    /// reader is sequential. The kernel sends a sequential reader's reads
+    /// several at a time and not quite in order, so "sequential" means
+    /// "inside the region read or asked for so far"; a read elsewhere
+    /// starts over.
     fn want(&self, fetch: &Fetch, offset: u64, len: u64) -> bool {
         let mut wanted: Vec<u32> = fetch.chunks_of(offset, len).collect();
         let end = offset + len;
@@ -130,27 +142,42 @@ impl AgentObjects {
                 next: u64::MAX,
                 ahead: 0,
                 wanted_to: 0,
+                run: 0,
             });
-            if offset == s.next || (offset < s.wanted_to && offset >= s.next.saturating_sub(len)) {
-                s.ahead = (s.ahead * 2).clamp(FIRST_AHEAD, MAX_AHEAD);
-                let to = end.saturating_add(s.ahead).min(fetch.size);
-                if to > s.wanted_to.max(end) {
-                    let from = s.wanted_to.max(end);
-                    wanted.extend(fetch.chunks_of(from, to - from));
-                    s.wanted_to = to;
-                }
+            // The kernel's own readahead window: how far apart the reads
+            // of one sequential reader may arrive.
+            let slack = KERNEL_READAHEAD;
+            let inside = s.next != u64::MAX
+                && offset.saturating_add(slack) >= s.next
+                && offset <= s.next.saturating_add(slack);
+            if inside {
+                s.run += len;
+                s.next = s.next.max(end);
             } else {
+                s.run = len;
                 s.ahead = 0;
+                s.next = end;
                 s.wanted_to = end;
             }
-            s.next = end;
+            // A random read (and the kernel's small readahead after it)
+            // fetches just what it covers; a run of reads ramps up.
+            let streaming = s.run >= SEQUENTIAL_AFTER;
+            if streaming {
+                s.ahead = (s.ahead * 2).clamp(FIRST_AHEAD, MAX_AHEAD);
+            }
+            let to = s.next.saturating_add(s.ahead).min(fetch.size);
+            let from = s.wanted_to.max(end);
+            if streaming && to > from {
+                wanted.extend(fetch.chunks_of(from, to - from));
+                s.wanted_to = to;
+            }
         }
         fetch.want(wanted)
     }
 
     async fn read_async(&self, oid: Oid, offset: u64, len: u32) -> Result<Vec<u8>, ObjError> {
         let store = self.store().clone();
-        let complete = {
+        let complete = self.fetches.running(oid).is_none() && {
             let s = store.clone();
             tokio::task::spawn_blocking(move || s.info(oid))
                 .await
@@ -214,6 +241,44 @@ impl Objects for AgentObjects {
             }
             done(r);
         });
+    }
+
+    fn read_now(&self, oid: Oid, offset: u64, len: u32) -> Option<Vec<u8>> {
+        let store = self.store();
+        match self.fetches.running(oid) {
+            Some(fetch) => {
+                // Only what a vouched-for list makes readable, and keep the
+                // readahead going.
+                let target = self.fetches.known(oid)?;
+                if !fetch.trusts(&target) || !self.want(&fetch, offset, u64::from(len)) {
+                    return None;
+                }
+                for i in fetch.chunks_of(offset, u64::from(len)) {
+                    if !store.has_chunk(oid, i).ok()? {
+                        return None;
+                    }
+                }
+                store.read_at(oid, offset, len as usize).ok()
+            }
+            None => {
+                if !self
+                    .complete
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&oid)
+                {
+                    if !store.info(oid).ok()??.complete {
+                        return None;
+                    }
+                    let mut known = self.complete.lock().unwrap_or_else(|p| p.into_inner());
+                    if known.len() > 100_000 {
+                        known.clear();
+                    }
+                    known.insert(oid);
+                }
+                store.read_at(oid, offset, len as usize).ok()
+            }
+        }
     }
 
     fn backing_file(&self, oid: Oid) -> Option<File> {

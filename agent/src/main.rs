@@ -37,9 +37,13 @@ enum Command {
         /// host:port to put into hints; repeat for several.
         #[arg(long)]
         advertise: Vec<String>,
-        /// Mount the content-addressed namespace here.
-        #[arg(long)]
+        /// Mount the content-addressed namespace here (default for root:
+        /// /mnt/dot).
+        #[arg(long, conflicts_with = "no_mount")]
         mount: Option<PathBuf>,
+        /// Do not mount the namespace.
+        #[arg(long)]
+        no_mount: bool,
         /// Seconds a read through the mount may wait before EIO.
         #[arg(long)]
         read_timeout: Option<u64>,
@@ -130,6 +134,7 @@ fn main() -> anyhow::Result<()> {
             listen,
             advertise,
             mount,
+            no_mount,
             read_timeout,
         } => {
             tracing_subscriber::fmt()
@@ -150,7 +155,11 @@ fn main() -> anyhow::Result<()> {
             if !advertise.is_empty() {
                 raw.advertise = Some(advertise);
             }
-            raw.mount = mount.or(raw.mount);
+            raw.mount = if no_mount {
+                Some(PathBuf::new())
+            } else {
+                mount.or(raw.mount)
+            };
             raw.read_timeout_secs = read_timeout.or(raw.read_timeout_secs);
             let config = raw.validate()?;
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -23,7 +23,13 @@ impl Drop for Agent {
 /// Starts `gtc agent` and waits for its ready line; returns the peer address.
 fn start(dir: &Path) -> (Agent, String) {
     let mut child = Command::new(GTC)
-        .args(["agent", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "agent",
+            "--no-mount",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.join("data"))
         .arg("--socket")
         .arg(dir.join("gtc.sock"))
@@ -98,7 +104,13 @@ fn a_stale_socket_is_replaced_and_a_live_agent_is_not() {
     status_json(dir.path());
     // A second agent on the same socket refuses to start.
     let second = Command::new(GTC)
-        .args(["agent", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "agent",
+            "--no-mount",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data2"))
         .arg("--socket")
         .arg(dir.path().join("gtc.sock"))

@@ -107,6 +107,9 @@ pub trait Objects: Send + Sync + 'static {
     /// Reads up to `len` verified bytes of `oid` at `offset` (fewer only at
     /// the end), fetching what is missing; fails after the agent's timeout.
     fn read(&self, oid: Oid, offset: u64, len: u32, done: Done<Vec<u8>>);
+    /// The same bytes if they can be had at once from local, verified
+    /// chunks (no waiting); `None` sends the read the slow way.
+    fn read_now(&self, oid: Oid, offset: u64, len: u32) -> Option<Vec<u8>>;
     /// The store's own file of a complete object, for passthrough; `None`
     /// when the object is not complete or is a referenced file.
     fn backing_file(&self, oid: Oid) -> Option<File>;
@@ -535,14 +538,18 @@ impl fuser::Filesystem for Fs {
             return;
         };
         if writing {
-            if matches!(node.state, PutState::Committed { .. }) {
-                if flags.0 & libc::O_TRUNC == 0 {
-                    // A put file is an object now; rewrite it whole or
-                    // write a new name.
-                    reply.error(Errno::EACCES);
-                    return;
-                }
-                match inner.new_draft() {
+            if let PutState::Committed { oid, size, .. } = node.state {
+                // Writing a put file again starts a new version: empty with
+                // O_TRUNC, else a copy of the object to change or append to.
+                let copy = if flags.0 & libc::O_TRUNC == 0 {
+                    size
+                } else {
+                    0
+                };
+                match inner.new_draft().and_then(|(path, file)| {
+                    copy_object(inner.objects.as_ref(), oid, copy, &file)?;
+                    Ok((path, file))
+                }) {
                     Ok((path, file)) => node.state = PutState::Draft { path, file },
                     Err(e) => {
                         reply.error(Errno::from(e));
@@ -588,15 +595,21 @@ impl fuser::Filesystem for Fs {
             }
         };
         match target {
-            Ok(oid) => inner.objects.read(
-                oid,
-                offset,
-                size,
-                Box::new(move |r| match r {
-                    Ok(data) => reply.data(&data),
-                    Err(e) => reply.error(e.errno()),
-                }),
-            ),
+            Ok(oid) => {
+                if let Some(data) = inner.objects.read_now(oid, offset, size) {
+                    reply.data(&data);
+                    return;
+                }
+                inner.objects.read(
+                    oid,
+                    offset,
+                    size,
+                    Box::new(move |r| match r {
+                        Ok(data) => reply.data(&data),
+                        Err(e) => reply.error(e.errno()),
+                    }),
+                );
+            }
             Err(Some(file)) => {
                 let mut buf = vec![0u8; size as usize];
                 match read_full_at(&file, &mut buf, offset) {
@@ -887,6 +900,22 @@ impl Fs {
     }
 }
 
+/// Copies the first `size` bytes of a local object into `file`.
+fn copy_object(objects: &dyn Objects, oid: Oid, size: u64, file: &File) -> io::Result<()> {
+    const PIECE: u64 = 4 << 20;
+    let mut at = 0;
+    while at < size {
+        let want = PIECE.min(size - at) as u32;
+        let data = objects
+            .read_now(oid, at, want)
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| io::Error::other(format!("{oid} is not held here to rewrite")))?;
+        file.write_all_at(&data, at)?;
+        at += data.len() as u64;
+    }
+    Ok(())
+}
+
 fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
     if size == 0 {
         reply.size(value.len() as u32);
@@ -968,8 +997,22 @@ pub fn mount(objects: Arc<dyn Objects>, dir: &Path, opts: MountOptions) -> io::R
     }
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
     if is_mount_point(&dir) {
-        tracing::info!(dir = %dir.display(), "replacing a stale mount");
-        detach(&dir);
+        match std::fs::metadata(&dir) {
+            // A dead FUSE server's mount answers ENOTCONN.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                tracing::info!(dir = %dir.display(), "replacing a stale mount");
+                detach(&dir);
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "something live is mounted on {} (another agent?)",
+                        dir.display()
+                    ),
+                ));
+            }
+        }
     }
     // SAFETY: geteuid/getegid have no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };

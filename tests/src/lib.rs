@@ -76,6 +76,10 @@ impl Agent {
             .position(|a| *a == "--mount")
             .and_then(|i| extra.get(i + 1))
             .map(PathBuf::from);
+        let mut extra: Vec<&str> = extra.to_vec();
+        if mount.is_none() {
+            extra.push("--no-mount");
+        }
         let mut a = Agent {
             child: None,
             dir,

@@ -287,11 +287,13 @@ fn a_file_copied_into_put_is_read_through_another_agents_mount() {
     assert!(std::fs::read(b.mnt().join(&ticket)).expect("through B") == data);
     // Shell redirections, rename and unlink behave like files.
     let note = a.mnt().join("put").join("note");
-    sh(&format!(
-        "echo first > '{0}'; echo second >> '{0}'",
-        note.display()
-    ));
+    sh(&format!("echo first > '{}'", note.display()));
+    let first = xattr(&note, "user.dot.oid");
+    // Appending to a put file makes a new version of it.
+    sh(&format!("echo second >> '{}'", note.display()));
     assert_eq!(std::fs::read(&note).expect("note"), b"first\nsecond\n");
+    assert_ne!(xattr(&note, "user.dot.oid"), first);
+    assert!(std::fs::read(a.mnt().join(&first)).expect("old version") == b"first\n");
     let renamed = a.mnt().join("put").join("note2");
     std::fs::rename(&note, &renamed).expect("rename");
     assert!(!note.exists());
