@@ -83,6 +83,7 @@ now() { date +%s.%N; }
 # time_cmd CMD...: prints wall seconds of one run; fails if CMD fails.
 time_cmd() {
   local t0 t1
+  sync   # start every tool with no write-back pending from the last one
   t0=$(now)
   "$@" > /dev/null || fail "failed: $*"
   t1=$(now)
