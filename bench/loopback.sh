@@ -78,36 +78,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 fail() { echo "loopback.sh: $*" >&2; exit 1; }
 
-# --- helpers (as in put.sh) --------------------------------------------------
-now() { date +%s.%N; }
-# time_cmd CMD...: prints wall seconds of one run; fails if CMD fails.
-time_cmd() {
-  local t0 t1
-  sync   # start every tool with no write-back pending from the last one
-  t0=$(now)
-  "$@" > /dev/null || fail "failed: $*"
-  t1=$(now)
-  echo "$t1 - $t0" | bc -l
-}
-median() { sort -g | awk '{a[NR]=$1} END {m=int((NR+1)/2); if (NR%2) print a[m]; else print (a[m]+a[m+1])/2}'; }
-# wait_for WHAT TRIES CMD...: polls CMD every 20 ms, at most TRIES times.
-wait_for() {
-  local what=$1 tries=$2 i
-  shift 2
-  for ((i = 0; i < tries; i++)); do
-    "$@" && return 0
-    sleep 0.02
-  done
-  fail "$what not ready after $((tries / 50)) s"
-}
-listening() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
-taken=" "
-free_port() {   # free_port FROM: first port from FROM up nobody listens on
-  local p=$1
-  while listening "$p" || [[ $taken == *" $p "* ]]; do p=$((p + 1)); done
-  taken+="$p "
-  echo "$p"
-}
+# --- helpers -----------------------------------------------------------------
+# shellcheck source=bench/lib.sh
+source bench/lib.sh   # the cd above put us at the repository root
 
 # --- data ---------------------------------------------------------------------
 www=$work/www

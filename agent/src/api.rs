@@ -262,23 +262,33 @@ pub async fn write_data<W: AsyncWriteExt + Unpin>(w: &mut W, data: &[u8]) -> Res
 /// # Errors
 /// Socket errors; oversized or unknown-kind messages.
 pub async fn read_message<R: AsyncReadExt + Unpin>(r: &mut R) -> Result<Option<Message>, ApiError> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head[..4]).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let len = u32::from_be_bytes(len) as usize;
+    let body_len = body_len(&head)?;
+    r.read_exact(&mut head[4..]).await?;
+    let mut body = vec![0u8; body_len];
+    r.read_exact(&mut body).await?;
+    message(head[4], body).map(Some)
+}
+
+/// The body length a message head announces, bounded before anything is
+/// allocated.
+fn body_len(head: &[u8; 5]) -> Result<usize, ApiError> {
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
     if len == 0 || len > MAX_MESSAGE {
         return Err(ApiError::Bad(format!("length {len}")));
     }
-    let mut kind = [0u8; 1];
-    r.read_exact(&mut kind).await?;
-    let mut body = vec![0u8; len - 1];
-    r.read_exact(&mut body).await?;
-    match kind[0] {
-        KIND_JSON => Ok(Some(Message::Json(body))),
-        KIND_DATA => Ok(Some(Message::Data(body))),
+    Ok(len - 1)
+}
+
+fn message(kind: u8, body: Vec<u8>) -> Result<Message, ApiError> {
+    match kind {
+        KIND_JSON => Ok(Message::Json(body)),
+        KIND_DATA => Ok(Message::Data(body)),
         k => Err(ApiError::Bad(format!("kind {k}"))),
     }
 }
@@ -331,23 +341,15 @@ pub fn data_head(len: usize) -> Result<[u8; 5], ApiError> {
 /// # Errors
 /// As [`read_message`].
 pub fn read_message_blocking<R: std::io::Read>(r: &mut R) -> Result<Option<Message>, ApiError> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head[..4]) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let len = u32::from_be_bytes(len) as usize;
-    if len == 0 || len > MAX_MESSAGE {
-        return Err(ApiError::Bad(format!("length {len}")));
-    }
-    let mut kind = [0u8; 1];
-    r.read_exact(&mut kind)?;
-    let mut body = vec![0u8; len - 1];
+    let body_len = body_len(&head)?;
+    r.read_exact(&mut head[4..])?;
+    let mut body = vec![0u8; body_len];
     r.read_exact(&mut body)?;
-    match kind[0] {
-        KIND_JSON => Ok(Some(Message::Json(body))),
-        KIND_DATA => Ok(Some(Message::Data(body))),
-        k => Err(ApiError::Bad(format!("kind {k}"))),
-    }
+    message(head[4], body).map(Some)
 }
