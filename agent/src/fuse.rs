@@ -23,8 +23,8 @@ const FIRST_AHEAD: u64 = 4 << 20;
 const MAX_AHEAD: u64 = 64 << 20;
 /// Bytes read in sequence before readahead starts.
 const SEQUENTIAL_AFTER: u64 = 1 << 20;
-/// The readahead the mount asks the kernel for (`fusefs`).
-const KERNEL_READAHEAD: u64 = 8 << 20;
+/// The readahead the mount asks the kernel for.
+const KERNEL_READAHEAD: u64 = dot_fusefs::KERNEL_READAHEAD_KB << 10;
 
 /// Where a sequential reader of an object is.
 #[derive(Clone, Copy)]

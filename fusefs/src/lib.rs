@@ -970,6 +970,29 @@ fn detach(dir: &Path) {
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
 }
 
+/// The kernel reads ahead on a FUSE mount only as far as its backing-device
+/// setting allows (128 KiB by default), whatever the filesystem asks for at
+/// init; raise it so sequential readers keep more reads in flight. (Two
+/// hand-timed pairs of cold 1 GiB `cat`s went 4.41 -> 3.35 s and
+/// 3.49 -> 2.56 s; `bench/fuse.sh` right after showed no gain beyond its
+/// noise: 0.66x vs 0.69x of `gtc get`.) Needs root; a failure only leaves
+/// the default.
+fn raise_readahead(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&knob, (KERNEL_READAHEAD_KB).to_string()) {
+        tracing::debug!(knob, error = %e, "cannot raise the mount's readahead");
+    }
+}
+
+/// Readahead asked of the kernel for the mount, in KiB.
+pub const KERNEL_READAHEAD_KB: u64 = 8 << 10;
+
 /// Whether `dir` is a mount point in the mount table (mountinfo escapes
 /// spaces and friends as octal).
 fn is_mount_point(dir: &Path) -> bool {
@@ -997,8 +1020,9 @@ pub fn mount(objects: Arc<dyn Objects>, dir: &Path, opts: MountOptions) -> io::R
     }
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
     if is_mount_point(&dir) {
-        match std::fs::metadata(&dir) {
-            // A dead FUSE server's mount answers ENOTCONN.
+        // A dead FUSE server's mount answers ENOTCONN to whatever reaches
+        // the server (a stat may be answered from the kernel's cache).
+        match std::fs::read_dir(&dir) {
             Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
                 tracing::info!(dir = %dir.display(), "replacing a stale mount");
                 detach(&dir);
@@ -1044,6 +1068,7 @@ pub fn mount(objects: Arc<dyn Objects>, dir: &Path, opts: MountOptions) -> io::R
     config.n_threads = Some(threads);
     config.clone_fd = true;
     let session = fuser::spawn_mount2(fs, &dir, &config)?;
+    raise_readahead(&dir);
     Ok(Mount {
         dir,
         session: Some(session),

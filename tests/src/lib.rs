@@ -33,9 +33,12 @@ pub fn gtc_bin() -> PathBuf {
             let bin = profile_dir.join("gtc");
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let release = profile_dir.file_name().is_some_and(|n| n == "release");
-            // Always ask cargo: it rebuilds only if the sources changed.
+            // Always ask cargo: it rebuilds only if the sources changed. With
+            // the workspace's test targets, features resolve as under
+            // `cargo test --workspace`, so after it this is a no-op (a
+            // `-p dot-agent` build would relink gtc with other features).
             let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-q", "-p", "dot-agent", "--bin", "gtc"]);
+            cmd.args(["build", "-q", "--workspace", "--all-targets"]);
             if release {
                 cmd.arg("--release");
             }
