@@ -434,12 +434,12 @@ async fn get(
     let started = match Target::parse(ticket, hints) {
         Ok(target) => agent
             .fetches
-            .start(&target, mode != GetMode::Random)
+            .start_counted(&target, mode != GetMode::Random)
             .await
             .map(|f| (target, f)),
         Err(e) => Err(e),
     };
-    let (target, fetch) = match started {
+    let (target, (fetch, peers_before)) = match started {
         Ok(x) => x,
         Err(e) => {
             api::write_json(&mut conn.stream, &error(format!("{e:#}"))).await?;
@@ -480,10 +480,19 @@ async fn get(
     }
     let streamed = stream_object(agent, &mut conn.stream, &open, mode).await?;
     let resp = match streamed {
-        Ok(()) => Response::End {
-            from_peers: open.fetch.from_peers.load(Ordering::Relaxed),
-            local: open.fetch.local.load(Ordering::Relaxed),
-        },
+        Ok(()) => {
+            // What this get waited for; the rest was here when it came.
+            let from_peers = open
+                .fetch
+                .from_peers
+                .load(Ordering::Relaxed)
+                .saturating_sub(peers_before)
+                .min(open.fetch.size);
+            Response::End {
+                from_peers,
+                local: open.fetch.size - from_peers,
+            }
+        }
         Err(e) => error(format!("{e:#}")),
     };
     api::write_json(&mut conn.stream, &resp).await?;

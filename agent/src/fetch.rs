@@ -298,11 +298,30 @@ impl Fetches {
     /// When no source can describe the object; the message lists each
     /// source's failure.
     pub async fn start(&self, target: &Target, whole: bool) -> anyhow::Result<Arc<Fetch>> {
-        let fetch = self.start_inner(target).await?;
+        Ok(self.start_counted(target, whole).await?.0)
+    }
+
+    /// [`Fetches::start`], also returning how many bytes the fetch had
+    /// taken from peers before this caller joined it (0 for a new one), so
+    /// a get reports only what it waited for.
+    ///
+    /// # Errors
+    /// As [`Fetches::start`].
+    pub async fn start_counted(
+        &self,
+        target: &Target,
+        whole: bool,
+    ) -> anyhow::Result<(Arc<Fetch>, u64)> {
+        let (fetch, created) = self.start_inner(target).await?;
+        let before = if created {
+            0
+        } else {
+            fetch.from_peers.load(Ordering::Relaxed)
+        };
         if whole {
             fetch.want_all();
         }
-        Ok(fetch)
+        Ok((fetch, before))
     }
 
     /// A running fetch of `oid`, if any.
@@ -310,7 +329,7 @@ impl Fetches {
         self.lock().get(&oid).cloned()
     }
 
-    async fn start_inner(&self, target: &Target) -> anyhow::Result<Arc<Fetch>> {
+    async fn start_inner(&self, target: &Target) -> anyhow::Result<(Arc<Fetch>, bool)> {
         let oid = target.oid;
         if !target.hints.is_empty() {
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
@@ -320,10 +339,10 @@ impl Fetches {
             known.insert(oid, target.clone());
         }
         if let Some(f) = self.local(oid).await? {
-            return Ok(f);
+            return Ok((f, false));
         }
         if let Some(f) = self.lock().get(&oid) {
-            return Ok(f.clone());
+            return Ok((f.clone(), false));
         }
         let order = ordered(&target.hints);
         let (at, source, size, descs, failures) = describe(target, &order).await?;
@@ -333,7 +352,7 @@ impl Fetches {
         let fetch = {
             let mut running = self.lock();
             if let Some(f) = running.get(&oid) {
-                return Ok(f.clone());
+                return Ok((f.clone(), false));
             }
             let mut f = Fetch::new(oid, size, descs, FetchState::Running);
             f.wants = Some(wants_tx);
@@ -390,7 +409,7 @@ impl Fetches {
             }
             this.store.unpin(f.oid);
         });
-        Ok(fetch)
+        Ok((fetch, true))
     }
 
     /// A complete local object as a finished fetch.
