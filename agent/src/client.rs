@@ -373,12 +373,7 @@ enum Event {
 fn next_event(client: &mut Client, object: &Object, ranges: &mut Ranges) -> Result<Event> {
     match client.recv()? {
         Response::Ready { offset, len } => {
-            if offset.checked_add(len).is_none_or(|end| end > object.size) {
-                return Err(ClientError::Protocol(format!(
-                    "range {offset}+{len} beyond the object's {} bytes",
-                    object.size
-                )));
-            }
+            check_ready(object, offset, len)?;
             if object.file.is_none() {
                 let mut bytes = Vec::with_capacity(len.min(MAX_MESSAGE as u64) as usize);
                 while (bytes.len() as u64) < len {
@@ -422,6 +417,28 @@ fn take_front(object: &Object, ranges: &mut Ranges, buf: &mut [u8]) -> io::Resul
         ranges.queue.pop_front();
     }
     Ok((at, n))
+}
+
+/// The front range's next piece, at most [`PIECE`] bytes.
+fn front_piece(object: &Object, ranges: &mut Ranges) -> io::Result<Option<(u64, Vec<u8>)>> {
+    let Some(&(_, len)) = ranges.queue.front() else {
+        return Ok(None);
+    };
+    let mut buf = vec![0u8; len.min(PIECE) as usize];
+    let (at, n) = take_front(object, ranges, &mut buf)?;
+    buf.truncate(n);
+    Ok(Some((at, buf)))
+}
+
+/// Checks that an announced range lies inside the object.
+fn check_ready(object: &Object, offset: u64, len: u64) -> Result<()> {
+    if offset.checked_add(len).is_none_or(|end| end > object.size) {
+        return Err(ClientError::Protocol(format!(
+            "range {offset}+{len} beyond the object's {} bytes",
+            object.size
+        )));
+    }
+    Ok(())
 }
 
 /// A get read in order (`std::io::Read`). Reading to the end also checks
@@ -598,11 +615,8 @@ impl Pieces<'_> {
 
     fn next_piece(&mut self) -> Result<Option<(u64, Vec<u8>)>> {
         loop {
-            if let Some(&(_, len)) = self.ranges.queue.front() {
-                let mut buf = vec![0u8; len.min(PIECE) as usize];
-                let (at, n) = take_front(&self.object, &mut self.ranges, &mut buf)?;
-                buf.truncate(n);
-                return Ok(Some((at, buf)));
+            if let Some(piece) = front_piece(&self.object, &mut self.ranges)? {
+                return Ok(Some(piece));
             }
             if self.stats.is_some() {
                 return Ok(None);
@@ -843,14 +857,7 @@ impl AsyncGet<'_> {
     async fn next_event(&mut self, ranges_only: bool) -> Result<Event> {
         let resp = self.client.recv().await?;
         if let Response::Ready { offset, len } = resp {
-            if offset
-                .checked_add(len)
-                .is_none_or(|end| end > self.object.size)
-            {
-                return Err(ClientError::Protocol(format!(
-                    "range {offset}+{len} beyond the object"
-                )));
-            }
+            check_ready(&self.object, offset, len)?;
             if self.object.file.is_none() {
                 let mut bytes = Vec::new();
                 while (bytes.len() as u64) < len {
@@ -882,11 +889,8 @@ impl AsyncGet<'_> {
     /// Socket errors; the agent's error.
     pub async fn next_piece(&mut self) -> Result<Option<(u64, Vec<u8>)>> {
         loop {
-            if let Some(&(_, len)) = self.ranges.queue.front() {
-                let mut buf = vec![0u8; len.min(PIECE) as usize];
-                let (at, n) = take_front(&self.object, &mut self.ranges, &mut buf)?;
-                buf.truncate(n);
-                return Ok(Some((at, buf)));
+            if let Some(piece) = front_piece(&self.object, &mut self.ranges)? {
+                return Ok(Some(piece));
             }
             if self.stats.is_some() {
                 return Ok(None);
