@@ -736,25 +736,25 @@ impl Store {
             return Ok(Vec::new());
         }
         let first = h.descs.partition_point(|d| d.end() <= offset);
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        for (i, d) in h.descs.iter().enumerate().skip(first) {
-            if d.offset >= end {
-                break;
+        let last = h.descs.partition_point(|d| d.offset < end);
+        if !matches!(h.backing, Backing::Referenced { .. }) {
+            // The store's own file holds only verified chunks: one read of
+            // the whole range once every chunk under it is there.
+            if let Some(i) = (first..last).find(|&i| !h.lock().present[i]) {
+                return Err(Error::ChunkMissing {
+                    oid,
+                    index: i as u32,
+                });
             }
+            return h.read_raw(offset, (end - offset) as usize);
+        }
+        // A referenced file may have changed: each chunk is re-checked.
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for (i, d) in h.descs.iter().enumerate().take(last).skip(first) {
             let from = offset.max(d.offset);
             let to = end.min(d.end());
-            if matches!(h.backing, Backing::Referenced { .. }) {
-                let chunk = h.read_chunk(i as u32)?;
-                out.extend_from_slice(&chunk[(from - d.offset) as usize..(to - d.offset) as usize]);
-            } else {
-                if !h.lock().present[i] {
-                    return Err(Error::ChunkMissing {
-                        oid,
-                        index: i as u32,
-                    });
-                }
-                out.extend_from_slice(&h.read_raw(from, (to - from) as usize)?);
-            }
+            let chunk = h.read_chunk(i as u32)?;
+            out.extend_from_slice(&chunk[(from - d.offset) as usize..(to - d.offset) as usize]);
         }
         Ok(out)
     }
