@@ -4,14 +4,17 @@
 //!   describe an object, stream its chunks, cancel requests.
 //! - [`gtc`]: the agent-to-agent peer protocol over TCP: the sans-IO codec
 //!   and session rules, the serving driver and the fetching source.
+//! - [`multipath`]: one object's requests spread over several paths, with
+//!   windows sized per path and request borrowing.
 //! - [`error`]: the errors of a transfer, [`TransferError`].
 //!
-//! Multipath and portable storage arrive with their issues.
+//! Portable storage arrives with its issue.
 
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod gtc;
+pub mod multipath;
 pub mod transfer;
 
 pub use error::TransferError;

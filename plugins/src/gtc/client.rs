@@ -7,14 +7,14 @@
 //! and each answer frees a slot for the next.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dot_store::descriptor::check_descriptors;
 use dot_store::{Descriptor, Oid, Token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::proto::{self, DescPage, Frame, VERSION};
@@ -41,7 +41,12 @@ struct Conn {
 
 /// A gtc peer as a transfer source.
 pub struct GtcSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     addr: SocketAddr,
+    bind: Option<IpAddr>,
     name: String,
     window: Arc<Semaphore>,
     next_req: AtomicU32,
@@ -50,17 +55,32 @@ pub struct GtcSource {
 
 impl GtcSource {
     /// A source at `addr` keeping up to `window` chunk requests in flight.
-    /// Connects on first use.
+    /// Connects on first use, and again after the connection was lost.
     pub fn new(addr: SocketAddr, window: usize) -> GtcSource {
-        GtcSource {
-            addr,
-            name: format!("gtc://{addr}"),
-            window: Arc::new(Semaphore::new(window.max(1))),
-            next_req: AtomicU32::new(1),
-            conn: tokio::sync::Mutex::new(None),
-        }
+        GtcSource::bound(addr, None, window)
     }
 
+    /// As [`GtcSource::new`], connecting from local address `bind` (one
+    /// interface of a multi-homed host) when given.
+    pub fn bound(addr: SocketAddr, bind: Option<IpAddr>, window: usize) -> GtcSource {
+        let name = match bind {
+            Some(ip) => format!("gtc://{addr} from {ip}"),
+            None => format!("gtc://{addr}"),
+        };
+        GtcSource {
+            inner: Arc::new(Inner {
+                addr,
+                bind,
+                name,
+                window: Arc::new(Semaphore::new(window.max(1))),
+                next_req: AtomicU32::new(1),
+                conn: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+}
+
+impl Inner {
     fn err(&self, message: impl Into<String>) -> TransferError {
         TransferError::Connection {
             peer: self.name.clone(),
@@ -68,12 +88,26 @@ impl GtcSource {
         }
     }
 
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let Some(ip) = self.bind else {
+            return TcpStream::connect(self.addr).await;
+        };
+        let socket = if ip.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(ip, 0))?;
+        socket.connect(self.addr).await
+    }
+
     async fn conn(&self) -> Result<Arc<Conn>, TransferError> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref().filter(|c| !c.out.is_closed()) {
             return Ok(c.clone());
         }
-        let mut stream = TcpStream::connect(self.addr)
+        let mut stream = self
+            .connect()
             .await
             .map_err(|e| self.err(format!("connect: {e}")))?;
         let _ = stream.set_nodelay(true);
@@ -158,7 +192,7 @@ impl GtcSource {
 
 impl Transfer for GtcSource {
     fn name(&self) -> String {
-        self.name.clone()
+        self.inner.name.clone()
     }
 
     fn get_descriptors(
@@ -166,29 +200,25 @@ impl Transfer for GtcSource {
         oid: Oid,
         token: Option<Token>,
     ) -> BoxFuture<'_, Result<Described, TransferError>> {
-        Box::pin(self.describe(oid, token))
+        Box::pin(self.inner.describe(oid, token))
     }
 
     fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>) -> mpsc::Receiver<ChunkEvent> {
         let (tx, rx) = mpsc::channel(chunks.len().clamp(1, 1024));
-        let window = self.window.clone();
-        let first_req = self
+        let inner = self.inner.clone();
+        let first_req = inner
             .next_req
             .fetch_add(chunks.len() as u32, Ordering::Relaxed);
-        let conn = self.conn.try_lock().ok().and_then(|c| c.clone());
-        let name = self.name.clone();
         tokio::spawn(async move {
-            let Some(conn) = conn.filter(|c| !c.out.is_closed()) else {
-                let _ = tx
-                    .send(ChunkEvent::SourceFailed(TransferError::Connection {
-                        peer: name,
-                        message: "not connected".into(),
-                    }))
-                    .await;
-                return;
+            let conn = match inner.conn().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(ChunkEvent::SourceFailed(e)).await;
+                    return;
+                }
             };
             for (i, (index, _)) in chunks.into_iter().enumerate() {
-                let Ok(slot) = window.clone().acquire_owned().await else {
+                let Ok(slot) = inner.window.clone().acquire_owned().await else {
                     return;
                 };
                 let req = first_req.wrapping_add(i as u32);
@@ -213,7 +243,7 @@ impl Transfer for GtcSource {
     }
 
     fn cancel_chunks(&self, oid: Oid, indexes: &[u32]) {
-        let Some(conn) = self.conn.try_lock().ok().and_then(|c| c.clone()) else {
+        let Some(conn) = self.inner.conn.try_lock().ok().and_then(|c| c.clone()) else {
             return;
         };
         let mut waiters = conn.waiters.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,0 +1,694 @@
+//! The multipath plugin: one object's chunk requests spread over several
+//! paths at once (the paper's multi-path plugin).
+//!
+//! A *path* is a sub-plugin: one source, reached from one local address.
+//! Requests wait in one queue, in the order they were asked for, and go to
+//! whichever path has room in its window. A path's window is sized from
+//! what it measured: its delivery rate times its shortest request-to-chunk
+//! time, in chunks, plus two (the paper fixed it at 10); a path that has
+//! measured nothing yet gets [`INITIAL_WINDOW`].
+//!
+//! When the queue is empty, a path with room *borrows*: it takes the oldest
+//! request of the path that would finish last, if it would deliver it
+//! sooner. Both copies stay in flight; the first to arrive wins and the
+//! other is cancelled. This keeps a very slow path from holding back the end
+//! of a transfer.
+//!
+//! Every chunk is checked against its descriptor here, so a path that
+//! delivers a wrong chunk is dropped for good. A path that fails or stalls
+//! is dropped: its requests go back to the front of the queue, and it is
+//! tried again after a pause (1 s, doubling to 30 s), first with a single
+//! request. When every path has been down for [`ALL_DOWN`], or all are
+//! dropped for good, the waiting requests fail.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use dot_store::{ChunkHash, Descriptor, Oid, Token};
+use tokio::sync::mpsc;
+
+use crate::error::TransferError;
+use crate::transfer::{BoxFuture, ChunkEvent, Described, Transfer};
+
+/// Requests in flight on a path before it has measured anything.
+pub const INITIAL_WINDOW: usize = 4;
+/// The largest window of one path.
+pub const MAX_WINDOW: usize = 256;
+/// Arrivals a path's rate is measured over.
+const RATE_SAMPLES: usize = 16;
+/// The first pause before a dropped path is tried again.
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause before a dropped path is tried again.
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+/// A path with requests in flight that delivers nothing for this long (or
+/// for eight of its chunk times, if longer) has stalled.
+const MIN_STALL: Duration = Duration::from_secs(10);
+/// When every path has been down this long, the waiting requests fail.
+pub const ALL_DOWN: Duration = Duration::from_secs(30);
+/// How often stalls and pauses are checked.
+const TICK: Duration = Duration::from_millis(100);
+
+/// What one path delivered (shared with the scheduler).
+#[derive(Debug, Default)]
+struct Counters {
+    bytes: AtomicU64,
+    chunks: AtomicU64,
+    drops: AtomicU64,
+}
+
+/// What one path of a [`Multipath`] has done so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathStats {
+    /// The sub-plugin's name.
+    pub name: String,
+    /// Bytes of chunks it delivered first (duplicates not counted).
+    pub bytes: u64,
+    /// Chunks it delivered first.
+    pub chunks: u64,
+    /// Times it was dropped (failed, stalled or lied).
+    pub drops: u64,
+}
+
+enum Cmd {
+    Get(Vec<(u32, Descriptor)>, mpsc::Sender<ChunkEvent>),
+    Cancel(Vec<u32>),
+}
+
+/// Several paths to one object as one [`Transfer`].
+pub struct Multipath {
+    name: String,
+    paths: Vec<Arc<dyn Transfer>>,
+    counters: Arc<[Counters]>,
+    schedulers: Mutex<HashMap<Oid, mpsc::UnboundedSender<Cmd>>>,
+}
+
+impl Multipath {
+    /// Spreads requests over `paths` (tried for descriptors in this order).
+    pub fn new(paths: Vec<Arc<dyn Transfer>>) -> Multipath {
+        let names: Vec<String> = paths.iter().map(|p| p.name()).collect();
+        Multipath {
+            name: format!("multipath[{}]", names.join(", ")),
+            counters: paths.iter().map(|_| Counters::default()).collect(),
+            paths,
+            schedulers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What each path delivered, in the order given to [`Multipath::new`].
+    pub fn stats(&self) -> Vec<PathStats> {
+        self.paths
+            .iter()
+            .zip(self.counters.iter())
+            .map(|(p, c)| PathStats {
+                name: p.name(),
+                bytes: c.bytes.load(Ordering::Relaxed),
+                chunks: c.chunks.load(Ordering::Relaxed),
+                drops: c.drops.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    fn send(&self, oid: Oid, cmd: Cmd) {
+        let mut schedulers = self.schedulers.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = schedulers.entry(oid).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let sched = Scheduler::new(oid, &self.paths, self.counters.clone());
+            tokio::spawn(sched.run(rx));
+            tx
+        });
+        // The scheduler lives as long as this plugin: sending cannot fail.
+        let _ = tx.send(cmd);
+    }
+}
+
+impl Transfer for Multipath {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn get_descriptors(
+        &self,
+        oid: Oid,
+        token: Option<Token>,
+    ) -> BoxFuture<'_, Result<Described, TransferError>> {
+        Box::pin(async move {
+            let mut last = None;
+            for p in &self.paths {
+                match p.get_descriptors(oid, token).await {
+                    Ok(d) => return Ok(d),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| TransferError::Connection {
+                peer: self.name.clone(),
+                message: "no paths".into(),
+            }))
+        })
+    }
+
+    fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>) -> mpsc::Receiver<ChunkEvent> {
+        // Room for one answer per chunk and a failure: the scheduler never
+        // waits on a slow reader.
+        let (tx, rx) = mpsc::channel(chunks.len() + 1);
+        if !chunks.is_empty() {
+            self.send(oid, Cmd::Get(chunks, tx));
+        }
+        rx
+    }
+
+    fn cancel_chunks(&self, oid: Oid, indexes: &[u32]) {
+        self.send(oid, Cmd::Cancel(indexes.to_vec()));
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Health {
+    Up,
+    /// Back after a pause: one request at a time until one arrives.
+    Probing {
+        pause: Duration,
+    },
+    /// Dropped until `until`.
+    Down {
+        until: Instant,
+        pause: Duration,
+    },
+    /// Delivered a wrong chunk: never used again.
+    Dead,
+}
+
+struct Path {
+    plugin: Arc<dyn Transfer>,
+    health: Health,
+    /// Requests on this path, oldest first, with when they were sent.
+    in_flight: VecDeque<(u32, Instant)>,
+    /// Recent arrivals: when, and how many bytes.
+    arrivals: VecDeque<(Instant, u64)>,
+    /// The shortest time from request to chunk seen.
+    min_latency: Option<Duration>,
+    /// When it last delivered a chunk.
+    last_arrival: Option<Instant>,
+    /// Bumped on each drop, so late events of an old round are told apart.
+    epoch: u64,
+}
+
+impl Path {
+    fn busy_since(&self) -> Option<Instant> {
+        let oldest = self.in_flight.front()?.1;
+        Some(self.last_arrival.map_or(oldest, |l| l.max(oldest)))
+    }
+
+    /// Bytes per second over the recent arrivals.
+    fn rate(&self) -> Option<f64> {
+        let (first, _) = *self.arrivals.front()?;
+        let (last, _) = *self.arrivals.back()?;
+        let span = last.duration_since(first).as_secs_f64();
+        let bytes: u64 = self.arrivals.iter().skip(1).map(|a| a.1).sum();
+        (self.arrivals.len() >= 2 && span > 0.0).then(|| bytes as f64 / span)
+    }
+
+    /// Seconds to deliver one chunk of `chunk` bytes: from the rate, or
+    /// from the one chunk it delivered so far.
+    fn chunk_time(&self, chunk: f64) -> Option<f64> {
+        self.rate()
+            .map(|r| chunk / r)
+            .or_else(|| self.min_latency.map(|l| l.as_secs_f64()))
+    }
+
+    fn window(&self, chunk: f64) -> usize {
+        match self.health {
+            Health::Up => match (self.rate(), self.min_latency) {
+                (Some(rate), Some(lat)) => {
+                    let in_flight = (rate * lat.as_secs_f64() / chunk).ceil();
+                    (in_flight as usize).saturating_add(2).clamp(2, MAX_WINDOW)
+                }
+                _ => INITIAL_WINDOW,
+            },
+            Health::Probing { .. } => 1,
+            Health::Down { .. } | Health::Dead => 0,
+        }
+    }
+
+    fn usable(&self) -> bool {
+        matches!(self.health, Health::Up | Health::Probing { .. })
+    }
+
+    /// Seconds from `now` until the request at position `k` of this path
+    /// should arrive: infinite if the path looks stalled or has no
+    /// measure yet and is late.
+    fn expected(&self, k: usize, chunk: f64, now: Instant) -> f64 {
+        let Some(since) = self.busy_since() else {
+            return 0.0;
+        };
+        let waited = now.duration_since(since).as_secs_f64();
+        match self.chunk_time(chunk) {
+            Some(ct) => {
+                let head = ct - waited;
+                if head < -2.0 * ct - 0.1 {
+                    f64::INFINITY
+                } else {
+                    head.max(0.0) + k as f64 * ct
+                }
+            }
+            None if waited > 0.5 => f64::INFINITY,
+            None => (k + 1) as f64 * 0.5,
+        }
+    }
+}
+
+/// A requested chunk not yet delivered.
+struct Want {
+    desc: Descriptor,
+    to: Vec<mpsc::Sender<ChunkEvent>>,
+    /// Paths it is in flight on.
+    on: Vec<usize>,
+    /// Paths that said they cannot deliver it.
+    refused: Vec<usize>,
+}
+
+type PathEvent = (usize, u64, ChunkEvent);
+
+/// The requests of one object over the paths.
+struct Scheduler {
+    oid: Oid,
+    paths: Vec<Path>,
+    counters: Arc<[Counters]>,
+    wants: HashMap<u32, Want>,
+    queue: VecDeque<u32>,
+    events: mpsc::UnboundedSender<PathEvent>,
+    events_rx: Option<mpsc::UnboundedReceiver<PathEvent>>,
+    /// Mean length of the chunks asked for.
+    chunk: f64,
+    asked: u64,
+    all_down_since: Option<Instant>,
+}
+
+impl Scheduler {
+    fn new(oid: Oid, plugins: &[Arc<dyn Transfer>], counters: Arc<[Counters]>) -> Scheduler {
+        let (events, events_rx) = mpsc::unbounded_channel();
+        Scheduler {
+            oid,
+            paths: plugins
+                .iter()
+                .map(|p| Path {
+                    plugin: p.clone(),
+                    health: Health::Up,
+                    in_flight: VecDeque::new(),
+                    arrivals: VecDeque::new(),
+                    min_latency: None,
+                    last_arrival: None,
+                    epoch: 0,
+                })
+                .collect(),
+            counters,
+            wants: HashMap::new(),
+            queue: VecDeque::new(),
+            events,
+            events_rx: Some(events_rx),
+            chunk: 64.0 * 1024.0,
+            asked: 0,
+            all_down_since: None,
+        }
+    }
+
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+        let Some(mut events) = self.events_rx.take() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Get(chunks, to)) => self.get(chunks, to),
+                    Some(Cmd::Cancel(indexes)) => self.cancel(&indexes),
+                    None => return,
+                },
+                Some((path, epoch, ev)) = events.recv() => self.event(path, epoch, ev),
+                _ = tick.tick(), if !self.wants.is_empty() => self.check(Instant::now()),
+            }
+            self.dispatch(Instant::now());
+        }
+    }
+
+    fn get(&mut self, chunks: Vec<(u32, Descriptor)>, to: mpsc::Sender<ChunkEvent>) {
+        for (index, desc) in chunks {
+            if let Some(w) = self.wants.get_mut(&index) {
+                w.to.push(to.clone());
+                continue;
+            }
+            self.asked += 1;
+            self.chunk += (f64::from(desc.len.max(1)) - self.chunk) / self.asked as f64;
+            self.wants.insert(
+                index,
+                Want {
+                    desc,
+                    to: vec![to.clone()],
+                    on: Vec::new(),
+                    refused: Vec::new(),
+                },
+            );
+            self.queue.push_back(index);
+        }
+    }
+
+    fn cancel(&mut self, indexes: &[u32]) {
+        for index in indexes {
+            if let Some(w) = self.wants.remove(index) {
+                for p in w.on {
+                    self.forget(p, *index);
+                }
+            }
+        }
+    }
+
+    /// Takes `index` off path `p` and withdraws the request there.
+    fn forget(&mut self, p: usize, index: u32) {
+        let path = &mut self.paths[p];
+        if let Some(at) = path.in_flight.iter().position(|(i, _)| *i == index) {
+            path.in_flight.remove(at);
+            path.plugin.cancel_chunks(self.oid, &[index]);
+        }
+    }
+
+    fn event(&mut self, p: usize, epoch: u64, ev: ChunkEvent) {
+        let now = Instant::now();
+        let current = self.paths[p].epoch == epoch;
+        match ev {
+            ChunkEvent::Chunk { index, data } => {
+                let Some(desc) = self.wants.get(&index).map(|w| w.desc) else {
+                    // Already delivered by another path, or cancelled.
+                    if current {
+                        self.arrived(p, index, data.len() as u64, now);
+                    }
+                    return;
+                };
+                if data.len() != desc.len as usize || ChunkHash::of(&data) != desc.hash {
+                    if self.paths[p].health != Health::Dead {
+                        tracing::warn!(oid = %self.oid, path = %self.paths[p].plugin.name(), index, "wrong chunk: path dropped for good");
+                        self.drop_path(p, now, true);
+                    }
+                    return;
+                }
+                if current {
+                    self.arrived(p, index, data.len() as u64, now);
+                }
+                let Some(want) = self.wants.remove(&index) else {
+                    return;
+                };
+                for q in want.on.iter().copied().filter(|&q| q != p) {
+                    self.forget(q, index);
+                }
+                let c = &self.counters[p];
+                c.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                c.chunks.fetch_add(1, Ordering::Relaxed);
+                let (last, others) = want.to.split_last().expect("a want has a reader");
+                for to in others {
+                    let _ = to.try_send(ChunkEvent::Chunk {
+                        index,
+                        data: data.clone(),
+                    });
+                }
+                let _ = last.try_send(ChunkEvent::Chunk { index, data });
+            }
+            ChunkEvent::Failed { index, error } => {
+                if current
+                    && let Some(at) = self.paths[p]
+                        .in_flight
+                        .iter()
+                        .position(|(i, _)| *i == index)
+                {
+                    self.paths[p].in_flight.remove(at);
+                }
+                let Some(want) = self.wants.get_mut(&index) else {
+                    return;
+                };
+                want.on.retain(|&q| q != p);
+                if !want.refused.contains(&p) {
+                    want.refused.push(p);
+                }
+                if !want.on.is_empty() {
+                    return;
+                }
+                let others = (0..self.paths.len())
+                    .any(|q| !want.refused.contains(&q) && self.paths[q].health != Health::Dead);
+                if others {
+                    self.queue.push_front(index);
+                } else if let Some(want) = self.wants.remove(&index) {
+                    for to in want.to {
+                        let _ = to.try_send(ChunkEvent::Failed {
+                            index,
+                            error: error.clone(),
+                        });
+                    }
+                }
+            }
+            ChunkEvent::SourceFailed(e) => {
+                if current {
+                    tracing::info!(oid = %self.oid, path = %self.paths[p].plugin.name(), error = %e, "path failed");
+                    self.drop_path(p, now, false);
+                }
+            }
+        }
+    }
+
+    /// Path `p` delivered `index` (`bytes` long): measure it.
+    fn arrived(&mut self, p: usize, index: u32, bytes: u64, now: Instant) {
+        let path = &mut self.paths[p];
+        if let Some(at) = path.in_flight.iter().position(|(i, _)| *i == index) {
+            let (_, sent) = path.in_flight.remove(at).expect("position is in range");
+            let latency = now.duration_since(sent);
+            path.min_latency = Some(path.min_latency.map_or(latency, |m| m.min(latency)));
+        }
+        path.arrivals.push_back((now, bytes));
+        if path.arrivals.len() > RATE_SAMPLES {
+            path.arrivals.pop_front();
+        }
+        path.last_arrival = Some(now);
+        if let Health::Probing { .. } = path.health {
+            path.health = Health::Up;
+        }
+    }
+
+    /// Drops path `p`: its requests go back to the queue; it is tried
+    /// again after a pause, or never if `for_good`.
+    fn drop_path(&mut self, p: usize, now: Instant, for_good: bool) {
+        self.counters[p].drops.fetch_add(1, Ordering::Relaxed);
+        let path = &mut self.paths[p];
+        path.epoch += 1;
+        path.health = if for_good {
+            Health::Dead
+        } else {
+            let pause = match path.health {
+                Health::Probing { pause } | Health::Down { pause, .. } => {
+                    (pause * 2).min(MAX_PAUSE)
+                }
+                Health::Up | Health::Dead => FIRST_PAUSE,
+            };
+            Health::Down {
+                until: now + pause,
+                pause,
+            }
+        };
+        path.arrivals.clear();
+        let lost: Vec<u32> = path.in_flight.drain(..).map(|(i, _)| i).collect();
+        path.plugin.cancel_chunks(self.oid, &lost);
+        for index in lost.into_iter().rev() {
+            if let Some(w) = self.wants.get_mut(&index) {
+                w.on.retain(|&q| q != p);
+                if w.on.is_empty() {
+                    self.queue.push_front(index);
+                }
+            }
+        }
+    }
+
+    /// Drops stalled paths, brings paused ones back, fails everything
+    /// when no path is left.
+    fn check(&mut self, now: Instant) {
+        for p in 0..self.paths.len() {
+            let path = &self.paths[p];
+            match path.health {
+                Health::Down { until, pause } if now >= until => {
+                    self.paths[p].health = Health::Probing { pause };
+                }
+                Health::Up | Health::Probing { .. } => {
+                    let limit = path.chunk_time(self.chunk).map_or(MIN_STALL, |ct| {
+                        MIN_STALL.max(Duration::from_secs_f64(8.0 * ct))
+                    });
+                    if path
+                        .busy_since()
+                        .is_some_and(|since| now.duration_since(since) > limit)
+                    {
+                        tracing::info!(oid = %self.oid, path = %path.plugin.name(), "path stalled");
+                        self.drop_path(p, now, false);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A path on probation has not come back yet.
+        let any_up = self.paths.iter().any(|p| p.health == Health::Up);
+        let all_dead = self.paths.iter().all(|p| p.health == Health::Dead);
+        self.all_down_since = if any_up {
+            None
+        } else {
+            Some(self.all_down_since.unwrap_or(now))
+        };
+        let give_up = all_dead
+            || self
+                .all_down_since
+                .is_some_and(|since| now.duration_since(since) >= ALL_DOWN);
+        if give_up {
+            let error = TransferError::Connection {
+                peer: self
+                    .paths
+                    .iter()
+                    .map(|p| p.plugin.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                message: "every path is down".into(),
+            };
+            self.queue.clear();
+            for (_, want) in self.wants.drain() {
+                for to in want.to {
+                    let _ = to.try_send(ChunkEvent::SourceFailed(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Paths, fastest first (those not measured yet count as fast, so they
+    /// get measured).
+    fn by_speed(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.paths.len())
+            .filter(|&p| self.paths[p].usable())
+            .collect();
+        order.sort_by(|&a, &b| {
+            let ra = self.paths[a].rate().unwrap_or(f64::INFINITY);
+            let rb = self.paths[b].rate().unwrap_or(f64::INFINITY);
+            rb.total_cmp(&ra)
+        });
+        order
+    }
+
+    fn dispatch(&mut self, now: Instant) {
+        if self.wants.is_empty() {
+            self.queue.clear();
+            return;
+        }
+        for p in self.by_speed() {
+            let room = self.paths[p]
+                .window(self.chunk)
+                .saturating_sub(self.paths[p].in_flight.len());
+            if room == 0 {
+                continue;
+            }
+            let mut batch = Vec::new();
+            let mut skipped = Vec::new();
+            while batch.len() < room {
+                let Some(index) = self.queue.pop_front() else {
+                    break;
+                };
+                match self.wants.get(&index) {
+                    // Delivered, cancelled, or already on a path.
+                    None => {}
+                    Some(w) if !w.on.is_empty() => {}
+                    Some(w) if w.refused.contains(&p) => skipped.push(index),
+                    Some(_) => batch.push(index),
+                }
+            }
+            for index in skipped.into_iter().rev() {
+                self.queue.push_front(index);
+            }
+            self.send(p, batch, now);
+        }
+        if self.queue.is_empty() {
+            self.borrow(now);
+        }
+    }
+
+    /// Idle paths take the oldest request of the path that would finish
+    /// last which they would deliver sooner (by a margin, so that equal
+    /// paths do not trade their last requests back and forth).
+    fn borrow(&mut self, now: Instant) {
+        for p in self.by_speed() {
+            if self.paths[p].health != Health::Up {
+                continue;
+            }
+            let Some(ct) = self.paths[p].chunk_time(self.chunk) else {
+                continue;
+            };
+            let rtt = self.paths[p]
+                .min_latency
+                .map_or(0.0, |l| (l.as_secs_f64() - ct).max(0.0));
+            while self.paths[p].in_flight.len() < self.paths[p].window(self.chunk) {
+                let mine = ct * (self.paths[p].in_flight.len() + 1) as f64 + rtt;
+                let worth = mine * 1.2 + 0.02;
+                // (when the path would finish, its oldest request worth
+                // taking)
+                let mut best: Option<(f64, u32)> = None;
+                for (q, path) in self.paths.iter().enumerate() {
+                    if q == p {
+                        continue;
+                    }
+                    let mut oldest = None;
+                    let mut last = 0.0f64;
+                    for (k, (i, _)) in path.in_flight.iter().enumerate() {
+                        let arrives = path.expected(k, self.chunk, now);
+                        last = last.max(arrives);
+                        if oldest.is_none()
+                            && arrives > worth
+                            && self
+                                .wants
+                                .get(i)
+                                .is_some_and(|w| w.on.len() == 1 && !w.refused.contains(&p))
+                        {
+                            oldest = Some(*i);
+                        }
+                    }
+                    if let Some(i) = oldest
+                        && best.is_none_or(|(l, _)| last > l)
+                    {
+                        best = Some((last, i));
+                    }
+                }
+                let Some((_, index)) = best else {
+                    break;
+                };
+                self.send(p, vec![index], now);
+            }
+        }
+    }
+
+    /// Sends `batch` on path `p`.
+    fn send(&mut self, p: usize, batch: Vec<u32>, now: Instant) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut chunks = Vec::with_capacity(batch.len());
+        for index in batch {
+            let Some(w) = self.wants.get_mut(&index) else {
+                continue;
+            };
+            w.on.push(p);
+            chunks.push((index, w.desc));
+            self.paths[p].in_flight.push_back((index, now));
+        }
+        let path = &self.paths[p];
+        let mut rx = path.plugin.get_chunks(self.oid, chunks);
+        let events = self.events.clone();
+        let epoch = path.epoch;
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if events.send((p, epoch, ev)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
