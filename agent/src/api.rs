@@ -206,6 +206,22 @@ pub struct TransferStatus {
     pub local: u64,
     /// Seconds since it started.
     pub seconds: f64,
+    /// Each path, when chunks come over several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathStatus>,
+}
+
+/// One path of a transfer over several.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PathStatus {
+    /// The path (source, and local address if bound).
+    pub name: String,
+    /// Bytes it delivered first.
+    pub bytes: u64,
+    /// Chunks it delivered first.
+    pub chunks: u64,
+    /// Times it was dropped (failed, stalled, lied).
+    pub drops: u64,
 }
 
 /// Counters of the peer server.

@@ -44,6 +44,10 @@ pub struct RawConfig {
     pub read_timeout_secs: Option<u64>,
     /// Open complete objects with FUSE passthrough when the kernel can.
     pub passthrough: Option<bool>,
+    /// Local addresses to fetch from, one path per address and source
+    /// (several interfaces of a multi-homed host). Default: none, the
+    /// system picks the address; each hinted address is then a path.
+    pub bind: Option<Vec<String>>,
 }
 
 /// The validated configuration.
@@ -68,6 +72,8 @@ pub struct Config {
     pub mount: Option<PathBuf>,
     /// How long a read through the mount may wait.
     pub read_timeout: std::time::Duration,
+    /// Local addresses to fetch from (each with each source is a path).
+    pub bind: Vec<std::net::IpAddr>,
     /// FUSE passthrough for complete objects.
     pub passthrough: bool,
 }
@@ -155,6 +161,15 @@ impl RawConfig {
             dot_store::Hint::new(&format!("gtc://{a}"))
                 .with_context(|| format!("advertise: {a:?}"))?;
         }
+        let bind = self
+            .bind
+            .unwrap_or_default()
+            .iter()
+            .map(|b| {
+                b.parse()
+                    .with_context(|| format!("bind: {b:?} is not an IP address"))
+            })
+            .collect::<anyhow::Result<Vec<std::net::IpAddr>>>()?;
         let chunker = match self.chunker.as_deref() {
             None => ChunkerSpec::default(),
             Some(c) => c.parse().with_context(|| "chunker")?,
@@ -164,6 +179,7 @@ impl RawConfig {
             socket: self.socket.unwrap_or_else(default_socket),
             listen,
             advertise,
+            bind,
             chunker,
             cache_bytes: self.cache_bytes.unwrap_or(u64::MAX),
             durable: self.durable.unwrap_or(false),

@@ -17,8 +17,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::api::{
-    self, GetMode, MAX_READ, Message, PeerCounters, PutResult, Request, Response, Status,
-    TransferStatus,
+    self, GetMode, MAX_READ, Message, PathStatus, PeerCounters, PutResult, Request, Response,
+    Status, TransferStatus,
 };
 use crate::config::Config;
 use crate::fdpass;
@@ -70,7 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let clients = bind_socket(&config.socket).await?;
     let socket = config.socket.clone();
     let agent = Arc::new(Agent {
-        fetches: Fetches::new(store.clone()),
+        fetches: Fetches::new(store.clone()).with_binds(config.bind.clone()),
         store,
         config,
         listen,
@@ -727,6 +727,16 @@ async fn status(agent: &Agent) -> anyhow::Result<Status> {
             from_peers: f.from_peers.load(Ordering::Relaxed),
             local: f.local.load(Ordering::Relaxed),
             seconds: f.age_secs(),
+            paths: f
+                .paths()
+                .into_iter()
+                .map(|p| PathStatus {
+                    name: p.name,
+                    bytes: p.bytes,
+                    chunks: p.chunks,
+                    drops: p.drops,
+                })
+                .collect(),
         })
         .collect();
     Ok(Status {

@@ -7,6 +7,12 @@
 //! when one fails or lies. Every chunk is verified by the store as it is
 //! written; readers are told of each arrival.
 //!
+//! When the first source's priority group holds several hints, or the
+//! agent is told to fetch from several local addresses, the source is a
+//! [`Multipath`] over every (hint, local address) pair of that group; the
+//! other priorities stay fallbacks. One path is a plain gtc source, as
+//! before.
+//!
 //! When may a reader see a chunk before the whole object hashed to its OID?
 //! Only when its own ticket carries the digest of the descriptor list the
 //! fetch uses: verified chunks plus a list the ticket vouches for are the
@@ -14,12 +20,14 @@
 //! whose list differs) wait until the store has checked the whole OID.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use dot_plugins::gtc::client::{DEFAULT_WINDOW, GtcSource};
+use dot_plugins::multipath::{Multipath, PathStats};
 use dot_plugins::{ChunkEvent, Transfer};
 use dot_store::descriptor::list_digest;
 use dot_store::hint::order_hints;
@@ -101,6 +109,7 @@ pub struct Fetch {
     /// Bytes the store held when the fetch started.
     pub local: AtomicU64,
     source: Mutex<String>,
+    multipath: Mutex<Option<Arc<Multipath>>>,
     started: Instant,
     wants: Option<mpsc::UnboundedSender<Vec<u32>>>,
 }
@@ -118,6 +127,7 @@ impl Fetch {
             from_peers: AtomicU64::new(0),
             local: AtomicU64::new(0),
             source: Mutex::new(String::new()),
+            multipath: Mutex::new(None),
             started: Instant::now(),
         }
     }
@@ -209,6 +219,16 @@ impl Fetch {
         self.arrived.subscribe()
     }
 
+    /// What each path delivered, when the source spreads over several.
+    pub fn paths(&self) -> Vec<PathStats> {
+        self.multipath
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|m| m.stats())
+            .unwrap_or_default()
+    }
+
     /// The source chunks are coming from now.
     pub fn source(&self) -> String {
         self.source
@@ -248,12 +268,33 @@ pub struct Fetches {
     running: Arc<Mutex<HashMap<Oid, Arc<Fetch>>>>,
     /// The last ticket seen for each object: how to fetch it again by OID.
     known: Arc<Mutex<HashMap<Oid, Target>>>,
+    /// Local addresses to fetch from (empty: the system's choice).
+    binds: Arc<[IpAddr]>,
 }
 
 /// A source that answered with the object's descriptors.
 struct Source {
     hint: Hint,
-    plugin: GtcSource,
+    plugin: Arc<dyn Transfer>,
+    /// The same plugin when it spreads over several paths.
+    multipath: Option<Arc<Multipath>>,
+}
+
+impl Source {
+    fn single(hint: Hint, plugin: GtcSource) -> Source {
+        Source {
+            hint,
+            plugin: Arc::new(plugin),
+            multipath: None,
+        }
+    }
+
+    fn name(&self) -> String {
+        match &self.multipath {
+            Some(m) => m.name(),
+            None => self.hint.to_string(),
+        }
+    }
 }
 
 impl Fetches {
@@ -263,7 +304,16 @@ impl Fetches {
             store,
             running: Arc::new(Mutex::new(HashMap::new())),
             known: Arc::new(Mutex::new(HashMap::new())),
+            binds: Arc::new([]),
         }
+    }
+
+    /// Fetches from each of `binds` (local addresses): every pair of a
+    /// hint and a local address is a path.
+    #[must_use]
+    pub fn with_binds(mut self, binds: Vec<IpAddr>) -> Fetches {
+        self.binds = binds.into();
+        self
     }
 
     /// The store the fetches fill.
@@ -346,7 +396,7 @@ impl Fetches {
         }
         let order = ordered(&target.hints);
         let (at, source, size, descs, failures) = describe(target, &order).await?;
-        let rest = order[at + 1..].to_vec();
+        let (source, rest) = self.paths(target, source, &order, at).await;
         let descs: Arc<[Descriptor]> = descs.into();
         let (wants_tx, wants_rx) = mpsc::unbounded_channel();
         let fetch = {
@@ -410,6 +460,69 @@ impl Fetches {
             this.store.unpin(f.oid);
         });
         Ok((fetch, true))
+    }
+
+    /// The source to fetch from, given the one that described the object
+    /// (`order[at]`), and the hints left as fallbacks. The hints of its
+    /// priority after it, each from every local address to bind, are paths
+    /// of one [`Multipath`] source; a single path stays a plain source.
+    async fn paths(
+        &self,
+        target: &Target,
+        first: Source,
+        order: &[Hint],
+        at: usize,
+    ) -> (Source, Vec<Hint>) {
+        let (oid, token) = (target.oid, target.token);
+        let prio = order[at].priority;
+        let group_end = at
+            + order[at..]
+                .iter()
+                .take_while(|h| h.priority == prio)
+                .count();
+        let rest = order[group_end..].to_vec();
+        let group = &order[at..group_end];
+        if group.len() < 2 && self.binds.len() < 2 {
+            if let [bind] = *self.binds
+                && let Some(addr) = resolve(&order[at], &mut Vec::new()).await
+            {
+                let plugin = GtcSource::bound(addr, Some(bind), DEFAULT_WINDOW);
+                plugin.grant(oid, token);
+                return (Source::single(first.hint, plugin), rest);
+            }
+            return (first, rest);
+        }
+        let binds: Vec<Option<IpAddr>> = if self.binds.is_empty() {
+            vec![None]
+        } else {
+            self.binds.iter().copied().map(Some).collect()
+        };
+        let mut paths: Vec<Arc<dyn Transfer>> = Vec::new();
+        for hint in group {
+            let Some(addr) = resolve(hint, &mut Vec::new()).await else {
+                continue;
+            };
+            for bind in &binds {
+                // The source that answered already is the first path.
+                if paths.is_empty() && bind.is_none() {
+                    paths.push(first.plugin.clone());
+                } else {
+                    let path = GtcSource::bound(addr, *bind, DEFAULT_WINDOW);
+                    path.grant(oid, token);
+                    paths.push(Arc::new(path));
+                }
+            }
+        }
+        if paths.len() < 2 {
+            return (first, rest);
+        }
+        let multipath = Arc::new(Multipath::new(paths));
+        let source = Source {
+            hint: first.hint,
+            plugin: multipath.clone(),
+            multipath: Some(multipath),
+        };
+        (source, rest)
     }
 
     /// A complete local object as a finished fetch.
@@ -479,7 +592,8 @@ impl Fetches {
     /// or nothing was wanted for [`IDLE`] (false).
     async fn pull(&self, fetch: &Fetch, source: &Source, run: &mut Run) -> anyhow::Result<bool> {
         let oid = fetch.oid;
-        *fetch.source.lock().unwrap_or_else(|p| p.into_inner()) = source.hint.to_string();
+        *fetch.source.lock().unwrap_or_else(|p| p.into_inner()) = source.name();
+        *fetch.multipath.lock().unwrap_or_else(|p| p.into_inner()) = source.multipath.clone();
         let (ev_tx, mut events) = mpsc::channel::<ChunkEvent>(1024);
         let mut outstanding: std::collections::HashSet<u32> = std::collections::HashSet::new();
         let submit = |batch: Vec<u32>, outstanding: &mut std::collections::HashSet<u32>| {
@@ -626,7 +740,13 @@ async fn describe(
                     failures.push(format!("{hint}: descriptor list does not match the ticket"));
                     continue;
                 }
-                return Ok((at, Source { hint, plugin }, d.size, d.descriptors, failures));
+                return Ok((
+                    at,
+                    Source::single(hint, plugin),
+                    d.size,
+                    d.descriptors,
+                    failures,
+                ));
             }
             Err(e) => failures.push(format!("{hint}: {e}")),
         }
@@ -648,13 +768,16 @@ async fn connect(hint: &Hint, target: &Target, fetch: &Fetch) -> anyhow::Result<
     if d.size != fetch.size || d.descriptors.as_slice() != &*fetch.descs {
         bail!("describes the object differently");
     }
-    Ok(Source {
-        hint: hint.clone(),
-        plugin,
-    })
+    Ok(Source::single(hint.clone(), plugin))
 }
 
 async fn plugin_for(hint: &Hint, failures: &mut Vec<String>) -> Option<GtcSource> {
+    let addr = resolve(hint, failures).await?;
+    Some(GtcSource::new(addr, DEFAULT_WINDOW))
+}
+
+/// The address of a gtc hint.
+async fn resolve(hint: &Hint, failures: &mut Vec<String>) -> Option<std::net::SocketAddr> {
     let Some(authority) = hint.gtc_authority() else {
         failures.push(format!("{hint}: unsupported method"));
         return None;
@@ -663,7 +786,7 @@ async fn plugin_for(hint: &Hint, failures: &mut Vec<String>) -> Option<GtcSource
         .await
         .map(|mut a| a.next())
     {
-        Ok(Some(addr)) => Some(GtcSource::new(addr, DEFAULT_WINDOW)),
+        Ok(Some(addr)) => Some(addr),
         Ok(None) | Err(_) => {
             failures.push(format!("{hint}: cannot resolve"));
             None

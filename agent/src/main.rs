@@ -237,6 +237,12 @@ fn main() -> anyhow::Result<()> {
                     t.source,
                     t.seconds
                 );
+                for p in &t.paths {
+                    println!(
+                        "    path {}: {} bytes in {} chunks, dropped {} times",
+                        p.name, p.bytes, p.chunks, p.drops
+                    );
+                }
             }
             Ok(())
         }

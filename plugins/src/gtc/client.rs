@@ -6,7 +6,7 @@
 //! request id. Chunk requests are pipelined: up to `window` are in flight,
 //! and each answer frees a slot for the next.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,7 +37,13 @@ enum Waiter {
 struct Conn {
     out: mpsc::UnboundedSender<Frame>,
     waiters: Arc<Mutex<HashMap<u32, Waiter>>>,
+    /// Objects whose token this connection presented.
+    authorized: Mutex<HashSet<Oid>>,
 }
+
+/// Tokens remembered per source, and objects authorised per connection,
+/// beyond which both are forgotten wholesale.
+const MAX_TOKENS: usize = 4096;
 
 /// A gtc peer as a transfer source.
 pub struct GtcSource {
@@ -51,6 +57,7 @@ struct Inner {
     window: Arc<Semaphore>,
     next_req: AtomicU32,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    tokens: Mutex<HashMap<Oid, Token>>,
 }
 
 impl GtcSource {
@@ -75,8 +82,18 @@ impl GtcSource {
                 window: Arc::new(Semaphore::new(window.max(1))),
                 next_req: AtomicU32::new(1),
                 conn: tokio::sync::Mutex::new(None),
+                tokens: Mutex::new(HashMap::new()),
             }),
         }
+    }
+}
+
+impl GtcSource {
+    /// Gives this source `oid`'s token without asking for descriptors:
+    /// each connection presents it before asking for chunks (one more path
+    /// to an object another source described).
+    pub fn grant(&self, oid: Oid, token: Option<Token>) {
+        self.inner.remember(oid, token.unwrap_or(Token([0; 16])));
     }
 }
 
@@ -130,6 +147,7 @@ impl Inner {
         let conn = Arc::new(Conn {
             out: out_tx,
             waiters,
+            authorized: Mutex::new(HashSet::new()),
         });
         *slot = Some(conn.clone());
         Ok(conn)
@@ -139,28 +157,77 @@ impl Inner {
         self.next_req.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Asks `conn` for descriptor page `first` of `oid`, which also
+    /// authorises the object's chunks on that connection.
+    async fn desc_page(
+        &self,
+        conn: &Conn,
+        oid: Oid,
+        token: Token,
+        first: u32,
+    ) -> Result<DescPage, TransferError> {
+        let req = self.req_id();
+        let (tx, rx) = oneshot::channel();
+        conn.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(req, Waiter::Desc(tx));
+        conn.out
+            .send(Frame::DescReq {
+                req,
+                oid,
+                token,
+                first,
+            })
+            .map_err(|_| self.err("connection closed"))?;
+        let page = rx.await.map_err(|_| self.err("connection closed"))??;
+        let mut authorized = conn.authorized.lock().unwrap_or_else(|p| p.into_inner());
+        if authorized.len() >= MAX_TOKENS {
+            authorized.clear();
+        }
+        authorized.insert(oid);
+        Ok(page)
+    }
+
+    /// Remembers `oid`'s token for the connections to come.
+    fn remember(&self, oid: Oid, token: Token) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.len() >= MAX_TOKENS {
+            tokens.clear();
+        }
+        tokens.insert(oid, token);
+    }
+
+    /// A connection on which `oid`'s chunks may be asked for: a new
+    /// connection first presents the token this source was given.
+    async fn conn_for(&self, oid: Oid) -> Result<Arc<Conn>, TransferError> {
+        let conn = self.conn().await?;
+        let known = conn
+            .authorized
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&oid);
+        let token = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&oid)
+            .copied();
+        if let (false, Some(token)) = (known, token) {
+            self.desc_page(&conn, oid, token, 0).await?;
+        }
+        Ok(conn)
+    }
+
     async fn describe(&self, oid: Oid, token: Option<Token>) -> Result<Described, TransferError> {
         let conn = self.conn().await?;
         let token = token.unwrap_or(Token([0; 16]));
+        self.remember(oid, token);
         let mut descriptors: Vec<Descriptor> = Vec::new();
         let mut size = None;
         loop {
-            let req = self.req_id();
-            let (tx, rx) = oneshot::channel();
-            conn.waiters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(req, Waiter::Desc(tx));
             let first = descriptors.len() as u32;
-            conn.out
-                .send(Frame::DescReq {
-                    req,
-                    oid,
-                    token,
-                    first,
-                })
-                .map_err(|_| self.err("connection closed"))?;
-            let page = rx.await.map_err(|_| self.err("connection closed"))??;
+            let page = self.desc_page(&conn, oid, token, first).await?;
             let bad = |reason: &str| TransferError::BadDescriptors {
                 peer: self.name.clone(),
                 reason: reason.into(),
@@ -210,7 +277,7 @@ impl Transfer for GtcSource {
             .next_req
             .fetch_add(chunks.len() as u32, Ordering::Relaxed);
         tokio::spawn(async move {
-            let conn = match inner.conn().await {
+            let conn = match inner.conn_for(oid).await {
                 Ok(c) => c,
                 Err(e) => {
                     let _ = tx.send(ChunkEvent::SourceFailed(e)).await;
