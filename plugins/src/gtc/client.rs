@@ -222,12 +222,13 @@ impl Inner {
     async fn describe(&self, oid: Oid, token: Option<Token>) -> Result<Described, TransferError> {
         let conn = self.conn().await?;
         let token = token.unwrap_or(Token([0; 16]));
-        self.remember(oid, token);
         let mut descriptors: Vec<Descriptor> = Vec::new();
         let mut size = None;
         loop {
             let first = descriptors.len() as u32;
             let page = self.desc_page(&conn, oid, token, first).await?;
+            // A token the peer accepted, for the connections to come.
+            self.remember(oid, token);
             let bad = |reason: &str| TransferError::BadDescriptors {
                 peer: self.name.clone(),
                 reason: reason.into(),
