@@ -1,9 +1,10 @@
 //! The end-to-end test harness: real `gtc` agent processes on temporary
 //! folders and loopback ports, test data, and peer doubles that speak the
-//! gtc protocol (one that lies about a chunk, one that is slow).
+//! gtc protocol (one that lies about a chunk, one that is slow), and a
+//! network test bed of two shaped paths between two namespaces ([`netbed`]).
 //!
-//! Every process and folder a test makes is removed when its handle drops,
-//! also when the test fails.
+//! Every process, folder and namespace a test makes is removed when its
+//! handle drops, also when the test fails.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod netbed;
 pub mod peer;
 
 /// The `gtc` binary under test: `$GTC_BIN`, else the one cargo built next
@@ -61,6 +63,8 @@ pub struct Agent {
     /// Its peer address.
     pub peer: SocketAddr,
     extra: Vec<String>,
+    /// Command the agent runs under (`nsenter --net=...`), empty for none.
+    prefix: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -89,9 +93,40 @@ impl Agent {
             mount,
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            prefix: Vec::new(),
             _tmp: Some(tmp),
         };
         a.spawn("127.0.0.1:0");
+        a
+    }
+
+    /// Starts an agent (no mount) inside the network namespace `netns`
+    /// (`/run/netns/NETNS`), listening for peers on `listen`, with extra
+    /// `gtc agent` flags. Only the network namespace is switched (`nsenter
+    /// --net`), so its folder and its local API socket are reachable from
+    /// here as for any agent.
+    pub fn start_in_netns(netns: &str, listen: &str, extra: &[&str]) -> Agent {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut a = Agent {
+            child: None,
+            dir: tmp.path().to_owned(),
+            mount: None,
+            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            extra: extra
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["--no-mount".to_owned()])
+                .collect(),
+            prefix: vec![
+                find_tool("nsenter")
+                    .expect("nsenter")
+                    .to_string_lossy()
+                    .into_owned(),
+                format!("--net=/run/netns/{netns}"),
+            ],
+            _tmp: Some(tmp),
+        };
+        a.spawn(listen);
         a
     }
 
@@ -101,7 +136,15 @@ impl Agent {
             .append(true)
             .open(self.log_path())
             .expect("agent log");
-        let mut child = Command::new(gtc_bin())
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(gtc_bin());
+                c
+            }
+            None => Command::new(gtc_bin()),
+        };
+        let mut child = cmd
             .args(["agent", "--listen", listen, "--data-dir"])
             .arg(self.dir.join("data"))
             .arg("--socket")
@@ -140,6 +183,7 @@ impl Agent {
             mount: Some(mnt),
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
             extra: args,
+            prefix: Vec::new(),
             _tmp: Some(tmp),
         };
         a.spawn("127.0.0.1:0");
@@ -311,6 +355,46 @@ pub fn fuse_or_skip(test: &str) -> bool {
     );
     eprintln!("!!! SKIPPED {test}: needs root and /dev/fuse (runs in CI) !!!");
     false
+}
+
+/// Whether network namespaces with shaped veth links can be built here
+/// (root, and `ip`, `tc` and `nsenter` on the PATH; see [`netbed`]).
+/// Outside CI a test that needs them says loudly that it skips; in CI (`CI`
+/// set) their absence fails the test.
+pub fn netns_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let missing: Vec<&str> = ["ip", "tc", "nsenter"]
+        .into_iter()
+        .filter(|t| find_tool(t).is_none())
+        .collect();
+    if root && missing.is_empty() {
+        return true;
+    }
+    let why = if root {
+        format!("{} not found", missing.join(", "))
+    } else {
+        "not root".to_owned()
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: CI must run network namespace tests, but here: {why}"
+    );
+    eprintln!("!!! SKIPPED {test}: needs root, ip, tc and nsenter ({why}; runs in CI) !!!");
+    false
+}
+
+/// Where the executable `tool` is: on the PATH, else in /usr/sbin or /sbin
+/// (root's tools, missing from some users' PATH).
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(tool))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// How long one `gtc` command of a test may take.
