@@ -1,1 +1,566 @@
-//! Device watcher: kernel uevents, mount-table changes and watched folders, reported as "a DOT device appeared / left at PATH". Built in the portable-storage issue.
+//! The device watcher: reports, as a stream of events, "a filesystem
+//! holding a DOT store appeared at PATH" and "it left".
+//!
+//! A store on a device is a folder named [`MARKER`] (`.dot`) at the root of
+//! a filesystem. The watcher looks for it
+//!
+//! - at every mount point of a block device (the mount table of this
+//!   process's mount namespace, `/proc/self/mountinfo`, which the kernel
+//!   signals with `POLLPRI` on each change),
+//! - in every folder directly under the folders it is given (a desktop
+//!   automounter's `/media/USER` or `/run/media/USER`, watched with
+//!   `notify`),
+//!
+//! and rescans on each kernel uevent for a block device (the netlink
+//! socket; there may be no udevd), on each mount-table change, on each
+//! change in a watched folder, and once a second regardless. One thread does
+//! the waiting; the caller reads events from a channel and never blocks on
+//! it. Optionally (see [`Options::mount_into`]) it mounts an inserted block
+//! device read-only itself when nothing else mounts it within a moment.
+
+#![warn(missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The folder at a filesystem's root that holds a DOT store.
+pub const MARKER: &str = ".dot";
+
+/// What the watcher reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceEvent {
+    /// A filesystem holding a DOT store is mounted at this path.
+    Appeared(PathBuf),
+    /// The store at this path is gone (unmounted, removed or yanked).
+    Left(PathBuf),
+}
+
+/// What to watch.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Folders whose sub-folders may be mount points of keys (an
+    /// automounter's `/media/USER`); watched with `notify`.
+    pub folders: Vec<PathBuf>,
+    /// If set, a block device that appears with a filesystem and is not
+    /// mounted by anyone within two seconds is mounted read-only at
+    /// `DIR/<device name>` (and unmounted when it goes away).
+    pub mount_into: Option<PathBuf>,
+}
+
+/// A running watcher; dropping it stops the thread.
+pub struct Watcher {
+    events: mpsc::Receiver<DeviceEvent>,
+    stop: Arc<AtomicBool>,
+    wake: Arc<OwnedFd>,
+    thread: Option<thread::JoinHandle<()>>,
+    // Kept alive for its callbacks.
+    _notify: Option<notify::RecommendedWatcher>,
+}
+
+impl Watcher {
+    /// Starts watching. The stores present now are reported first, as
+    /// `Appeared` events.
+    ///
+    /// # Errors
+    /// When the mount table cannot be read or the wake-up pipe not made.
+    /// A netlink socket or folder watch that cannot be had only logs: the
+    /// watcher then relies on its other sources and the periodic rescan.
+    pub fn start(options: Options) -> io::Result<Watcher> {
+        let mountinfo = File::open("/proc/self/mountinfo")?;
+        let (wake_rd, wake_wr) = pipe()?;
+        let wake_wr = Arc::new(wake_wr);
+        let uevents = match uevent_socket() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "no kernel uevents; watching the mount table only");
+                None
+            }
+        };
+        let notify = watch_folders(&options.folders, wake_wr.clone());
+        let (tx, events) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut state = State {
+            options,
+            present: BTreeSet::new(),
+            mounted_by_us: BTreeMap::new(),
+            pending_mounts: BTreeMap::new(),
+            tx,
+        };
+        let stop2 = stop.clone();
+        let thread = thread::Builder::new()
+            .name("dot-udev".into())
+            .spawn(move || {
+                state.rescan();
+                run(&mut state, &mountinfo, uevents.as_ref(), &wake_rd, &stop2);
+                state.unmount_ours();
+            })?;
+        Ok(Watcher {
+            events,
+            stop,
+            wake: wake_wr,
+            thread: Some(thread),
+            _notify: notify,
+        })
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> &mpsc::Receiver<DeviceEvent> {
+        &self.events
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        poke(&self.wake);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct State {
+    options: Options,
+    present: BTreeSet<PathBuf>,
+    /// Devices this watcher mounted: device path -> mount point.
+    mounted_by_us: BTreeMap<PathBuf, PathBuf>,
+    /// Block devices seen added and not mounted yet: device -> when seen.
+    pending_mounts: BTreeMap<PathBuf, Instant>,
+    tx: mpsc::Sender<DeviceEvent>,
+}
+
+impl State {
+    /// Looks for stores again and reports what changed.
+    fn rescan(&mut self) {
+        let mounts = read_mounts();
+        let mut now: BTreeSet<PathBuf> = BTreeSet::new();
+        for m in &mounts {
+            if m.source.starts_with("/dev/") && m.point.join(MARKER).is_dir() {
+                now.insert(m.point.clone());
+            }
+        }
+        for folder in &self.options.folders {
+            let Ok(entries) = std::fs::read_dir(folder) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.join(MARKER).is_dir() {
+                    now.insert(p);
+                }
+            }
+        }
+        for gone in self.present.difference(&now) {
+            let _ = self.tx.send(DeviceEvent::Left(gone.clone()));
+        }
+        for new in now.difference(&self.present) {
+            let _ = self.tx.send(DeviceEvent::Appeared(new.clone()));
+        }
+        self.present = now;
+        self.mount_pending(&mounts);
+    }
+
+    /// Mounts devices nobody mounted within two seconds, if asked to;
+    /// forgets mount points of devices that went away.
+    fn mount_pending(&mut self, mounts: &[Mount]) {
+        let Some(dir) = self.options.mount_into.clone() else {
+            return;
+        };
+        let mounted: BTreeSet<&str> = mounts.iter().map(|m| m.source.as_str()).collect();
+        let due: Vec<PathBuf> = self
+            .pending_mounts
+            .iter()
+            .filter(|(_, seen)| seen.elapsed() >= Duration::from_secs(2))
+            .map(|(d, _)| d.clone())
+            .collect();
+        for dev in due {
+            self.pending_mounts.remove(&dev);
+            if mounted.contains(dev.to_string_lossy().as_ref()) || !dev.exists() {
+                continue;
+            }
+            let Some(name) = dev.file_name() else {
+                continue;
+            };
+            let point = dir.join(name);
+            match mount_read_only(&dev, &point) {
+                Ok(()) => {
+                    tracing::info!(device = %dev.display(), at = %point.display(), "mounted read-only");
+                    self.mounted_by_us.insert(dev, point);
+                }
+                Err(e) => {
+                    tracing::debug!(device = %dev.display(), error = %e, "not mountable");
+                    let _ = std::fs::remove_dir(&point);
+                }
+            }
+        }
+    }
+
+    fn uevent(&mut self, ev: &Uevent) {
+        if ev.subsystem != "block" {
+            return;
+        }
+        let dev = PathBuf::from("/dev").join(&ev.devname);
+        match ev.action.as_str() {
+            "add" | "change" if self.options.mount_into.is_some() && !ev.devname.is_empty() => {
+                self.pending_mounts.insert(dev, Instant::now());
+            }
+            "remove" => {
+                self.pending_mounts.remove(&dev);
+                if let Some(point) = self.mounted_by_us.remove(&dev) {
+                    unmount_lazily(&point);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn unmount_ours(&mut self) {
+        for (_, point) in std::mem::take(&mut self.mounted_by_us) {
+            unmount_lazily(&point);
+        }
+    }
+}
+
+/// The waiting loop: wakes on the mount table, uevents, the wake-up pipe,
+/// or after a second, and rescans.
+fn run(
+    state: &mut State,
+    mountinfo: &File,
+    uevents: Option<&OwnedFd>,
+    wake: &OwnedFd,
+    stop: &AtomicBool,
+) {
+    let mut buf = vec![0u8; 8192];
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds = vec![
+            libc::pollfd {
+                fd: mountinfo.as_raw_fd(),
+                events: libc::POLLPRI,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        if let Some(u) = uevents {
+            fds.push(libc::pollfd {
+                fd: u.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: `fds` is a valid array of pollfd of the given length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::warn!(error = %e, "device watcher: poll failed");
+                thread::sleep(Duration::from_millis(200));
+            }
+            continue;
+        }
+        if fds[1].revents != 0 {
+            drain(wake.as_raw_fd(), &mut buf);
+        }
+        if let Some(u) = uevents
+            && fds.get(2).is_some_and(|f| f.revents != 0)
+        {
+            loop {
+                // SAFETY: `buf` is valid for its length; the socket is
+                // non-blocking.
+                let got =
+                    unsafe { libc::recv(u.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                let Ok(len) = usize::try_from(got) else {
+                    break;
+                };
+                if let Some(ev) = Uevent::parse(&buf[..len]) {
+                    state.uevent(&ev);
+                }
+            }
+        }
+        // Any wake-up (or the second's timeout) rescans: cheap, and it
+        // also catches what no signal announced.
+        state.rescan();
+    }
+}
+
+/// One mount table entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mount {
+    point: PathBuf,
+    source: String,
+}
+
+fn read_mounts() -> Vec<Mount> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|s| parse_mountinfo(&s))
+        .unwrap_or_default()
+}
+
+/// Parses `/proc/self/mountinfo`: field 5 is the mount point, and after
+/// the `-` separator come the filesystem type and the source.
+fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let point = unescape(fields.get(4)?);
+            let sep = fields.iter().position(|f| *f == "-")?;
+            let source = unescape(fields.get(sep + 2)?);
+            Some(Mount {
+                point: PathBuf::from(point),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Undoes the octal escapes (`\040` for a space) of the mount table.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A kernel uevent: `ACTION@DEVPATH` then `KEY=VALUE` fields, NUL-separated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Uevent {
+    action: String,
+    subsystem: String,
+    devname: String,
+}
+
+impl Uevent {
+    fn parse(msg: &[u8]) -> Option<Uevent> {
+        let mut parts = msg.split(|b| *b == 0);
+        let head = std::str::from_utf8(parts.next()?).ok()?;
+        // Messages from udevd ("libudev" header) are not kernel uevents.
+        if !head.contains('@') {
+            return None;
+        }
+        let mut ev = Uevent::default();
+        for p in parts {
+            let Ok(kv) = std::str::from_utf8(p) else {
+                continue;
+            };
+            match kv.split_once('=') {
+                Some(("ACTION", v)) => ev.action = v.to_owned(),
+                Some(("SUBSYSTEM", v)) => ev.subsystem = v.to_owned(),
+                // A name under /dev, never a path out of it.
+                Some(("DEVNAME", v)) if !v.contains("..") => {
+                    ev.devname = v.trim_start_matches('/').to_owned();
+                }
+                _ => {}
+            }
+        }
+        Some(ev)
+    }
+}
+
+/// A non-blocking socket bound to the kernel's uevent multicast group.
+fn uevent_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket call; the result is checked.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            libc::NETLINK_KOBJECT_UEVENT,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_nl is valid; the fields are set below.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    addr.nl_groups = 1;
+    // SAFETY: `addr` is a valid sockaddr_nl of the given size.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn poke(fd: &OwnedFd) {
+    // SAFETY: writes one byte from a valid buffer; a full pipe is fine.
+    unsafe { libc::write(fd.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+}
+
+fn drain(fd: RawFd, buf: &mut [u8]) {
+    // SAFETY: `buf` is valid for its length; the pipe is non-blocking.
+    while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+}
+
+/// Watches `folders` for entries coming and going; each change pokes the
+/// loop awake. Folders that do not exist (yet) are skipped with a log line
+/// (the periodic rescan still looks at them).
+fn watch_folders(folders: &[PathBuf], wake: Arc<OwnedFd>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    if folders.is_empty() {
+        return None;
+    }
+    let mut w = match notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        poke(&wake);
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch folders; rescanning them every second");
+            return None;
+        }
+    };
+    for f in folders {
+        if let Err(e) = w.watch(f, notify::RecursiveMode::NonRecursive) {
+            tracing::info!(folder = %f.display(), error = %e, "not watching this folder (rescanned every second)");
+        }
+    }
+    Some(w)
+}
+
+fn mount_read_only(dev: &Path, point: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(point)?;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    };
+    let (src, dst) = (c(dev)?, c(point)?);
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no filesystem type fits");
+    for fstype in ["ext4", "vfat", "exfat", "ext2", "ext3", "btrfs", "xfs"] {
+        let ty = CString::new(fstype).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: all pointers are valid NUL-terminated strings; no data.
+        let r = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                ty.as_ptr(),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        last = io::Error::last_os_error();
+    }
+    Err(last)
+}
+
+fn unmount_lazily(point: &Path) {
+    if let Ok(c) = CString::new(point.as_os_str().as_encoded_bytes()) {
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+    let _ = std::fs::remove_dir(point);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines_give_mount_point_and_source() {
+        let text = "36 35 98:0 / /mnt/my\\040key rw,noatime master:1 - ext4 /dev/loop3 rw,errors=continue\n\
+                    22 1 0:21 / /proc rw - proc proc rw\n\
+                    garbage line\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(
+            m,
+            vec![
+                Mount {
+                    point: PathBuf::from("/mnt/my key"),
+                    source: "/dev/loop3".into()
+                },
+                Mount {
+                    point: PathBuf::from("/proc"),
+                    source: "proc".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn kernel_uevents_parse_and_udevd_messages_do_not() {
+        let msg = b"add@/devices/virtual/block/loop3\0ACTION=add\0DEVPATH=/devices/virtual/block/loop3\0SUBSYSTEM=block\0DEVNAME=loop3\0DEVTYPE=disk\0";
+        let ev = Uevent::parse(msg).expect("parses");
+        assert_eq!(ev.action, "add");
+        assert_eq!(ev.subsystem, "block");
+        assert_eq!(ev.devname, "loop3");
+        assert!(Uevent::parse(b"libudev\0\xfe\xed").is_none());
+        let sneaky = b"add@/x\0SUBSYSTEM=block\0DEVNAME=../etc/passwd\0";
+        assert_eq!(Uevent::parse(sneaky).expect("parses").devname, "");
+    }
+
+    #[test]
+    fn a_store_folder_in_a_watched_folder_appears_and_leaves() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = Watcher::start(Options {
+            folders: vec![dir.path().to_owned()],
+            mount_into: None,
+        })
+        .expect("watcher");
+        // Made aside, then moved in at once, as a mount would appear.
+        let aside = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(aside.path().join("KEY").join(MARKER)).expect("mkdir");
+        let key = dir.path().join("KEY");
+        let start = Instant::now();
+        std::fs::rename(aside.path().join("KEY"), &key).expect("move in");
+        let ev = w
+            .events()
+            .recv_timeout(Duration::from_secs(5))
+            .expect("an event");
+        assert_eq!(ev, DeviceEvent::Appeared(key.clone()));
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        std::fs::remove_dir_all(&key).expect("rm");
+        let ev = w
+            .events()
+            .recv_timeout(Duration::from_secs(5))
+            .expect("an event");
+        assert_eq!(ev, DeviceEvent::Left(key));
+    }
+}
