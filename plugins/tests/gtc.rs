@@ -10,31 +10,11 @@ use dot_plugins::gtc::client::GtcSource;
 use dot_plugins::gtc::proto::ErrorCode;
 use dot_plugins::gtc::server::{ServerStats, serve};
 use dot_plugins::{ChunkEvent, Transfer, TransferError};
-use dot_store::{Oid, Store, StoreOptions, Token};
+use dot_store::{Oid, Store, Token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
-
-fn store(dir: &std::path::Path) -> Store {
-    Store::open(
-        dir,
-        StoreOptions {
-            durable: false,
-            ..StoreOptions::default()
-        },
-    )
-    .expect("store")
-}
+mod common;
+use common::{bytes, store};
 
 async fn start_server(store: Store) -> (SocketAddr, Arc<ServerStats>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -15,6 +15,8 @@ use dot_store::{ChunkHash, Descriptor, Oid, Token};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+mod common;
+
 const CHUNK: usize = 64 << 10;
 
 /// An object cut into fixed 64 KiB chunks.
@@ -25,15 +27,7 @@ struct Object {
 }
 
 fn object(chunks: usize) -> Arc<Object> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let data: Vec<u8> = (0..chunks * CHUNK)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = common::bytes(chunks * CHUNK, 7);
     let descs = data
         .chunks(CHUNK)
         .enumerate()
