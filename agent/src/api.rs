@@ -83,6 +83,16 @@ pub enum Request {
         /// Bytes wanted (at most [`MAX_READ`]).
         len: u64,
     },
+    /// Copy an object (fetched first if it is not here) to the DOT store
+    /// of the device mounted at `path` (made if missing): answered by
+    /// [`Response::Progress`] messages, then [`Response::Ok`] once its
+    /// descriptor file is written, or an error.
+    Export {
+        /// A ticket, or a bare OID.
+        ticket: String,
+        /// Where the device is mounted.
+        path: String,
+    },
     /// The client is done with an object it put or got: the agent may
     /// evict it under its budget (objects are also released when the
     /// connection closes).
@@ -128,6 +138,13 @@ pub enum Response {
         from_peers: u64,
         /// Bytes the store already held.
         local: u64,
+    },
+    /// Bytes of a long operation (an export) done so far.
+    Progress {
+        /// Bytes done.
+        done: u64,
+        /// Bytes in all.
+        total: u64,
     },
     /// A request without other answer succeeded.
     Ok,
@@ -204,6 +221,9 @@ pub struct TransferStatus {
     pub from_peers: u64,
     /// Bytes held locally when it started.
     pub local: u64,
+    /// Bytes taken from portable devices so far.
+    #[serde(default)]
+    pub from_devices: u64,
     /// Seconds since it started.
     pub seconds: f64,
     /// Each path, when chunks come over several.

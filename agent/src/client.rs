@@ -293,6 +293,33 @@ impl Client {
             other => Err(unexpected(&other)),
         }
     }
+
+    /// Has the agent copy the object `ticket` names (a ticket or an OID;
+    /// fetched first if it is not there) to the DOT store of the device
+    /// mounted at `path`; `progress` is told bytes done and total as it
+    /// goes.
+    ///
+    /// # Errors
+    /// Socket errors; the agent's error (unknown object, device full or
+    /// read-only).
+    pub fn export(
+        &mut self,
+        ticket: &str,
+        path: &Path,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<()> {
+        self.send(&Request::Export {
+            ticket: ticket.to_owned(),
+            path: path.to_string_lossy().into_owned(),
+        })?;
+        loop {
+            match self.recv()? {
+                Response::Progress { done, total } => progress(done, total),
+                Response::Ok => return Ok(()),
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
 }
 
 /// A stream put in progress. Dropping it without [`Put::commit`] leaves

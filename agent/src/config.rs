@@ -48,6 +48,14 @@ pub struct RawConfig {
     /// (several interfaces of a multi-homed host). Default: none, the
     /// system picks the address; each hinted address is then a path.
     pub bind: Option<Vec<String>>,
+    /// Watch for portable devices holding a DOT store (default: on).
+    pub devices: Option<bool>,
+    /// Folders whose sub-folders are watched for keys (an automounter's
+    /// `/media/USER`); keys mounted anywhere are seen in the mount table.
+    pub device_folders: Option<Vec<PathBuf>>,
+    /// Mount inserted block devices nobody mounts read-only under this
+    /// folder (default: none, leave mounting to the system).
+    pub device_mount: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -74,6 +82,12 @@ pub struct Config {
     pub read_timeout: std::time::Duration,
     /// Local addresses to fetch from (each with each source is a path).
     pub bind: Vec<std::net::IpAddr>,
+    /// Watch for portable devices.
+    pub devices: bool,
+    /// Folders watched for keys.
+    pub device_folders: Vec<PathBuf>,
+    /// Where to mount unclaimed block devices, if anywhere.
+    pub device_mount: Option<PathBuf>,
     /// FUSE passthrough for complete objects.
     pub passthrough: bool,
 }
@@ -180,6 +194,9 @@ impl RawConfig {
             listen,
             advertise,
             bind,
+            devices: self.devices.unwrap_or(true),
+            device_folders: self.device_folders.unwrap_or_default(),
+            device_mount: self.device_mount,
             chunker,
             cache_bytes: self.cache_bytes.unwrap_or(u64::MAX),
             durable: self.durable.unwrap_or(false),

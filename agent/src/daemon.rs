@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 use dot_plugins::gtc::server::{ServerStats, serve};
+use dot_plugins::portable::Device;
 use dot_store::descriptor::list_digest;
 use dot_store::{Hint, Oid, PutOutcome, Store, StoreOptions, Ticket, Token};
 use tokio::io::Interest;
@@ -110,6 +111,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let devices = if agent.config.devices {
+        Some(DeviceWatch::start(&agent)?)
+    } else {
+        None
+    };
     let mount_note = mount
         .as_ref()
         .map(|m| format!(" mount={}", m.dir().display()))
@@ -135,6 +141,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
+    if let Some(d) = devices {
+        tokio::task::spawn_blocking(move || drop(d)).await?;
+    }
     if let Some(m) = mount {
         tokio::task::spawn_blocking(move || drop(m)).await?;
     }
@@ -213,6 +222,54 @@ async fn client_task(agent: Arc<Agent>, stream: UnixStream) {
     agent.clients.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// The device watcher, feeding attached devices to the fetches from its
+/// own thread until dropped.
+struct DeviceWatch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DeviceWatch {
+    fn start(agent: &Agent) -> anyhow::Result<DeviceWatch> {
+        let watcher = dot_udev::Watcher::start(dot_udev::Options {
+            folders: agent.config.device_folders.clone(),
+            mount_into: agent.config.device_mount.clone(),
+        })
+        .context("starting the device watcher")?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let fetches = agent.fetches.clone();
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("dot-devices".into())
+            .spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    match watcher
+                        .events()
+                        .recv_timeout(std::time::Duration::from_millis(200))
+                    {
+                        Ok(dot_udev::DeviceEvent::Appeared(p)) => fetches.device_appeared(&p),
+                        Ok(dot_udev::DeviceEvent::Left(p)) => fetches.device_left(&p),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            })?;
+        Ok(DeviceWatch {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for DeviceWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn error(e: impl std::fmt::Display) -> Response {
     Response::Error {
         message: e.to_string(),
@@ -264,6 +321,10 @@ async fn client_impl(agent: &Agent, conn: &mut Conn) -> anyhow::Result<()> {
                 read_range(agent, conn, offset, len).await?;
                 continue;
             }
+            Request::Export { ticket, path } => match export(agent, conn, &ticket, &path).await? {
+                Ok(()) => Response::Ok,
+                Err(e) => error(format!("{e:#}")),
+            },
             Request::Done { oid } => match oid.parse::<Oid>() {
                 Ok(oid) => {
                     if conn.get.as_ref().is_some_and(|g| g.fetch.oid == oid) {
@@ -424,6 +485,52 @@ fn open_backing(store: &Store, oid: Oid) -> anyhow::Result<Option<std::fs::File>
 
 /// `get`: starts (or joins) the fetch, announces the object, then streams
 /// it or waits for reads, by mode.
+/// Copies an object to a device's store, streaming progress (at most
+/// every 1% of the object) to the client. The outer error is the client's
+/// connection; the inner one is the answer.
+async fn export(
+    agent: &Agent,
+    conn: &mut Conn,
+    ticket: &str,
+    path: &str,
+) -> anyhow::Result<anyhow::Result<()>> {
+    let fetched = async {
+        let target = Target::parse(ticket, &[])?;
+        let fetch = agent.fetches.start(&target, true).await?;
+        fetch.complete().await?;
+        anyhow::Ok(fetch.oid)
+    };
+    let oid = match fetched.await {
+        Ok(oid) => oid,
+        Err(e) => return Ok(Err(e)),
+    };
+    conn.pin(&agent.store, oid);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let store = agent.store.clone();
+    let mount = PathBuf::from(path);
+    let job = tokio::task::spawn_blocking(move || {
+        let device = Device::create(&mount)
+            .with_context(|| format!("making a DOT store on {}", mount.display()))?;
+        let mut sent = 0u64;
+        device
+            .export(&store, oid, |done, total| {
+                if done == total || done - sent >= (total / 100).max(1 << 20) {
+                    sent = done;
+                    let _ = tx.send((done, total));
+                }
+            })
+            .with_context(|| format!("exporting {oid} to {}", mount.display()))
+    });
+    while let Some((done, total)) = rx.recv().await {
+        api::write_json(&mut conn.stream, &Response::Progress { done, total }).await?;
+    }
+    let size = job.await?;
+    if let Ok(size) = &size {
+        tracing::info!(%oid, size, device = path, "exported");
+    }
+    Ok(size.map(|_| ()))
+}
+
 async fn get(
     agent: &Agent,
     conn: &mut Conn,
@@ -726,6 +833,7 @@ async fn status(agent: &Agent) -> anyhow::Result<Status> {
             source: f.source(),
             from_peers: f.from_peers.load(Ordering::Relaxed),
             local: f.local.load(Ordering::Relaxed),
+            from_devices: f.from_devices.load(Ordering::Relaxed),
             seconds: f.age_secs(),
             paths: f
                 .paths()

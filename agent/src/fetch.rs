@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -28,6 +29,7 @@ use std::time::Instant;
 use anyhow::{Context, anyhow, bail};
 use dot_plugins::gtc::client::{DEFAULT_WINDOW, GtcSource};
 use dot_plugins::multipath::{Multipath, PathStats};
+use dot_plugins::portable::{Device, PortableSource};
 use dot_plugins::{ChunkEvent, Transfer};
 use dot_store::descriptor::list_digest;
 use dot_store::hint::order_hints;
@@ -106,6 +108,8 @@ pub struct Fetch {
     arrived: broadcast::Sender<u32>,
     /// Chunk bytes taken from peers so far.
     pub from_peers: AtomicU64,
+    /// Chunk bytes taken from portable devices so far.
+    pub from_devices: AtomicU64,
     /// Bytes the store held when the fetch started.
     pub local: AtomicU64,
     source: Mutex<String>,
@@ -125,6 +129,7 @@ impl Fetch {
             state: watch::Sender::new(state),
             arrived: broadcast::Sender::new(1024),
             from_peers: AtomicU64::new(0),
+            from_devices: AtomicU64::new(0),
             local: AtomicU64::new(0),
             source: Mutex::new(String::new()),
             multipath: Mutex::new(None),
@@ -270,29 +275,37 @@ pub struct Fetches {
     known: Arc<Mutex<HashMap<Oid, Target>>>,
     /// Local addresses to fetch from (empty: the system's choice).
     binds: Arc<[IpAddr]>,
+    /// Portable devices attached now.
+    devices: Arc<Mutex<Vec<Arc<PortableSource>>>>,
+    /// Devices as they are attached, for the fetches in flight.
+    attached: broadcast::Sender<Arc<PortableSource>>,
 }
 
 /// A source that answered with the object's descriptors.
 struct Source {
-    hint: Hint,
+    /// The hint or device it reads.
+    label: String,
     plugin: Arc<dyn Transfer>,
     /// The same plugin when it spreads over several paths.
     multipath: Option<Arc<Multipath>>,
+    /// A portable device rather than a peer.
+    device: bool,
 }
 
 impl Source {
     fn single(hint: Hint, plugin: GtcSource) -> Source {
         Source {
-            hint,
+            label: hint.to_string(),
             plugin: Arc::new(plugin),
             multipath: None,
+            device: false,
         }
     }
 
     fn name(&self) -> String {
         match &self.multipath {
             Some(m) => m.name(),
-            None => self.hint.to_string(),
+            None => self.label.clone(),
         }
     }
 }
@@ -305,7 +318,72 @@ impl Fetches {
             running: Arc::new(Mutex::new(HashMap::new())),
             known: Arc::new(Mutex::new(HashMap::new())),
             binds: Arc::new([]),
+            devices: Arc::new(Mutex::new(Vec::new())),
+            attached: broadcast::Sender::new(16),
         }
+    }
+
+    /// A filesystem holding a DOT store was mounted at `mount`: every
+    /// fetch in flight, and every new one, asks it for all its missing
+    /// chunks at once.
+    pub fn device_appeared(&self, mount: &Path) {
+        let device = match Device::open(mount) {
+            Ok(d) => Arc::new(PortableSource::new(d)),
+            Err(e) => {
+                tracing::info!(mount = %mount.display(), error = %e, "not a DOT device");
+                return;
+            }
+        };
+        tracing::info!(mount = %mount.display(), "device attached");
+        {
+            let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+            devices.retain(|d| d.mount_point() != mount);
+            devices.push(device.clone());
+        }
+        let _ = self.attached.send(device);
+    }
+
+    /// The device at `mount` left: fetches go on without it (reads of a
+    /// pulled device fail, and are fetched elsewhere).
+    pub fn device_left(&self, mount: &Path) {
+        tracing::info!(mount = %mount.display(), "device detached");
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|d| d.mount_point() != mount);
+    }
+
+    /// The devices attached now.
+    pub fn devices(&self) -> Vec<Arc<PortableSource>> {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The object's description from an attached device, if one holds it
+    /// (and, with a ticket's list digest, the list the ticket vouches for).
+    async fn describe_on_devices(&self, target: &Target) -> Option<(Source, u64, Vec<Descriptor>)> {
+        for device in self.devices() {
+            let Ok(d) = device.get_descriptors(target.oid, None).await else {
+                continue;
+            };
+            if target
+                .list_digest
+                .is_some_and(|want| list_digest(&d.descriptors) != want)
+            {
+                tracing::warn!(oid = %target.oid, device = %device.name(), "descriptor list on the device does not match the ticket");
+                continue;
+            }
+            let source = Source {
+                label: device.name(),
+                plugin: device,
+                multipath: None,
+                device: true,
+            };
+            return Some((source, d.size, d.descriptors));
+        }
+        None
     }
 
     /// Fetches from each of `binds` (local addresses): every pair of a
@@ -395,8 +473,16 @@ impl Fetches {
             return Ok((f.clone(), false));
         }
         let order = ordered(&target.hints);
-        let (at, source, size, descs, failures) = describe(target, &order).await?;
-        let (source, rest) = self.paths(target, source, &order, at).await;
+        // An attached device that holds the object describes it at once,
+        // with no network at all; the hints stay fallbacks.
+        let (source, rest, size, descs, failures) = match self.describe_on_devices(target).await {
+            Some((source, size, descs)) => (source, order, size, descs, Vec::new()),
+            None => {
+                let (at, source, size, descs, failures) = describe(target, &order).await?;
+                let (source, rest) = self.paths(target, source, &order, at).await;
+                (source, rest, size, descs, failures)
+            }
+        };
         let descs: Arc<[Descriptor]> = descs.into();
         let (wants_tx, wants_rx) = mpsc::unbounded_channel();
         let fetch = {
@@ -488,7 +574,13 @@ impl Fetches {
             {
                 let plugin = GtcSource::bound(addr, Some(bind), DEFAULT_WINDOW);
                 plugin.grant(oid, token);
-                return (Source::single(first.hint, plugin), rest);
+                return (
+                    Source {
+                        plugin: Arc::new(plugin),
+                        ..first
+                    },
+                    rest,
+                );
             }
             return (first, rest);
         }
@@ -518,9 +610,10 @@ impl Fetches {
         }
         let multipath = Arc::new(Multipath::new(paths));
         let source = Source {
-            hint: first.hint,
+            label: first.label,
             plugin: multipath.clone(),
             multipath: Some(multipath),
+            device: false,
         };
         (source, rest)
     }
@@ -572,8 +665,8 @@ impl Fetches {
                 Ok(true) => break,
                 Ok(false) => return Ok(false),
                 Err(e) => {
-                    tracing::warn!(oid = %fetch.oid, source = %source.hint, error = %format!("{e:#}"), "source failed; trying the next");
-                    run.failures.push(format!("{}: {e:#}", source.hint));
+                    tracing::warn!(oid = %fetch.oid, source = %source.label, error = %format!("{e:#}"), "source failed; trying the next");
+                    run.failures.push(format!("{}: {e:#}", source.label));
                 }
             }
         }
@@ -615,6 +708,34 @@ impl Fetches {
                 }
             });
         };
+        // Attached devices are asked for every missing chunk at once, now
+        // and as they come; what they hold arrives beside the source's.
+        let (dev_tx, mut from_devices) = mpsc::channel::<(String, ChunkEvent)>(1024);
+        let mut attached = self.attached.subscribe();
+        let attach = |device: Arc<PortableSource>, missing: &std::collections::HashSet<u32>| {
+            if device.name() == source.label {
+                return;
+            }
+            let mut all: Vec<u32> = missing.iter().copied().collect();
+            all.sort_unstable();
+            let wanted = all
+                .into_iter()
+                .map(|i| (i, fetch.descs[i as usize]))
+                .collect();
+            let mut rx = device.get_chunks(oid, wanted);
+            let tx = dev_tx.clone();
+            let name = device.name();
+            tokio::spawn(async move {
+                while let Some(e) = rx.recv().await {
+                    if tx.send((name.clone(), e)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        };
+        for device in self.devices() {
+            attach(device, &run.missing);
+        }
         // What earlier sources were asked for and did not deliver.
         let carried: Vec<u32> = run
             .requested
@@ -637,15 +758,48 @@ impl Fetches {
                             .with_context(|| format!("from {}", source.plugin.name()))?;
                         run.missing.remove(&index);
                         run.requested.remove(&index);
-                        fetch
-                            .from_peers
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        let counter = if source.device {
+                            &fetch.from_devices
+                        } else {
+                            &fetch.from_peers
+                        };
+                        counter.fetch_add(data.len() as u64, Ordering::Relaxed);
                         let _ = fetch.arrived.send(index);
                     }
                     Some(ChunkEvent::Failed { index, error }) => bail!("chunk {index}: {error}"),
                     Some(ChunkEvent::SourceFailed(e)) => return Err(e.into()),
                     None => bail!("{} stopped answering", source.plugin.name()),
                 },
+                Some((device, ev)) = from_devices.recv() => match ev {
+                    ChunkEvent::Chunk { index, data } => {
+                        if !run.missing.contains(&index) {
+                            continue;
+                        }
+                        if let Err(e) = self.store.write_chunk(oid, index, &data) {
+                            tracing::warn!(%oid, index, %device, error = %e, "chunk from the device refused; fetched elsewhere");
+                            continue;
+                        }
+                        run.missing.remove(&index);
+                        run.requested.remove(&index);
+                        if outstanding.remove(&index) {
+                            source.plugin.cancel_chunks(oid, &[index]);
+                        }
+                        fetch
+                            .from_devices
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        let _ = fetch.arrived.send(index);
+                    }
+                    // Not on the device: the source brings it.
+                    ChunkEvent::Failed { .. } => {}
+                    ChunkEvent::SourceFailed(e) => {
+                        tracing::info!(%oid, %device, error = %e, "device stopped delivering");
+                    }
+                },
+                device = attached.recv() => {
+                    if let Ok(device) = device {
+                        attach(device, &run.missing);
+                    }
+                }
                 want = run.wants.recv() => {
                     let Some(want) = want else { return Ok(false) };
                     // Each chunk once: not present, not in flight, not

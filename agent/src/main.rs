@@ -96,6 +96,11 @@ enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Portable storage: copy objects to a mounted key.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
     /// Copy a file between machines, the bytes going agent to agent: runs
     /// `gtc put --json` where SRC is and `gtc get` where DST is, over
     /// `--rsh` for a remote side. Keeps mode and mtime.
@@ -112,6 +117,22 @@ enum Command {
         #[arg(long, default_value = "gtc")]
         remote_gtc: String,
         /// Local API socket for a local side.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Copy an object's chunks and descriptors to the DOT store of the
+    /// device mounted at PATH (made if missing), fetching it first if it
+    /// is not here. Another agent can then read it from the key alone.
+    Export {
+        /// A ticket or an OID.
+        target: String,
+        /// Where the device is mounted.
+        path: PathBuf,
+        /// Local API socket (default: $GTC_SOCKET, else the agent's default).
         #[arg(long)]
         socket: Option<PathBuf>,
     },
@@ -204,6 +225,28 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Device {
+            command:
+                DeviceCommand::Export {
+                    target,
+                    path,
+                    socket,
+                },
+        } => {
+            let path = std::path::absolute(&path)
+                .with_context(|| format!("resolving {}", path.display()))?;
+            let mut bar = None;
+            Client::connect(socket.as_deref())?.export(&target, &path, |done, total| {
+                bar.get_or_insert_with(|| progress_bar(total))
+                    .as_ref()
+                    .inspect(|b| b.set_position(done));
+            })?;
+            if let Some(Some(b)) = bar {
+                b.finish_and_clear();
+            }
+            eprintln!("exported to {}", path.display());
+            Ok(())
+        }
         Command::Status { json, socket } => {
             let st = Client::connect(socket.as_deref())?.status()?;
             if json {
@@ -228,12 +271,13 @@ fn main() -> anyhow::Result<()> {
             println!("transfers in flight: {}", st.transfers.len());
             for t in &st.transfers {
                 println!(
-                    "  {} {}: {} of {} bytes ({} local) from {}, {:.1} s",
+                    "  {} {}: {} of {} bytes ({} local, {} from devices) from {}, {:.1} s",
                     t.oid,
                     t.state,
-                    t.from_peers + t.local,
+                    t.from_peers + t.local + t.from_devices,
                     t.size,
                     t.local,
+                    t.from_devices,
                     t.source,
                     t.seconds
                 );

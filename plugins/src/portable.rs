@@ -294,6 +294,13 @@ impl PortableSource {
     }
 }
 
+impl PortableSource {
+    /// Where the device is mounted.
+    pub fn mount_point(&self) -> &Path {
+        self.device.mount_point()
+    }
+}
+
 impl Transfer for PortableSource {
     fn name(&self) -> String {
         self.name.clone()
