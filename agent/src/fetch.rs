@@ -479,7 +479,9 @@ impl Fetches {
             Some((source, size, descs)) => (source, order, size, descs, Vec::new()),
             None => {
                 let (at, source, size, descs, failures) = describe(target, &order).await?;
-                let (source, rest) = self.paths(target, source, &order, at).await;
+                let (source, rest) = self
+                    .paths(target, source, &order, at, descs.len() as u32)
+                    .await;
                 (source, rest, size, descs, failures)
             }
         };
@@ -558,22 +560,34 @@ impl Fetches {
         first: Source,
         order: &[Hint],
         at: usize,
+        descs_len: u32,
     ) -> (Source, Vec<Hint>) {
         let (oid, token) = (target.oid, target.token);
+        let chunks = descs_len;
         let prio = order[at].priority;
+        let group_start = order[..at]
+            .iter()
+            .rposition(|h| h.priority != prio)
+            .map_or(0, |p| p + 1);
         let group_end = at
             + order[at..]
                 .iter()
                 .take_while(|h| h.priority == prio)
                 .count();
         let rest = order[group_end..].to_vec();
-        let group = &order[at..group_end];
+        // The hint that answered first, then the others of its priority.
+        let mut group: Vec<&Hint> = vec![&order[at]];
+        group.extend(
+            (group_start..group_end)
+                .filter(|&i| i != at)
+                .map(|i| &order[i]),
+        );
         if group.len() < 2 && self.binds.len() < 2 {
             if let [bind] = *self.binds
                 && let Some(addr) = resolve(&order[at], &mut Vec::new()).await
             {
                 let plugin = GtcSource::bound(addr, Some(bind), DEFAULT_WINDOW);
-                plugin.grant(oid, token);
+                plugin.grant(oid, token, chunks);
                 return (
                     Source {
                         plugin: Arc::new(plugin),
@@ -600,7 +614,7 @@ impl Fetches {
                     paths.push(first.plugin.clone());
                 } else {
                     let path = GtcSource::bound(addr, *bind, DEFAULT_WINDOW);
-                    path.grant(oid, token);
+                    path.grant(oid, token, chunks);
                     paths.push(Arc::new(path));
                 }
             }
@@ -870,40 +884,67 @@ fn ordered(hints: &[Hint]) -> Vec<Hint> {
     .collect()
 }
 
-/// Asks the sources in order for the object's descriptors; returns the
-/// first that answers (with the list the ticket vouches for, if it gives a
-/// digest), and the failures of those before it.
-/// The first element is the position of that source in `order`.
+/// Asks the sources for the object's descriptors, one priority group after
+/// the other; within a group all at once (a slow path must not hold up the
+/// start). Returns the first that answers with the list the ticket vouches
+/// for (if it gives a digest), its position in `order`, and the failures
+/// seen.
 async fn describe(
     target: &Target,
     order: &[Hint],
 ) -> anyhow::Result<(usize, Source, u64, Vec<Descriptor>, Vec<String>)> {
     let oid = target.oid;
     let mut failures = Vec::new();
-    for (at, hint) in order.iter().enumerate() {
-        let hint = hint.clone();
-        let Some(plugin) = plugin_for(&hint, &mut failures).await else {
-            continue;
-        };
-        match plugin.get_descriptors(oid, target.token).await {
-            Ok(d) => {
-                if target
-                    .list_digest
-                    .is_some_and(|want| list_digest(&d.descriptors) != want)
-                {
-                    failures.push(format!("{hint}: descriptor list does not match the ticket"));
-                    continue;
-                }
-                return Ok((
-                    at,
-                    Source::single(hint, plugin),
-                    d.size,
-                    d.descriptors,
-                    failures,
-                ));
-            }
-            Err(e) => failures.push(format!("{hint}: {e}")),
+    let mut start = 0;
+    while start < order.len() {
+        let prio = order[start].priority;
+        let end = start
+            + order[start..]
+                .iter()
+                .take_while(|h| h.priority == prio)
+                .count();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for (at, hint) in order.iter().enumerate().take(end).skip(start) {
+            let (tx, hint, token) = (tx.clone(), hint.clone(), target.token);
+            tokio::spawn(async move {
+                let mut why = Vec::new();
+                let answer = match plugin_for(&hint, &mut why).await {
+                    Some(plugin) => Some(
+                        plugin
+                            .get_descriptors(oid, token)
+                            .await
+                            .map(|d| (plugin, d)),
+                    ),
+                    None => None,
+                };
+                let _ = tx.send((at, hint, answer, why));
+            });
         }
+        drop(tx);
+        while let Some((at, hint, answer, mut why)) = rx.recv().await {
+            failures.append(&mut why);
+            match answer {
+                Some(Ok((plugin, d))) => {
+                    if target
+                        .list_digest
+                        .is_some_and(|want| list_digest(&d.descriptors) != want)
+                    {
+                        failures.push(format!("{hint}: descriptor list does not match the ticket"));
+                        continue;
+                    }
+                    return Ok((
+                        at,
+                        Source::single(hint, plugin),
+                        d.size,
+                        d.descriptors,
+                        failures,
+                    ));
+                }
+                Some(Err(e)) => failures.push(format!("{hint}: {e}")),
+                None => {}
+            }
+        }
+        start = end;
     }
     if failures.is_empty() {
         bail!("{oid} is not here and no source is known for it (give a ticket or --hint)");

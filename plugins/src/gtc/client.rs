@@ -57,7 +57,9 @@ struct Inner {
     window: Arc<Semaphore>,
     next_req: AtomicU32,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
-    tokens: Mutex<HashMap<Oid, Token>>,
+    /// Each object's token, and its chunk count (asking for the page
+    /// past the last descriptor authorises a connection for a few bytes).
+    tokens: Mutex<HashMap<Oid, (Token, u32)>>,
 }
 
 impl GtcSource {
@@ -89,11 +91,13 @@ impl GtcSource {
 }
 
 impl GtcSource {
-    /// Gives this source `oid`'s token without asking for descriptors:
-    /// each connection presents it before asking for chunks (one more path
-    /// to an object another source described).
-    pub fn grant(&self, oid: Oid, token: Option<Token>) {
-        self.inner.remember(oid, token.unwrap_or(Token([0; 16])));
+    /// Gives this source `oid`'s token, and its chunk count, without
+    /// asking for descriptors: each connection presents the token before
+    /// asking for chunks (one more path to an object another source
+    /// described).
+    pub fn grant(&self, oid: Oid, token: Option<Token>, chunks: u32) {
+        self.inner
+            .remember(oid, token.unwrap_or(Token([0; 16])), chunks);
     }
 }
 
@@ -190,12 +194,12 @@ impl Inner {
     }
 
     /// Remembers `oid`'s token for the connections to come.
-    fn remember(&self, oid: Oid, token: Token) {
+    fn remember(&self, oid: Oid, token: Token, chunks: u32) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         if tokens.len() >= MAX_TOKENS {
             tokens.clear();
         }
-        tokens.insert(oid, token);
+        tokens.insert(oid, (token, chunks));
     }
 
     /// A connection on which `oid`'s chunks may be asked for: a new
@@ -213,8 +217,8 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .get(&oid)
             .copied();
-        if let (false, Some(token)) = (known, token) {
-            self.desc_page(&conn, oid, token, 0).await?;
+        if let (false, Some((token, chunks))) = (known, token) {
+            self.desc_page(&conn, oid, token, chunks).await?;
         }
         Ok(conn)
     }
@@ -228,7 +232,7 @@ impl Inner {
             let first = descriptors.len() as u32;
             let page = self.desc_page(&conn, oid, token, first).await?;
             // A token the peer accepted, for the connections to come.
-            self.remember(oid, token);
+            self.remember(oid, token, page.total);
             let bad = |reason: &str| TransferError::BadDescriptors {
                 peer: self.name.clone(),
                 reason: reason.into(),
