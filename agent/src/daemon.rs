@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, bail};
 use dot_plugins::gtc::server::{ServerStats, serve};
 use dot_plugins::portable::Device;
-use dot_store::descriptor::list_digest;
-use dot_store::{Hint, Oid, PutOutcome, Store, StoreOptions, Ticket, Token};
+use dot_store::{Oid, PutOutcome, Store, StoreOptions};
 use tokio::io::Interest;
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
@@ -24,6 +23,7 @@ use crate::api::{
 use crate::config::Config;
 use crate::fdpass;
 use crate::fetch::{Fetch, FetchState, Fetches, Target};
+use crate::tickets::make_ticket;
 
 /// What request handlers share.
 struct Agent {
@@ -368,23 +368,6 @@ async fn send_fd(stream: &UnixStream, fd: &std::fs::File) -> std::io::Result<()>
             Err(e) => return Err(e),
         }
     }
-}
-
-/// A ticket for a local object: its access token (made if it has none),
-/// the digest of its descriptor list and this agent's hints.
-pub(crate) fn make_ticket(store: &Store, hints: &[String], oid: Oid) -> anyhow::Result<Ticket> {
-    let token = store.ensure_token(oid, Token::random().map_err(dot_store::Error::Input)?)?;
-    let descs = store.descriptors(oid)?;
-    let hints: Vec<Hint> = hints
-        .iter()
-        .filter_map(|h| Hint::new(&format!("gtc://{h}")).ok())
-        .collect();
-    Ok(Ticket::new(
-        oid,
-        Some(token),
-        Some(list_digest(&descs)),
-        hints,
-    ))
 }
 
 /// The ticket and answer for a put.

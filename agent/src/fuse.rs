@@ -14,8 +14,8 @@ use std::time::Duration;
 use dot_fusefs::{Done, Meta, Name, ObjError, Objects, Put};
 use dot_store::{Oid, Store};
 
-use crate::daemon::make_ticket;
 use crate::fetch::{Fetch, Fetches, Target};
+use crate::tickets::make_ticket;
 
 /// Readahead starts at this many bytes past a sequential read and doubles
 /// with each further sequential read up to [`MAX_AHEAD`].

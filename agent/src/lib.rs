@@ -12,6 +12,8 @@
 //!   sources in hint order, every chunk verified.
 //! - [`daemon`]: `gtc agent`: the store, the peer server, the local API,
 //!   retention, clean shutdown on SIGINT/SIGTERM.
+//! - [`fuse`]: the agent behind the FUSE namespace.
+//! - `tickets`: the tickets the agent hands out for its objects.
 
 #![warn(missing_docs)]
 
@@ -22,3 +24,4 @@ pub mod daemon;
 pub mod fdpass;
 pub mod fetch;
 pub mod fuse;
+mod tickets;
