@@ -138,6 +138,9 @@ pub enum Response {
         from_peers: u64,
         /// Bytes the store already held.
         local: u64,
+        /// Bytes taken from portable devices for this get.
+        #[serde(default)]
+        from_devices: u64,
     },
     /// Bytes of a long operation (an export) done so far.
     Progress {

@@ -103,6 +103,8 @@ pub struct GetStats {
     pub from_peers: u64,
     /// Bytes the agent already held.
     pub local: u64,
+    /// Chunk bytes taken from portable devices.
+    pub from_devices: u64,
 }
 
 fn unexpected(r: &Response) -> ClientError {
@@ -418,7 +420,15 @@ fn next_event(client: &mut Client, object: &Object, ranges: &mut Ranges) -> Resu
             ranges.queue.push_back((offset, len));
             Ok(Event::Ready)
         }
-        Response::End { from_peers, local } => Ok(Event::End(GetStats { from_peers, local })),
+        Response::End {
+            from_peers,
+            local,
+            from_devices,
+        } => Ok(Event::End(GetStats {
+            from_peers,
+            local,
+            from_devices,
+        })),
         other => Err(unexpected(&other)),
     }
 }
@@ -902,9 +912,15 @@ impl AsyncGet<'_> {
             return Ok(Event::Ready);
         }
         match resp {
-            Response::End { from_peers, local } if !ranges_only => {
-                Ok(Event::End(GetStats { from_peers, local }))
-            }
+            Response::End {
+                from_peers,
+                local,
+                from_devices,
+            } if !ranges_only => Ok(Event::End(GetStats {
+                from_peers,
+                local,
+                from_devices,
+            })),
             other => Err(unexpected(&other)),
         }
     }

@@ -578,9 +578,15 @@ async fn get(
                 .load(Ordering::Relaxed)
                 .saturating_sub(peers_before)
                 .min(open.fetch.size);
+            let from_devices = open
+                .fetch
+                .from_devices
+                .load(Ordering::Relaxed)
+                .min(open.fetch.size - from_peers);
             Response::End {
                 from_peers,
-                local: open.fetch.size - from_peers,
+                local: open.fetch.size - from_peers - from_devices,
+                from_devices,
             }
         }
         Err(e) => error(format!("{e:#}")),

@@ -198,6 +198,11 @@ impl AgentObjects {
                 self.want(&fetch, offset, u64::from(len));
             }
             let trusted = fetch.trusts(&target);
+            if !trusted {
+                // This reader waits for the whole-object check: the whole
+                // object must come, not just what it reads.
+                fetch.want_all();
+            }
             for i in fetch.chunks_of(offset, u64::from(len)) {
                 fetch
                     .wait_readable(&store, i, trusted)

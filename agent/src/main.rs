@@ -215,12 +215,12 @@ fn main() -> anyhow::Result<()> {
             if json {
                 eprintln!(
                     "{}",
-                    serde_json::json!({ "size": size, "from_peers": got.from_peers, "local": got.local })
+                    serde_json::json!({ "size": size, "from_peers": got.from_peers, "from_devices": got.from_devices, "local": got.local })
                 );
             } else if stats {
                 eprintln!(
-                    "{size} bytes: {} from peers, {} already held",
-                    got.from_peers, got.local
+                    "{size} bytes: {} from peers, {} from devices, {} already held",
+                    got.from_peers, got.from_devices, got.local
                 );
             }
             Ok(())

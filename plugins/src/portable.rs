@@ -77,6 +77,21 @@ impl Device {
         for sub in ["chunks", "objects", "tmp"] {
             fs::create_dir_all(root.join(sub))?;
         }
+        // Files left in tmp/ by a write the key was pulled from (an hour
+        // old: not a write going on now).
+        if let Ok(entries) = fs::read_dir(root.join("tmp")) {
+            for e in entries.flatten() {
+                let stale = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+                if stale {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         Ok(Device { root })
     }
 
@@ -116,16 +131,12 @@ impl Device {
         self.chunk_path(hash).is_file()
     }
 
-    /// Stores a chunk (skipped if a file of that name and length is there).
+    /// Stores a chunk (replacing a file of that name).
     ///
     /// # Errors
     /// I/O errors of the device.
     pub fn write_chunk(&self, hash: &ChunkHash, data: &[u8]) -> io::Result<()> {
-        let path = self.chunk_path(hash);
-        if fs::metadata(&path).is_ok_and(|m| m.len() == data.len() as u64) {
-            return Ok(());
-        }
-        self.write_file(&path, data)
+        self.write_file(&self.chunk_path(hash), data)
     }
 
     /// Stores `oid`'s descriptor file.
@@ -242,7 +253,9 @@ impl Device {
         let descs = store.descriptors(oid)?;
         let mut done = 0u64;
         for (i, d) in descs.iter().enumerate() {
-            if !self.has_chunk(&d.hash) {
+            // A chunk file already there is kept only if it verifies: an
+            // export again repairs a damaged key.
+            if !matches!(self.read_chunk(d), Ok(Some(_))) {
                 let data = store.read_chunk(oid, i as u32)?;
                 self.write_chunk(&d.hash, &data)?;
             }

@@ -119,3 +119,28 @@ async fn a_malformed_descriptor_file_is_a_clear_error() {
     fs::remove_file(&path).expect("rm");
     assert!(src.get_descriptors(oid, None).await.is_err());
 }
+
+#[test]
+fn exporting_again_repairs_damaged_chunk_files() {
+    let (home, key, oid, data) = exported();
+    let dev = Device::open(key.path()).expect("open");
+    let (_, descs) = dev.read_descriptors(oid).expect("descriptors");
+    let chunk_file = |i: usize| {
+        let name: String = descs[i].hash.0.iter().map(|b| format!("{b:02x}")).collect();
+        key.path()
+            .join(DIR)
+            .join("chunks")
+            .join(&name[..3])
+            .join(name)
+    };
+    let mut bad = fs::read(chunk_file(0)).expect("chunk");
+    bad[0] ^= 1;
+    fs::write(chunk_file(0), &bad).expect("flip a byte");
+    fs::write(chunk_file(1), b"").expect("empty");
+    let s = store(home.path());
+    dev.export(&s, oid, |_, _| {}).expect("export again");
+    for (i, d) in descs.iter().enumerate().take(2) {
+        let got = dev.read_chunk(d).expect("readable").expect("present");
+        assert_eq!(got, data[d.offset as usize..d.end() as usize], "chunk {i}");
+    }
+}

@@ -1,10 +1,11 @@
 //! The end-to-end test harness: real `gtc` agent processes on temporary
 //! folders and loopback ports, test data, and peer doubles that speak the
-//! gtc protocol (one that lies about a chunk, one that is slow), and a
-//! network test bed of two shaped paths between two namespaces ([`netbed`]).
+//! gtc protocol (one that lies about a chunk, one that is slow), a network
+//! test bed of two shaped paths between two namespaces ([`netbed`]), and USB
+//! keys on loop devices ([`key`]).
 //!
-//! Every process, folder and namespace a test makes is removed when its
-//! handle drops, also when the test fails.
+//! Every process, folder, namespace, mount and loop device a test makes is
+//! removed when its handle drops, also when the test fails.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod key;
 pub mod netbed;
 pub mod peer;
 
@@ -381,6 +383,38 @@ pub fn netns_or_skip(test: &str) -> bool {
         "{test}: CI must run network namespace tests, but here: {why}"
     );
     eprintln!("!!! SKIPPED {test}: needs root, ip, tc and nsenter ({why}; runs in CI) !!!");
+    false
+}
+
+/// Whether keys (loop devices) can be made here: root, `/dev/loop-control`,
+/// and `losetup`, `mkfs.ext4`, `mount`, `umount`. Outside CI a test that
+/// needs them says loudly that it skips; in CI (`CI` set) their absence
+/// fails the test.
+pub fn loop_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut missing: Vec<&str> = ["losetup", "mkfs.ext4", "mount", "umount"]
+        .into_iter()
+        .filter(|t| find_tool(t).is_none())
+        .collect();
+    if !Path::new("/dev/loop-control").exists() {
+        missing.push("/dev/loop-control");
+    }
+    if root && missing.is_empty() {
+        return true;
+    }
+    let why = if root {
+        format!("{} not found", missing.join(", "))
+    } else {
+        "not root".to_owned()
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: CI must run loop-device tests, but here: {why}"
+    );
+    eprintln!(
+        "!!! SKIPPED {test}: needs root, loop devices, losetup and mkfs.ext4 ({why}; runs in CI) !!!"
+    );
     false
 }
 

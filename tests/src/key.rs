@@ -1,0 +1,342 @@
+//! USB keys for the portable-storage tests: a filesystem image on a loop
+//! device, mounted and pulled as a test needs.
+//!
+//! ```text
+//! Key::new(Fs::Ext4, 64)     image file, mkfs, losetup -f --show
+//! key.mount(&at)             mount -t ext4 /dev/loopN AT (AT made if missing)
+//! key.unmount()              umount AT (a clean removal)
+//! key.unmount_lazy()         umount -l AT
+//! key.yank()                 umount -l, then losetup -d: a pulled key
+//! drop(key)                  all of the above that is still to undo
+//! ```
+//!
+//! The image, and mount points made by [`Key::mount_point`], live in the
+//! key's own temporary folder. Agents watch the mount table of the root
+//! mount namespace (agents in the test bed's network namespaces share it:
+//! `nsenter --net`), so every agent of the test process sees a mounted key
+//! holding `.dot/` within about a second; [`wait_attached`] waits for that.
+//!
+//! The on-device layout (plugins/src/portable.rs, docs/portable.md) is
+//! `.dot/chunks/abc/<64 hex>` (one file per chunk, named by its BLAKE3
+//! hash), `.dot/objects/<oid>` (descriptor file), `.dot/tmp/`. The helpers
+//! [`chunk_files`], [`corrupt_chunk`] and [`thin_out`] change a key's
+//! chunks behind the agents' backs.
+//!
+//! Tests that make keys first call [`crate::loop_or_skip`].
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::{Agent, find_tool, output_within};
+
+/// How long one `mkfs`/`losetup`/`mount` may take.
+const TOOL_LIMIT: Duration = Duration::from_secs(60);
+
+/// The filesystem of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fs {
+    /// ext4 (`mkfs.ext4`).
+    Ext4,
+    /// FAT32 with long names, what keys are sold with (`mkfs.vfat`, from
+    /// dosfstools; the kernel needs `vfat`).
+    Vfat,
+}
+
+impl Fs {
+    /// The kernel's name of the filesystem (`mount -t`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Fs::Ext4 => "ext4",
+            Fs::Vfat => "vfat",
+        }
+    }
+
+    fn mkfs(self) -> &'static str {
+        match self {
+            Fs::Ext4 => "mkfs.ext4",
+            Fs::Vfat => "mkfs.vfat",
+        }
+    }
+
+    /// Why keys of this filesystem cannot be made here, if they cannot:
+    /// its mkfs is missing, or the running kernel does not list it in
+    /// `/proc/filesystems` (nothing here can load a module).
+    pub fn unsupported(self) -> Option<String> {
+        if find_tool(self.mkfs()).is_none() {
+            return Some(format!("{} not found", self.mkfs()));
+        }
+        let listed = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        let known = listed
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some(self.name()));
+        if !known {
+            return Some(format!(
+                "the kernel ({}) has no {} filesystem (not in /proc/filesystems)",
+                kernel_release(),
+                self.name()
+            ));
+        }
+        None
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// A filesystem image attached to a loop device: a USB key. Every mount
+/// and the loop device are undone when it drops, also while a failing test
+/// unwinds.
+pub struct Key {
+    fs: Fs,
+    /// The loop device (`/dev/loopN`), until detached.
+    dev: Mutex<Option<String>>,
+    /// Where it is mounted now (normally one place).
+    mounts: Mutex<Vec<PathBuf>>,
+    dir: tempfile::TempDir,
+}
+
+impl Key {
+    /// A new key of `size_mb` MiB: an image file made with `fs`'s mkfs,
+    /// attached to a free loop device. Not mounted.
+    pub fn new(fs: Fs, size_mb: u64) -> Key {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let img = dir.path().join("key.img");
+        std::fs::File::create(&img)
+            .and_then(|f| f.set_len(size_mb << 20))
+            .expect("key image");
+        let img = img.to_str().expect("utf-8 path").to_owned();
+        match fs {
+            Fs::Ext4 => tool(&["mkfs.ext4", "-q", "-F", "-L", "DOTKEY", &img]),
+            // FAT32 like a bought key (mkfs picks FAT16 for small images).
+            Fs::Vfat => tool(&["mkfs.vfat", "-F", "32", "-n", "DOTKEY", &img]),
+        };
+        let dev = tool(&["losetup", "-f", "--show", &img]).trim().to_owned();
+        assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
+        Key {
+            fs,
+            dev: Mutex::new(Some(dev)),
+            mounts: Mutex::new(Vec::new()),
+            dir,
+        }
+    }
+
+    /// The key's filesystem.
+    pub fn fs(&self) -> Fs {
+        self.fs
+    }
+
+    /// The loop device (panics once yanked).
+    pub fn device(&self) -> String {
+        lock(&self.dev).clone().expect("the key was yanked")
+    }
+
+    /// A folder `name` in the key's temporary folder, to mount it on
+    /// (made by [`Key::mount`]).
+    pub fn mount_point(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Mounts the key at `at` (made if missing), read-write.
+    pub fn mount(&self, at: &Path) {
+        std::fs::create_dir_all(at).expect("mount point");
+        let dev = self.device();
+        let at_s = at.to_str().expect("utf-8 path");
+        tool(&["mount", "-t", self.fs.name(), &dev, at_s]);
+        lock(&self.mounts).push(at.to_owned());
+    }
+
+    /// Where the key is mounted now (the last mount), if anywhere.
+    pub fn mounted_at(&self) -> Option<PathBuf> {
+        lock(&self.mounts).last().cloned()
+    }
+
+    /// Unmounts the key cleanly (as a user ejecting it): everything
+    /// written is on the image afterwards. Fails if something has files
+    /// open on it.
+    pub fn unmount(&self) {
+        let at = self.mounted_at().expect("the key is not mounted");
+        tool(&["umount", at.to_str().expect("utf-8 path")]);
+        lock(&self.mounts).pop();
+    }
+
+    /// Lazily unmounts the key (`umount -l`): it leaves the mount table at
+    /// once; files open on it stay readable until closed.
+    pub fn unmount_lazy(&self) {
+        let at = lock(&self.mounts).pop().expect("the key is not mounted");
+        crate::detach(&at);
+    }
+
+    /// Pulls the key: lazy unmount of every mount, then `losetup -d` (the
+    /// loop device goes as soon as nothing holds the filesystem).
+    pub fn yank(&self) {
+        for at in std::mem::take(&mut *lock(&self.mounts)) {
+            crate::detach(&at);
+        }
+        if let Some(dev) = lock(&self.dev).take() {
+            tool(&["losetup", "-d", &dev]);
+        }
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        for at in std::mem::take(&mut *lock(&self.mounts)) {
+            crate::detach(&at);
+        }
+        if let Some(dev) = lock(&self.dev).take()
+            && let Err(e) = try_tool(&["losetup", "-d", &dev])
+        {
+            eprintln!("key: could not detach {dev}: {e}");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The chunk files on the key mounted at `mount`, sorted by name.
+pub fn chunk_files(mount: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let chunks = mount.join(".dot").join("chunks");
+    for fan in std::fs::read_dir(&chunks)
+        .expect("read .dot/chunks")
+        .flatten()
+    {
+        for f in std::fs::read_dir(fan.path())
+            .expect("read a fan-out folder")
+            .flatten()
+        {
+            out.push(f.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Flips one byte in the middle of the chunk file `file` (its name, and so
+/// the hash it must have, stay).
+pub fn corrupt_file(file: &Path) {
+    let mut f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(file)
+        .expect("open a chunk file");
+    let len = f.metadata().expect("stat").len();
+    assert!(len > 0, "empty chunk file {}", file.display());
+    let at = len / 2;
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(at)).expect("seek");
+    f.read_exact(&mut b).expect("read");
+    b[0] ^= 0x5a;
+    f.seek(SeekFrom::Start(at)).expect("seek");
+    f.write_all(&b).expect("write");
+    f.sync_all().expect("sync");
+}
+
+/// Corrupts one chunk file of the key mounted at `mount` (the middle one by
+/// name); returns it and its length.
+pub fn corrupt_chunk(mount: &Path) -> (PathBuf, u64) {
+    let files = chunk_files(mount);
+    assert!(!files.is_empty(), "no chunk files on {}", mount.display());
+    let file = files[files.len() / 2].clone();
+    corrupt_file(&file);
+    let len = std::fs::metadata(&file).expect("stat").len();
+    (file, len)
+}
+
+/// Removes chunk files from the key mounted at `mount` so that only every
+/// `keep_one_in`-th (by name: a spread over the object) is left; returns the
+/// bytes of the chunk files left.
+pub fn thin_out(mount: &Path, keep_one_in: usize) -> u64 {
+    assert!(keep_one_in > 0);
+    let mut kept = 0;
+    for (i, f) in chunk_files(mount).into_iter().enumerate() {
+        if i % keep_one_in == 0 {
+            kept += std::fs::metadata(&f).expect("stat").len();
+        } else {
+            std::fs::remove_file(&f).expect("remove a chunk file");
+        }
+    }
+    kept
+}
+
+/// Log lines of `agent` that say it attached the key mounted at `mount`.
+pub fn attached_count(agent: &Agent, mount: &Path) -> usize {
+    log_count(agent, "device attached", mount)
+}
+
+/// Log lines of `agent` that say the key mounted at `mount` left.
+pub fn detached_count(agent: &Agent, mount: &Path) -> usize {
+    log_count(agent, "device detached", mount)
+}
+
+fn log_count(agent: &Agent, what: &str, mount: &Path) -> usize {
+    let want = format!("mount={}", mount.display());
+    std::fs::read_to_string(agent.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(what) && l.split_whitespace().any(|w| w == want))
+        .count()
+}
+
+/// Waits until `agent` has logged more than `before` attachments of the
+/// key mounted at `mount` (panics after `limit`); returns how long it took.
+pub fn wait_attached(agent: &Agent, mount: &Path, before: usize, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if attached_count(agent, mount) > before {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "agent {} did not attach the key at {} within {limit:?}",
+            agent.peer,
+            mount.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `agent` has logged more than `before` departures of the key
+/// mounted at `mount` (panics after `limit`).
+pub fn wait_detached(agent: &Agent, mount: &Path, before: usize, limit: Duration) {
+    let t0 = Instant::now();
+    while detached_count(agent, mount) <= before {
+        assert!(
+            t0.elapsed() < limit,
+            "agent {} did not see the key at {} leave within {limit:?}",
+            agent.peer,
+            mount.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `args[0]` (found by [`find_tool`]) with `args[1..]`; its stdout.
+fn try_tool(args: &[&str]) -> Result<String, String> {
+    let exe = find_tool(args[0]).ok_or_else(|| format!("{} not found", args[0]))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(&args[1..]).stdin(Stdio::null());
+    let out = output_within(cmd, TOOL_LIMIT);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// [`try_tool`], panicking on failure.
+fn tool(args: &[&str]) -> String {
+    try_tool(args).unwrap_or_else(|e| panic!("key: {e}"))
+}
