@@ -43,26 +43,7 @@ GTC=$(realpath "$GTC")
 work=$(mktemp -d /var/tmp/dot-bench-fuse.XXXXXX)
 mounts=("$work/ma" "$work/mb")
 declare -A pids=()   # name -> PID of every process this script started
-alive() {   # alive PID: the process exists and is no zombie
-  local st
-  st=$(sed 's/^.*) //' "/proc/$1/stat" 2> /dev/null) || return 1
-  [[ -n $st && ${st:0:1} != Z ]]
-}
-stop() {   # stop NAME: end that process by its PID (TERM, KILL after 20 s), wait for it
-  local pid=${pids[$1]:-} i
-  [[ -n $pid ]] || return 0
-  kill "$pid" 2> /dev/null || true
-  for ((i = 0; i < 1000; i++)); do
-    alive "$pid" || break
-    sleep 0.02
-  done
-  if alive "$pid"; then
-    echo "fuse.sh: $1 (PID $pid) still running 20 s after SIGTERM: SIGKILL" >&2
-    kill -KILL "$pid" 2> /dev/null || true
-  fi
-  wait "$pid" 2> /dev/null || true
-  unset "pids[$1]"
-}
+# alive and stop: bench/lib.sh
 mounted() { awk -v d="$1" '$5 == d { f = 1 } END { exit !f }' /proc/self/mountinfo; }
 unmount_left() {   # unmount_left DIR: lazily unmount DIR if its agent left it mounted
   if mounted "$1"; then

@@ -30,3 +30,26 @@ free_port() {   # free_port FROM: first port from FROM up nobody listens on
   taken+="$p "
   echo "$p"
 }
+
+# Processes a script started, by name; each script declares `pids`:
+#   declare -A pids=()   # name -> PID
+alive() {   # alive PID: the process exists and is no zombie
+  local st
+  st=$(sed 's/^.*) //' "/proc/$1/stat" 2> /dev/null) || return 1
+  [[ -n $st && ${st:0:1} != Z ]]
+}
+stop() {   # stop NAME: end that process by its PID (TERM, KILL after 20 s), wait for it
+  local pid=${pids[$1]:-} i
+  [[ -n $pid ]] || return 0
+  kill "$pid" 2> /dev/null || true
+  for ((i = 0; i < 1000; i++)); do
+    alive "$pid" || break
+    sleep 0.02
+  done
+  if alive "$pid"; then
+    echo "${0##*/}: $1 (PID $pid) still running 20 s after SIGTERM: SIGKILL" >&2
+    kill -KILL "$pid" 2> /dev/null || true
+  fi
+  wait "$pid" 2> /dev/null || true
+  unset "pids[$1]"
+}

@@ -68,26 +68,7 @@ n=$((1 + $$ % 250))   # subnets 10.n.1.0/24 and 10.n.2.0/24
 declare -A pids=()   # name -> PID of every process this script started
 key_dev=""           # the key's loop device, once attached
 key_mounts=()        # where the key is mounted now
-alive() {   # alive PID: the process exists and is no zombie
-  local st
-  st=$(sed 's/^.*) //' "/proc/$1/stat" 2> /dev/null) || return 1
-  [[ -n $st && ${st:0:1} != Z ]]
-}
-stop() {   # stop NAME: end that process by its PID (TERM, KILL after 20 s), wait for it
-  local pid=${pids[$1]:-} i
-  [[ -n $pid ]] || return 0
-  kill "$pid" 2> /dev/null || true
-  for ((i = 0; i < 1000; i++)); do
-    alive "$pid" || break
-    sleep 0.02
-  done
-  if alive "$pid"; then
-    echo "portable.sh: $1 (PID $pid) still running 20 s after SIGTERM: SIGKILL" >&2
-    kill -KILL "$pid" 2> /dev/null || true
-  fi
-  wait "$pid" 2> /dev/null || true
-  unset "pids[$1]"
-}
+# alive and stop: bench/lib.sh
 key_mount() {   # key_mount DIR: mount the key there
   mkdir -p "$1"
   mount -t "$KEY_FS" "$key_dev" "$1" || fail "mounting the key on $1 failed"
