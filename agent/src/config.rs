@@ -56,6 +56,9 @@ pub struct RawConfig {
     /// Mount inserted block devices nobody mounts read-only under this
     /// folder (default: none, leave mounting to the system).
     pub device_mount: Option<PathBuf>,
+    /// Copy every new put to attached keys whose `.dot/outbox` file marks
+    /// them as outboxes (default: off).
+    pub outbox: Option<bool>,
 }
 
 /// The validated configuration.
@@ -88,6 +91,8 @@ pub struct Config {
     pub device_folders: Vec<PathBuf>,
     /// Where to mount unclaimed block devices, if anywhere.
     pub device_mount: Option<PathBuf>,
+    /// Copy new puts to outbox keys.
+    pub outbox: bool,
     /// FUSE passthrough for complete objects.
     pub passthrough: bool,
 }
@@ -197,6 +202,7 @@ impl RawConfig {
             devices: self.devices.unwrap_or(true),
             device_folders: self.device_folders.unwrap_or_default(),
             device_mount: self.device_mount,
+            outbox: self.outbox.unwrap_or(false),
             chunker,
             cache_bytes: self.cache_bytes.unwrap_or(u64::MAX),
             durable: self.durable.unwrap_or(false),

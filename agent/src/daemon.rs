@@ -71,7 +71,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let clients = bind_socket(&config.socket).await?;
     let socket = config.socket.clone();
     let agent = Arc::new(Agent {
-        fetches: Fetches::new(store.clone()).with_binds(config.bind.clone()),
+        fetches: Fetches::new(store.clone())
+            .with_binds(config.bind.clone())
+            .with_outbox(config.outbox),
         store,
         config,
         listen,
@@ -373,6 +375,7 @@ async fn send_fd(stream: &UnixStream, fd: &std::fs::File) -> std::io::Result<()>
 /// The ticket and answer for a put.
 fn put_result(agent: &Agent, out: &PutOutcome) -> anyhow::Result<PutResult> {
     let ticket = make_ticket(&agent.store, &agent.hints, out.oid)?;
+    agent.fetches.put_done(out.oid);
     tracing::info!(oid = %out.oid, size = out.size, hashed = out.hashed, "put");
     Ok(PutResult {
         oid: out.oid.to_string(),

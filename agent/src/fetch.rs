@@ -279,6 +279,8 @@ pub struct Fetches {
     devices: Arc<Mutex<Vec<Arc<PortableSource>>>>,
     /// Devices as they are attached, for the fetches in flight.
     attached: broadcast::Sender<Arc<PortableSource>>,
+    /// Copy every new put to attached keys marked as outboxes.
+    outbox: bool,
 }
 
 /// A source that answered with the object's descriptors.
@@ -320,6 +322,47 @@ impl Fetches {
             binds: Arc::new([]),
             devices: Arc::new(Mutex::new(Vec::new())),
             attached: broadcast::Sender::new(16),
+            outbox: false,
+        }
+    }
+
+    /// Copies every new put to each attached key that holds the marker
+    /// file `.dot/outbox` (the paper's register_push).
+    #[must_use]
+    pub fn with_outbox(mut self, outbox: bool) -> Fetches {
+        self.outbox = outbox;
+        self
+    }
+
+    /// A new local object: in outbox mode, copied in the background to
+    /// every attached outbox key (a failure is logged; the put stands).
+    pub fn put_done(&self, oid: Oid) {
+        if !self.outbox {
+            return;
+        }
+        for device in self.devices() {
+            let mount = device.mount_point().to_owned();
+            if !mount
+                .join(dot_plugins::portable::DIR)
+                .join(OUTBOX)
+                .is_file()
+            {
+                continue;
+            }
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || {
+                let done = Device::open(&mount)
+                    .map_err(|e| e.to_string())
+                    .and_then(|d| d.export(&store, oid, |_, _| {}).map_err(|e| e.to_string()));
+                match done {
+                    Ok(size) => {
+                        tracing::info!(%oid, size, device = %mount.display(), "put copied to outbox")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%oid, device = %mount.display(), error = %e, "copy to outbox failed")
+                    }
+                }
+            });
         }
     }
 
@@ -831,6 +874,9 @@ impl Fetches {
         Ok(true)
     }
 }
+
+/// The file in a key's `.dot/` that marks it as an outbox.
+pub const OUTBOX: &str = "outbox";
 
 /// Tickets remembered for fetching by OID (forgotten wholesale beyond).
 const MAX_KNOWN: usize = 100_000;

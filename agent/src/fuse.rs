@@ -318,6 +318,8 @@ impl Objects for AgentObjects {
         let ticket =
             make_ticket(self.store(), &self.hints, out.oid).map_err(|e| format!("{e:#}"))?;
         tracing::info!(oid = %out.oid, size = out.size, "put through the mount");
+        let _guard = self.rt.enter();
+        self.fetches.put_done(out.oid);
         Ok(Put {
             oid: out.oid,
             size: out.size,

@@ -514,3 +514,41 @@ fn a_key_exported_by_one_agent_is_read_by_another() {
         "the key has no descriptor file for {oid}"
     );
 }
+
+#[test]
+fn in_outbox_mode_every_new_put_is_copied_to_an_outbox_key() {
+    let test = "in_outbox_mode_every_new_put_is_copied_to_an_outbox_key";
+    if !loop_or_skip(test) {
+        return;
+    }
+    let _shared = MACHINE.read().unwrap_or_else(|e| e.into_inner());
+    let key = Key::new(Fs::Ext4, KEY_MB);
+    let at = key.mount_point("outbox");
+    key.mount(&at);
+    std::fs::create_dir_all(at.join(".dot")).expect(".dot");
+    std::fs::write(at.join(".dot/outbox"), b"").expect("outbox marker");
+    let conf = tempfile::NamedTempFile::new().expect("config");
+    std::fs::write(conf.path(), "outbox = true\n").expect("write config");
+    let a = Agent::start_with(&["--config", conf.path().to_str().expect("utf-8")]);
+    wait_attached(&a, &at, 0, SEE_LIMIT);
+    let data = random_bytes(3 << 20, 77);
+    let (_src, oid, _ticket) = put(&a, "pushed", &data);
+    // The copy runs in the background: wait for the descriptor file,
+    // written last.
+    let desc = at.join(".dot/objects").join(&oid);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !desc.is_file() {
+        assert!(
+            Instant::now() < deadline,
+            "the put never reached the outbox key"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Another agent reads it from the key alone, by OID.
+    let b = Agent::start();
+    wait_attached(&b, &at, 0, SEE_LIMIT);
+    let out = b.dir.join("pushed.out");
+    let (got, _) = get(&b, &oid, &out, GET_LIMIT);
+    assert_ok("get from the outbox key", &got);
+    assert_eq!(std::fs::read(&out).expect("read"), data);
+}
