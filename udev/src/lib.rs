@@ -208,18 +208,29 @@ impl State {
         if ev.subsystem != "block" {
             return;
         }
+        if ev.devname.is_empty() {
+            return;
+        }
         let dev = PathBuf::from("/dev").join(&ev.devname);
-        match ev.action.as_str() {
-            "add" | "change" if self.options.mount_into.is_some() && !ev.devname.is_empty() => {
-                self.pending_mounts.insert(dev, Instant::now());
+        // A device with no media left (a USB key pulled, a loop device
+        // detached: the kernel says "remove" for the one, "change" for the
+        // other) has size 0 or no entry in /sys.
+        let gone = ev.action == "remove"
+            || std::fs::read_to_string(
+                Path::new("/sys/class/block").join(&ev.devname).join("size"),
+            )
+            .map_or(true, |s| s.trim() == "0");
+        if gone {
+            self.pending_mounts.remove(&dev);
+            if let Some(point) = self.mounted_by_us.remove(&dev) {
+                tracing::info!(device = %dev.display(), at = %point.display(), "device gone: unmounted");
+                unmount_lazily(&point);
             }
-            "remove" => {
-                self.pending_mounts.remove(&dev);
-                if let Some(point) = self.mounted_by_us.remove(&dev) {
-                    unmount_lazily(&point);
-                }
-            }
-            _ => {}
+        } else if matches!(ev.action.as_str(), "add" | "change")
+            && self.options.mount_into.is_some()
+            && !self.mounted_by_us.contains_key(&dev)
+        {
+            self.pending_mounts.insert(dev, Instant::now());
         }
     }
 

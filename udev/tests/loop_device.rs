@@ -110,6 +110,7 @@ fn a_mounted_key_appears_within_a_second_and_a_yanked_one_leaves() {
     if !can_run() {
         return;
     }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let key = Key::new();
     let w = Watcher::start(Options::default()).expect("watcher");
     let start = Instant::now();
@@ -130,4 +131,45 @@ fn a_mounted_key_appears_within_a_second_and_a_yanked_one_leaves() {
             break;
         }
     }
+}
+
+/// Tests here watch the same machine-wide events: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn an_unclaimed_key_is_mounted_read_only_when_asked_and_unmounted_at_the_end() {
+    if !can_run() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let into = tempfile::tempdir().expect("tempdir");
+    let w = Watcher::start(Options {
+        folders: Vec::new(),
+        mount_into: Some(into.path().to_owned()),
+    })
+    .expect("watcher");
+    // Attached, never mounted by anyone: the watcher mounts it itself.
+    let key = Key::new();
+    let name = Path::new(&key.dev)
+        .file_name()
+        .expect("device name")
+        .to_owned();
+    let at = into.path().join(&name);
+    loop {
+        if next_event(&w) == DeviceEvent::Appeared(at.clone()) {
+            break;
+        }
+    }
+    let ro = std::fs::write(at.join("probe"), b"x");
+    assert!(ro.is_err(), "mounted writable");
+    // (A loop device cannot be pulled while mounted, so the unmount on a
+    // "remove" uevent is not exercised here.) A watcher that stops
+    // unmounts what it mounted.
+    drop(w);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&*at.to_string_lossy()),
+        "still mounted at {}",
+        at.display()
+    );
 }
