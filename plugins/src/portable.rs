@@ -100,7 +100,8 @@ impl Device {
         self.root.parent().unwrap_or(&self.root)
     }
 
-    fn chunk_path(&self, hash: &ChunkHash) -> PathBuf {
+    /// The file that holds (or would hold) the chunk with `hash`.
+    pub fn chunk_path(&self, hash: &ChunkHash) -> PathBuf {
         let name = hex(&hash.0);
         self.root.join("chunks").join(&name[..3]).join(name)
     }

@@ -71,14 +71,7 @@ async fn a_corrupt_or_missing_chunk_file_is_a_failed_chunk_never_a_wrong_byte() 
     let (_home, key, oid, _data) = exported();
     let dev = Device::open(key.path()).expect("open");
     let (_, descs) = dev.read_descriptors(oid).expect("descriptors");
-    let chunk_file = |i: usize| {
-        let name: String = descs[i].hash.0.iter().map(|b| format!("{b:02x}")).collect();
-        key.path()
-            .join(DIR)
-            .join("chunks")
-            .join(&name[..3])
-            .join(name)
-    };
+    let chunk_file = |i: usize| dev.chunk_path(&descs[i].hash);
     let mut bad = fs::read(chunk_file(1)).expect("chunk");
     bad[10] ^= 0xff;
     fs::write(chunk_file(1), &bad).expect("corrupt");
@@ -125,14 +118,7 @@ fn exporting_again_repairs_damaged_chunk_files() {
     let (home, key, oid, data) = exported();
     let dev = Device::open(key.path()).expect("open");
     let (_, descs) = dev.read_descriptors(oid).expect("descriptors");
-    let chunk_file = |i: usize| {
-        let name: String = descs[i].hash.0.iter().map(|b| format!("{b:02x}")).collect();
-        key.path()
-            .join(DIR)
-            .join("chunks")
-            .join(&name[..3])
-            .join(name)
-    };
+    let chunk_file = |i: usize| dev.chunk_path(&descs[i].hash);
     let mut bad = fs::read(chunk_file(0)).expect("chunk");
     bad[0] ^= 1;
     fs::write(chunk_file(0), &bad).expect("flip a byte");

@@ -26,11 +26,10 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::{Agent, find_tool, output_within};
+use crate::{Agent, find_tool};
 
 /// How long one `mkfs`/`losetup`/`mount` may take.
 const TOOL_LIMIT: Duration = Duration::from_secs(60);
@@ -319,21 +318,9 @@ pub fn wait_detached(agent: &Agent, mount: &Path, before: usize, limit: Duration
     }
 }
 
-/// Runs `args[0]` (found by [`find_tool`]) with `args[1..]`; its stdout.
+/// [`crate::try_tool`] within this module's limit.
 fn try_tool(args: &[&str]) -> Result<String, String> {
-    let exe = find_tool(args[0]).ok_or_else(|| format!("{} not found", args[0]))?;
-    let mut cmd = Command::new(exe);
-    cmd.args(&args[1..]).stdin(Stdio::null());
-    let out = output_within(cmd, TOOL_LIMIT);
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    crate::try_tool(args, TOOL_LIMIT)
 }
 
 /// [`try_tool`], panicking on failure.

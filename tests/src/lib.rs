@@ -359,6 +359,24 @@ pub fn fuse_or_skip(test: &str) -> bool {
     false
 }
 
+/// Runs `args[0]` (found by [`find_tool`]) with `args[1..]` and no stdin,
+/// killed after `limit`; its stdout, or the command and its stderr.
+pub fn try_tool(args: &[&str], limit: Duration) -> Result<String, String> {
+    let exe = find_tool(args[0]).ok_or_else(|| format!("{} not found", args[0]))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(&args[1..]).stdin(Stdio::null());
+    let out = output_within(cmd, limit);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// Whether network namespaces with shaped veth links can be built here
 /// (root, and `ip`, `tc` and `nsenter` on the PATH; see [`netbed`]).
 /// Outside CI a test that needs them says loudly that it skips; in CI (`CI`

@@ -34,11 +34,10 @@
 //! by SIGKILL, so no Drop ran), with the agents still running inside them.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::{Agent, find_tool, output_within};
+use crate::Agent;
 
 /// The peer port of both agents (every bed has its own namespaces, so all
 /// use the same one).
@@ -389,21 +388,9 @@ fn shape(ns: &str, ifname: &str, rate: Rate) {
     ]);
 }
 
-/// Runs `args[0]` (found by [`find_tool`]) with `args[1..]`; its stdout.
+/// [`crate::try_tool`] within this module's limit.
 fn try_tool(args: &[&str]) -> Result<String, String> {
-    let exe = find_tool(args[0]).ok_or_else(|| format!("{} not found", args[0]))?;
-    let mut cmd = Command::new(exe);
-    cmd.args(&args[1..]);
-    let out = output_within(cmd, TOOL_LIMIT);
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    crate::try_tool(args, TOOL_LIMIT)
 }
 
 /// [`try_tool`], panicking on failure.
