@@ -52,13 +52,11 @@ unmount_left() {   # unmount_left DIR: lazily unmount DIR if its agent left it m
   fi
 }
 cleanup() {
-  local rc=$? name log dir
+  local rc=$? name dir
   for name in "${!pids[@]}"; do stop "$name"; done
   for dir in "${mounts[@]}"; do unmount_left "$dir"; done
   if ((rc)); then   # the logs go with the work dir: show their ends first
-    for log in "$work"/*.log; do
-      [[ -s $log ]] && { echo "--- ${log#"$work"/} (end)"; tail -n 5 "$log"; } >&2
-    done
+    log_ends "$work"/*.log
   fi
   # Never descend into a mount that is somehow still there.
   rm -rf --one-file-system "$work"

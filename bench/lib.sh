@@ -53,3 +53,12 @@ stop() {   # stop NAME: end that process by its PID (TERM, KILL after 20 s), wai
   wait "$pid" 2> /dev/null || true
   unset "pids[$1]"
 }
+# log_ends FILE...: the last lines of each non-empty log, on stderr (a
+# failed run shows them before its work dir goes).
+log_ends() {
+  local log
+  for log in "$@"; do
+    [[ -s $log ]] && { echo "--- ${log#"$work"/} (end)"; tail -n 5 "$log"; } >&2
+  done
+  return 0
+}

@@ -65,12 +65,10 @@ stop() {   # stop NAME: end that process by its PID and wait for it
   unset "pids[$1]"
 }
 cleanup() {
-  local rc=$? name log
+  local rc=$? name
   for name in "${!pids[@]}"; do stop "$name"; done
   if ((rc)); then   # the logs go with the work dir: show their ends first
-    for log in "$work"/*.log "$work/nginx/error.log" "$work/ssh/sshd.log"; do
-      [[ -s $log ]] && { echo "--- ${log#"$work"/} (end)"; tail -n 5 "$log"; } >&2
-    done
+    log_ends "$work"/*.log "$work/nginx/error.log" "$work/ssh/sshd.log"
   fi
   rm -rf "$work"
 }

@@ -50,13 +50,11 @@ n=$((1 + $$ % 250))   # subnets 10.n.1.0/24 and 10.n.2.0/24
 declare -A pids=()   # name -> PID of every process this script started
 # alive and stop: bench/lib.sh
 cleanup() {
-  local rc=$? name log
+  local rc=$? name
   for name in "${!pids[@]}"; do stop "$name"; done
   bed_down
   if ((rc)); then   # the logs go with the work dir: show their ends first
-    for log in "$work"/*.log; do
-      [[ -s $log ]] && { echo "--- ${log#"$work"/} (end)"; tail -n 5 "$log"; } >&2
-    done
+    log_ends "$work"/*.log
   fi
   rm -rf "$work"
 }

@@ -80,16 +80,14 @@ key_unmount() {   # key_unmount: clean unmount of the last mount
   unset 'key_mounts[-1]'
 }
 cleanup() {
-  local rc=$? name log at
+  local rc=$? name at
   for name in "${!pids[@]}"; do stop "$name"; done
   for at in "${key_mounts[@]}"; do umount -l "$at" 2> /dev/null || true; done
   [[ -z $key_dev ]] || losetup -d "$key_dev" 2> /dev/null \
     || echo "portable.sh: could not detach $key_dev" >&2
   bed_down
   if ((rc)); then   # the logs go with the work dir: show their ends first
-    for log in "$work"/*.log; do
-      [[ -s $log ]] && { echo "--- ${log#"$work"/} (end)"; tail -n 5 "$log"; } >&2
-    done
+    log_ends "$work"/*.log
   fi
   rm -rf "$work"
 }
