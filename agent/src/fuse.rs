@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dot_fusefs::{Done, Meta, Name, ObjError, Objects, Put};
-use dot_store::{Oid, Store};
+use dot_store::{Bytes, Oid, Store};
 
 use crate::fetch::{Fetch, Fetches, Target};
 use crate::tickets::make_ticket;
@@ -175,7 +175,7 @@ impl AgentObjects {
         fetch.want(wanted)
     }
 
-    async fn read_async(&self, oid: Oid, offset: u64, len: u32) -> Result<Vec<u8>, ObjError> {
+    async fn read_async(&self, oid: Oid, offset: u64, len: u32) -> Result<Bytes, ObjError> {
         let store = self.store().clone();
         let complete = self.fetches.running(oid).is_none() && {
             let s = store.clone();
@@ -210,7 +210,7 @@ impl AgentObjects {
                     .map_err(|e| ObjError::Failed(format!("{e:#}")))?;
             }
         }
-        tokio::task::spawn_blocking(move || store.read_at(oid, offset, len as usize))
+        tokio::task::spawn_blocking(move || store.read_bytes(oid, offset, len as usize))
             .await
             .map_err(|e| ObjError::Failed(e.to_string()))?
             .map_err(|e| ObjError::Failed(e.to_string()))
@@ -230,7 +230,7 @@ impl Objects for AgentObjects {
         });
     }
 
-    fn read(&self, oid: Oid, offset: u64, len: u32, done: Done<Vec<u8>>) {
+    fn read(&self, oid: Oid, offset: u64, len: u32, done: Done<Bytes>) {
         let this = self.clone();
         let timeout = self.timeout;
         self.rt.spawn(async move {
@@ -248,7 +248,7 @@ impl Objects for AgentObjects {
         });
     }
 
-    fn read_now(&self, oid: Oid, offset: u64, len: u32) -> Option<Vec<u8>> {
+    fn read_now(&self, oid: Oid, offset: u64, len: u32) -> Option<Bytes> {
         let store = self.store();
         match self.fetches.running(oid) {
             Some(fetch) => {
@@ -263,7 +263,7 @@ impl Objects for AgentObjects {
                         return None;
                     }
                 }
-                store.read_at(oid, offset, len as usize).ok()
+                store.read_bytes(oid, offset, len as usize).ok()
             }
             None => {
                 if !self
@@ -281,7 +281,7 @@ impl Objects for AgentObjects {
                     }
                     known.insert(oid);
                 }
-                store.read_at(oid, offset, len as usize).ok()
+                store.read_bytes(oid, offset, len as usize).ok()
             }
         }
     }

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dot_store::{Oid, Ticket};
+use dot_store::{Bytes, Oid, Ticket};
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -106,10 +106,10 @@ pub trait Objects: Send + Sync + 'static {
     fn resolve(&self, name: Name, done: Done<Meta>);
     /// Reads up to `len` verified bytes of `oid` at `offset` (fewer only at
     /// the end), fetching what is missing; fails after the agent's timeout.
-    fn read(&self, oid: Oid, offset: u64, len: u32, done: Done<Vec<u8>>);
+    fn read(&self, oid: Oid, offset: u64, len: u32, done: Done<Bytes>);
     /// The same bytes if they can be had at once from local, verified
     /// chunks (no waiting); `None` sends the read the slow way.
-    fn read_now(&self, oid: Oid, offset: u64, len: u32) -> Option<Vec<u8>>;
+    fn read_now(&self, oid: Oid, offset: u64, len: u32) -> Option<Bytes>;
     /// The store's own file of a complete object, for passthrough; `None`
     /// when the object is not complete or is a referenced file.
     fn backing_file(&self, oid: Oid) -> Option<File>;

@@ -24,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+mod bytes;
 pub mod chunker;
 mod db;
 pub mod descriptor;
@@ -34,6 +35,7 @@ pub mod oid;
 pub mod store;
 pub mod ticket;
 
+pub use bytes::Bytes;
 pub use chunker::{Chunker, ChunkerSpec};
 pub use descriptor::{Descriptor, MAX_CHUNK_LEN};
 pub use error::{Error, ParseError, Result};

@@ -24,12 +24,13 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::Digest;
 
+use crate::bytes::Bytes;
 use crate::chunker::ChunkerSpec;
 use crate::db::{Db, object_exists, oid_col};
 use crate::descriptor::{Descriptor, MAX_CHUNK_LEN, check_descriptors};
@@ -177,6 +178,8 @@ struct Handle {
     descs: Arc<[Descriptor]>,
     backing: Backing,
     file: Arc<File>,
+    /// The store's own file mapped whole, made at the first mapped read.
+    map: OnceLock<Option<Arc<memmap2::Mmap>>>,
     state: Mutex<HandleState>,
     cv: Condvar,
     notify: tokio::sync::Notify,
@@ -209,6 +212,35 @@ impl Handle {
         match &self.backing {
             Backing::Owned { path } | Backing::Referenced { path, .. } => path,
         }
+    }
+
+    /// The store's own file mapped whole (`None` for a referenced file, an
+    /// empty object, or where mapping fails: reads then use `pread`).
+    fn mapping(&self) -> Option<&Arc<memmap2::Mmap>> {
+        if !matches!(self.backing, Backing::Owned { .. }) || self.size == 0 {
+            return None;
+        }
+        self.map
+            .get_or_init(|| {
+                let len = usize::try_from(self.size).ok()?;
+                if self.file.metadata().ok()?.len() < self.size {
+                    return None;
+                }
+                // SAFETY: the store never shortens its own file while it
+                // holds it (opening only grows a partial file to the
+                // object's size, checked above), so every mapped page stays
+                // backed; readers look only at chunks marked present, whose
+                // bytes were verified and written before the mark.
+                let map = unsafe { memmap2::MmapOptions::new().len(len).map(&*self.file) };
+                match map {
+                    Ok(m) => Some(Arc::new(m)),
+                    Err(e) => {
+                        tracing::debug!(oid = %self.oid, error = %e, "cannot map; reading with pread");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     /// Reads `len` bytes at `offset` from the backing file. For a referenced
@@ -757,6 +789,33 @@ impl Store {
             out.extend_from_slice(&chunk[(from - d.offset) as usize..(to - d.offset) as usize]);
         }
         Ok(out)
+    }
+
+    /// As [`Store::read_at`], without copying where it can: a range of the
+    /// store's own file comes as a view of the file mapped into memory.
+    ///
+    /// # Errors
+    /// As [`Store::read_chunk`].
+    pub fn read_bytes(&self, oid: Oid, offset: u64, len: usize) -> Result<Bytes> {
+        let h = self.handle(oid)?;
+        let end = offset.saturating_add(len as u64).min(h.size);
+        let Some(map) = h.mapping().filter(|_| offset < end) else {
+            return self.read_at(oid, offset, len).map(Bytes::from);
+        };
+        let first = h.descs.partition_point(|d| d.end() <= offset);
+        let last = h.descs.partition_point(|d| d.offset < end);
+        {
+            let st = h.lock();
+            if let Some(i) = (first..last).find(|&i| !st.present[i]) {
+                return Err(Error::ChunkMissing {
+                    oid,
+                    index: i as u32,
+                });
+            }
+        }
+        // Both ends are at most the object's size, which is the mapping's
+        // length and fits in usize.
+        Ok(Bytes::mapped(map.clone(), offset as usize, end as usize))
     }
 
     /// Path of the file holding `oid`'s bytes (the store's own file, or the
@@ -1442,6 +1501,7 @@ impl Store {
             descs,
             backing,
             file: Arc::new(file),
+            map: OnceLock::new(),
             state: Mutex::new(HandleState {
                 present: Vec::new(),
                 missing: 0,

@@ -569,3 +569,52 @@ fn after_an_unclean_stop_recent_objects_are_reverified_and_a_clean_close_skips_i
     let store = open(dir.path());
     assert!(store.info(oid).expect("info").expect("known").complete);
 }
+
+#[test]
+fn read_bytes_serves_present_chunks_of_a_partial_object_and_refuses_missing_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = bytes(3 << 20, 11);
+    let oid = Oid::of(&data);
+    let descs = describe(&data);
+    assert!(descs.len() >= 3, "the test needs several chunks");
+    store
+        .begin_fill(oid, data.len() as u64, &descs)
+        .expect("begin");
+    store
+        .write_chunk(oid, 0, chunk(&data, &descs[0]))
+        .expect("chunk 0");
+    let d0 = descs[0];
+    // Inside the present chunk: served (mapped), equal to the source.
+    let got = store
+        .read_bytes(oid, 10, d0.len as usize - 10)
+        .expect("read");
+    assert_eq!(&got[..], &data[10..d0.end() as usize]);
+    // Reaching into the missing chunk: refused, never zeros.
+    let err = store
+        .read_bytes(oid, 0, d0.len as usize + 1)
+        .expect_err("chunk 1 is missing");
+    assert!(
+        matches!(err, dot_store::Error::ChunkMissing { index: 1, .. }),
+        "{err}"
+    );
+    // Once every chunk is in: the whole object, clipped at its end.
+    for (i, d) in descs.iter().enumerate().skip(1) {
+        store
+            .write_chunk(oid, i as u32, chunk(&data, d))
+            .expect("chunk");
+    }
+    store.finish(oid).expect("finish");
+    let all = store
+        .read_bytes(oid, 0, data.len() + 100)
+        .expect("read all");
+    assert_eq!(all.len(), data.len());
+    assert!(all[..] == data[..], "bytes differ");
+    assert!(
+        store
+            .read_bytes(oid, data.len() as u64, 10)
+            .expect("at end")
+            .is_empty()
+    );
+    assert_eq!(all.into_vec(), data);
+}
