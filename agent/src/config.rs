@@ -59,6 +59,13 @@ pub struct RawConfig {
     /// Copy every new put to attached keys whose `.dot/outbox` file marks
     /// them as outboxes (default: off).
     pub outbox: Option<bool>,
+    /// Peers (`host:port`) asked for an object known only by its OID (a
+    /// bare OID under the mount, `gtc get OID`); they must be open to this
+    /// host (their `open-to`).
+    pub peers: Option<Vec<String>>,
+    /// Addresses or prefixes (`10.0.0.0/8`) that may fetch objects of this
+    /// agent by OID alone, without the ticket's token (default: none).
+    pub open_to: Option<Vec<String>>,
 }
 
 /// The validated configuration.
@@ -95,6 +102,10 @@ pub struct Config {
     pub outbox: bool,
     /// FUSE passthrough for complete objects.
     pub passthrough: bool,
+    /// Hints asked for objects known only by OID.
+    pub peers: Vec<dot_store::Hint>,
+    /// Who may fetch by OID alone.
+    pub open_to: Vec<dot_plugins::gtc::access::IpPrefix>,
 }
 
 fn is_root() -> bool {
@@ -189,6 +200,24 @@ impl RawConfig {
                     .with_context(|| format!("bind: {b:?} is not an IP address"))
             })
             .collect::<anyhow::Result<Vec<std::net::IpAddr>>>()?;
+        let peers = self
+            .peers
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                let hint = p
+                    .rsplit_once(':')
+                    .filter(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
+                    .and_then(|_| dot_store::Hint::new(&format!("gtc://{p}")).ok());
+                hint.with_context(|| format!("peers: {p:?} is not host:port"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let open_to = self
+            .open_to
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.parse().with_context(|| "open-to"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let chunker = match self.chunker.as_deref() {
             None => ChunkerSpec::default(),
             Some(c) => c.parse().with_context(|| "chunker")?,
@@ -215,6 +244,8 @@ impl RawConfig {
                 self.read_timeout_secs.unwrap_or(60).max(1),
             ),
             passthrough: self.passthrough.unwrap_or(true),
+            peers,
+            open_to,
         })
     }
 }
@@ -243,6 +274,12 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:9000".parse().expect("addr"));
         assert_eq!(c.advertise, vec!["10.0.0.1:9000".to_owned()]);
         assert_eq!(c.cache_bytes, 1000);
+        let c: RawConfig =
+            toml::from_str("peers = [\"10.0.0.2:7420\"]\nopen-to = [\"10.0.0.0/24\", \"::1\"]")
+                .expect("parse");
+        let c = c.validate().expect("valid");
+        assert_eq!(c.peers[0].to_string(), "gtc://10.0.0.2:7420");
+        assert_eq!(c.open_to.len(), 2);
         assert!(
             toml::from_str::<RawConfig>("data_dir = \"/x\"").is_err(),
             "snake_case typo accepted"
@@ -253,6 +290,8 @@ mod tests {
             "advertise = [\"host\"]",
             "advertise = [\"h:0\"]",
             "chunker = \"rabin\"",
+            "peers = [\"host\"]",
+            "open-to = [\"10.0.0.0/40\"]",
         ] {
             let raw: RawConfig = toml::from_str(bad).expect("parse");
             assert!(raw.validate().is_err(), "{bad}");

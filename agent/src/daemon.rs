@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
-use dot_plugins::gtc::server::{ServerStats, serve};
+use dot_plugins::gtc::access::Policy;
+use dot_plugins::gtc::server::{ServerStats, serve_with};
 use dot_plugins::portable::Device;
 use dot_store::{Oid, PutOutcome, Store, StoreOptions};
 use tokio::io::Interest;
@@ -67,13 +68,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.advertise.clone()
     };
     let stats = Arc::new(ServerStats::default());
-    tokio::spawn(serve(peers, store.clone(), stats.clone()));
+    let policy = Policy {
+        open_to: config.open_to.clone(),
+    };
+    tokio::spawn(serve_with(peers, store.clone(), stats.clone(), policy));
     let clients = bind_socket(&config.socket).await?;
     let socket = config.socket.clone();
     let agent = Arc::new(Agent {
         fetches: Fetches::new(store.clone())
             .with_binds(config.bind.clone())
-            .with_outbox(config.outbox),
+            .with_outbox(config.outbox)
+            .with_peers(config.peers.clone()),
         store,
         config,
         listen,
@@ -481,7 +486,7 @@ async fn export(
     path: &str,
 ) -> anyhow::Result<anyhow::Result<()>> {
     let fetched = async {
-        let target = Target::parse(ticket, &[])?;
+        let target = agent.fetches.fill_in(Target::parse(ticket, &[])?);
         let fetch = agent.fetches.start(&target, true).await?;
         fetch.complete().await?;
         anyhow::Ok(fetch.oid)
@@ -524,7 +529,7 @@ async fn get(
     hints: &[String],
     mode: GetMode,
 ) -> anyhow::Result<()> {
-    let started = match Target::parse(ticket, hints) {
+    let started = match Target::parse(ticket, hints).map(|t| agent.fetches.fill_in(t)) {
         Ok(target) => agent
             .fetches
             .start_counted(&target, mode != GetMode::Random)

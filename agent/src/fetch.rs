@@ -281,6 +281,8 @@ pub struct Fetches {
     attached: broadcast::Sender<Arc<PortableSource>>,
     /// Copy every new put to attached keys marked as outboxes.
     outbox: bool,
+    /// Peers asked for objects known by OID alone.
+    peers: Arc<[Hint]>,
 }
 
 /// A source that answered with the object's descriptors.
@@ -323,7 +325,16 @@ impl Fetches {
             devices: Arc::new(Mutex::new(Vec::new())),
             attached: broadcast::Sender::new(16),
             outbox: false,
+            peers: Arc::new([]),
         }
+    }
+
+    /// Asks `peers` for objects the agent knows by OID alone (they must be
+    /// open to this host: no token goes with the request).
+    #[must_use]
+    pub fn with_peers(mut self, peers: Vec<Hint>) -> Fetches {
+        self.peers = peers.into();
+        self
     }
 
     /// Copies every new put to each attached key that holds the marker
@@ -443,13 +454,34 @@ impl Fetches {
     }
 
     /// What the agent knows of where to get `oid`: the last ticket (with
-    /// hints) it was given for it.
+    /// hints) it was given for it, else the configured peers (no token, no
+    /// vouched-for list: readers wait for the whole-object check).
     pub fn known(&self, oid: Oid) -> Option<Target> {
-        self.known
+        let seen = self
+            .known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&oid)
-            .cloned()
+            .cloned();
+        seen.or_else(|| {
+            (!self.peers.is_empty()).then(|| Target {
+                oid,
+                token: None,
+                list_digest: None,
+                hints: self.peers.to_vec(),
+            })
+        })
+    }
+
+    /// `target` itself, or for a bare OID with no hints given, what the
+    /// agent knows of it (see [`Fetches::known`]).
+    pub fn fill_in(&self, target: Target) -> Target {
+        if target.hints.is_empty() && target.token.is_none() {
+            if let Some(known) = self.known(target.oid) {
+                return known;
+            }
+        }
+        target
     }
 
     /// The fetches in flight.

@@ -93,7 +93,9 @@ impl AgentObjects {
         };
         let fetch = self.fetches.start(&target, false).await.map_err(|e| {
             tracing::info!(oid = %target.oid, error = %format!("{e:#}"), "cannot resolve");
-            if target.hints.is_empty() {
+            // A bare OID that neither the store, a key nor a configured
+            // peer has is not there; a ticket's sources failing is an error.
+            if target.token.is_none() {
                 ObjError::NotFound
             } else {
                 ObjError::Failed(format!("{e:#}"))

@@ -47,6 +47,14 @@ enum Command {
         /// Seconds a read through the mount may wait before EIO.
         #[arg(long)]
         read_timeout: Option<u64>,
+        /// host:port of a peer to ask for objects known by OID alone;
+        /// repeat for several (config key `peers`).
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+        /// Address or prefix (10.0.0.0/8) that may fetch by OID alone,
+        /// without a ticket's token; repeat for several (config `open-to`).
+        #[arg(long)]
+        open_to: Vec<String>,
     },
     /// Put a file (by reference: the agent does not copy it) or standard
     /// input (`-`); prints the ticket as the last line.
@@ -157,6 +165,8 @@ fn main() -> anyhow::Result<()> {
             mount,
             no_mount,
             read_timeout,
+            peers,
+            open_to,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -182,6 +192,12 @@ fn main() -> anyhow::Result<()> {
                 mount.or(raw.mount)
             };
             raw.read_timeout_secs = read_timeout.or(raw.read_timeout_secs);
+            if !peers.is_empty() {
+                raw.peers = Some(peers);
+            }
+            if !open_to.is_empty() {
+                raw.open_to = Some(open_to);
+            }
             let config = raw.validate()?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -370,3 +370,50 @@ fn unmounting_with_open_files_keeps_the_store_and_a_stale_mount_is_replaced() {
     b.restart();
     assert!(std::fs::read(b.mnt().join(&ticket)).expect("after restart") == data);
 }
+
+#[test]
+fn a_bare_oid_resolves_through_configured_peers_open_to_this_host() {
+    if !fuse_or_skip("a_bare_oid_resolves_through_configured_peers_open_to_this_host") {
+        return;
+    }
+    // A lets 127.0.0.1 fetch by OID alone; C keeps its tokens.
+    let a = Agent::start_with(&["--open-to", "127.0.0.0/8"]);
+    let c = Agent::start();
+    let (a_addr, c_addr) = (a.hint(), c.hint());
+    let peer_a = a_addr.trim_start_matches("gtc://");
+    let peer_c = c_addr.trim_start_matches("gtc://");
+    let b = Agent::start_mounted(&["--peer", peer_c, "--peer", peer_a]);
+    let data = random_bytes(3_000_000, 91);
+    let src = a.dir.join("open");
+    std::fs::write(&src, &data).expect("write");
+    let oid = a.put(&src)["oid"].as_str().expect("oid").to_owned();
+    let closed = c.dir.join("closed");
+    std::fs::write(&closed, random_bytes(100_000, 92)).expect("write");
+    let closed_oid = c.put(&closed)["oid"].as_str().expect("oid").to_owned();
+
+    // B never saw a ticket for either object.
+    let read = std::fs::read(b.mnt().join(&oid)).expect("a bare OID open to B");
+    assert!(read == data, "bytes through a configured peer differ");
+    let err = std::fs::metadata(b.mnt().join(&closed_oid)).expect_err("C wants its token");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    assert!(
+        c.status()["peers"]["refused"].as_u64() >= Some(1),
+        "C was not asked, or served without the token"
+    );
+    let unknown = format!("dot1-sha256-{}", "ab".repeat(32));
+    let err = std::fs::metadata(b.mnt().join(unknown)).expect_err("nobody has it");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+
+    // `gtc get OID` asks the same peers.
+    let second = random_bytes(200_000, 93);
+    std::fs::write(&src, &second).expect("write");
+    let oid2 = a.put(&src)["oid"].as_str().expect("oid").to_owned();
+    let out = b.dir.join("got");
+    b.gtc_ok(&["get", &oid2, "-o", out.to_str().expect("utf-8")]);
+    assert!(std::fs::read(&out).expect("read") == second);
+
+    // An agent with no configured peers knows nothing of it.
+    let lone = Agent::start_mounted(&[]);
+    let err = std::fs::metadata(lone.mnt().join(&oid)).expect_err("no peers");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+}

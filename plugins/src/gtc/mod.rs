@@ -1,11 +1,13 @@
 //! The gtc peer protocol: one agent fetching descriptors and chunks from
 //! another over TCP. See `docs/protocol.md` for goals and byte layouts.
 //!
+//! - [`access`]: who may fetch by OID alone (no token).
 //! - [`proto`]: frames, limits, encoding and decoding (sans-IO).
 //! - [`session`]: the serving side's rules per connection (sans-IO).
 //! - [`server`]: the tokio driver that serves peers from a store.
 //! - [`client`]: [`client::GtcSource`], the tokio driver that fetches.
 
+pub mod access;
 pub mod client;
 pub mod proto;
 pub mod server;

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::access::Policy;
 use super::proto::{self, DescPage, ErrorCode, Frame, MAX_DESC_PAGE};
 use super::session::{Action, ServerSession};
 
@@ -39,11 +40,23 @@ enum Out {
 
 /// Accepts peers on `listener` forever, serving objects of `store`.
 pub async fn serve(listener: TcpListener, store: Store, stats: Arc<ServerStats>) {
+    serve_with(listener, store, stats, Policy::default()).await;
+}
+
+/// [`serve`] under `policy`: peers it opens the store to may fetch by OID
+/// alone.
+pub async fn serve_with(
+    listener: TcpListener,
+    store: Store,
+    stats: Arc<ServerStats>,
+    policy: Policy,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let (store, stats) = (store.clone(), stats.clone());
-                tokio::spawn(connection_task(stream, peer, store, stats));
+                let open = policy.is_open_to(peer.ip());
+                tokio::spawn(connection_task(stream, peer, store, stats, open));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a peer failed");
@@ -58,8 +71,9 @@ async fn connection_task(
     peer: SocketAddr,
     store: Store,
     stats: Arc<ServerStats>,
+    open: bool,
 ) {
-    match connection_impl(stream, &store, &stats).await {
+    match connection_impl(stream, &store, &stats, open).await {
         Ok(()) => tracing::debug!(%peer, "peer disconnected"),
         Err(reason) => {
             stats.violations.fetch_add(1, Ordering::Relaxed);
@@ -72,6 +86,7 @@ async fn connection_impl(
     stream: TcpStream,
     store: &Store,
     stats: &Arc<ServerStats>,
+    open: bool,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
@@ -103,7 +118,8 @@ async fn connection_impl(
                             first,
                         } => {
                             let reply =
-                                describe(store, &mut session, stats, req, oid, token, first).await;
+                                describe(store, &mut session, stats, req, oid, token, first, open)
+                                    .await;
                             let _ = out_tx.send(Out::Frame(reply));
                         }
                         Action::Serve { req, oid, index } => {
@@ -141,7 +157,9 @@ async fn connection_impl(
     result
 }
 
-/// Checks the token and answers one descriptor page.
+/// Checks the token (unless the connection is `open`: its peer may fetch
+/// by OID alone) and answers one descriptor page.
+#[allow(clippy::too_many_arguments)]
 async fn describe(
     store: &Store,
     session: &mut ServerSession,
@@ -150,6 +168,7 @@ async fn describe(
     oid: Oid,
     token: dot_store::Token,
     first: u32,
+    open: bool,
 ) -> Frame {
     let err = |code, message: &str| Frame::Error {
         req,
@@ -158,7 +177,11 @@ async fn describe(
     };
     let s = store.clone();
     let looked = tokio::task::spawn_blocking(move || {
-        let ok = s.check_token(oid, token)?;
+        let ok = if open {
+            s.info(oid)?.map(|_| true)
+        } else {
+            s.check_token(oid, token)?
+        };
         if ok != Some(true) {
             return Ok((ok, None));
         }
