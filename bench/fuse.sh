@@ -7,10 +7,14 @@
 #   - warm `cat MOUNT_B/<ticket>` of the then complete object against `cat` of
 #     the local source file (both to /dev/null, page cache hot for both);
 #   - cold random 4 KiB preads (RANDOM_N per run, seeded) through the mount:
-#     median and p99 latency, and the chunks A served for them.
+#     median and p99 latency, and the chunks A served for them;
+#   - cold cat against cold get again with the sender S and receiver L in two
+#     network namespaces joined by a veth link shaped to LINK_MBIT (tbf,
+#     bench/netbed.sh; LINK_MBIT=0 skips it): the same comparison where the
+#     link, not the shared CPU, is what limits the transfer.
 #
 #   bash bench/fuse.sh                                 # 1 GiB file, 3 runs
-#   SIZE_MB=256 RUNS=5 RANDOM_N=500 bash bench/fuse.sh
+#   SIZE_MB=256 RUNS=5 RANDOM_N=500 LINK_MBIT=500 bash bench/fuse.sh
 #   GTC=/path/to/gtc bash bench/fuse.sh                # skip the cargo build
 #
 # Needs root and /dev/fuse; installs bc from Debian when missing, and uses
@@ -23,6 +27,7 @@ SIZE_MB=${SIZE_MB:-1024}
 RUNS=${RUNS:-3}
 RANDOM_N=${RANDOM_N:-200}
 RANDOM_SEED=${RANDOM_SEED:-1}
+LINK_MBIT=${LINK_MBIT:-1000}
 
 # --- tools -------------------------------------------------------------------
 if ! command -v bc > /dev/null; then
@@ -41,7 +46,9 @@ GTC=$(realpath "$GTC")
 
 # --- work dir, cleanup -------------------------------------------------------
 work=$(mktemp -d /var/tmp/dot-bench-fuse.XXXXXX)
-mounts=("$work/ma" "$work/mb")
+mounts=("$work/ma" "$work/mb" "$work/ms" "$work/ml")
+bed=dotbench-$$
+n=$((1 + $$ % 250))   # subnets 10.n.1.0/24 and 10.n.2.0/24
 declare -A pids=()   # name -> PID of every process this script started
 # alive and stop: bench/lib.sh
 mounted() { awk -v d="$1" '$5 == d { f = 1 } END { exit !f }' /proc/self/mountinfo; }
@@ -55,6 +62,7 @@ cleanup() {
   local rc=$? name dir
   for name in "${!pids[@]}"; do stop "$name"; done
   for dir in "${mounts[@]}"; do unmount_left "$dir"; done
+  bed_down
   if ((rc)); then   # the logs go with the work dir: show their ends first
     log_ends "$work"/*.log
   fi
@@ -68,6 +76,8 @@ fail() { echo "fuse.sh: $*" >&2; exit 1; }
 # --- helpers -----------------------------------------------------------------
 # shellcheck source=bench/lib.sh
 source bench/lib.sh   # the cd above put us at the repository root
+# shellcheck source=bench/netbed.sh
+source bench/netbed.sh
 
 # --- data ---------------------------------------------------------------------
 file=$work/object.bin
@@ -80,12 +90,21 @@ b_port=$(free_port 17521)
 
 # --- gtc agents -----------------------------------------------------------------
 export RUST_LOG=warn
-start_agent() {   # start_agent NAME PORT: fresh start with a mount on $work/m<NAME>
-  local name=$1 port=$2
+# start_agent NAME PORT [NAMESPACE [ADVERTISE]]: fresh start with a mount on
+# $work/m<NAME>; in NAMESPACE (network only: nsenter keeps the mount
+# namespace, so the mount is seen here) listening on all its addresses.
+start_agent() {
+  local name=$1 port=$2 ns=${3:-} listen=127.0.0.1 pre=() adv=()
+  if [[ -n $ns ]]; then
+    pre=(nsenter --net="/run/netns/$ns")
+    listen=0.0.0.0
+  fi
+  [[ -z ${4:-} ]] || adv=(--advertise "$4")
   mkdir -p "$work/m$name"
   : > "$work/$name.out"
-  "$GTC" agent --data-dir "$work/$name" --socket "$work/$name.sock" --listen "127.0.0.1:$port" \
-    --mount "$work/m$name" > "$work/$name.out" 2>> "$work/$name.log" &
+  "${pre[@]}" "$GTC" agent --data-dir "$work/$name" --socket "$work/$name.sock" \
+    --listen "$listen:$port" "${adv[@]}" --mount "$work/m$name" \
+    > "$work/$name.out" 2>> "$work/$name.log" &
   pids[$name]=$!
   agent_ready() {
     kill -0 "${pids[$name]}" 2> /dev/null || fail "agent $name exited"
@@ -152,27 +171,47 @@ lats=$work/latencies.txt
 
 declare -a cat_t get_t warm_t local_t open_t
 served=0
-for run in $(seq "$RUNS"); do
-  # Interleave the cases so drift on a noisy machine hits all of them.
-  # Cold cat through B's mount.
+# cold_cat / cold_get [untimed]: B restarted cold, then a cold `cat` through
+# its mount or a cold `gtc get`, output checked; the seconds are appended
+# to cat_t / get_t unless "untimed".
+cold_cat() {
   restart_b_cold
-  cat_t+=("$(time_cmd cat_to "$obj" "$out")")
+  local t
+  t=$(time_cmd cat_to "$obj" "$out")
+  [[ ${1:-} == untimed ]] || cat_t+=("$t")
   # B checks the whole OID after handing out the verified chunks; let that
   # finish before the next step.
   wait_for "agent b idle" 3000 b_idle
   check "cold cat through the mount"
+}
+cold_get() {
+  restart_b_cold
+  local t
+  t=$(time_cmd env GTC_SOCKET="$work/b.sock" "$GTC" get "$ticket" -o "$out")
+  [[ ${1:-} == untimed ]] || get_t+=("$t")
+  wait_for "agent b idle" 3000 b_idle
+  check "cold gtc get"
+}
+# One untimed pair first: the first transfers after the put run slower,
+# whichever case comes first (seen up to 35%).
+cold_cat untimed
+cold_get untimed
+for run in $(seq "$RUNS"); do
+  # Interleave the cases, alternating their order, so drift on a noisy
+  # machine hits all of them.
+  if ((run % 2)); then
+    cold_cat
+    cold_get
+  else
+    cold_get
+    cold_cat
+  fi
 
   # Warm cat: B now holds the complete object. One untimed pass each first.
   cat "$obj" > /dev/null || fail "warm cat through the mount failed"
   cat "$file" > /dev/null
   warm_t+=("$(time_cmd cat "$obj")")
   local_t+=("$(time_cmd cat "$file")")
-
-  # Cold gtc get.
-  restart_b_cold
-  get_t+=("$(time_cmd env GTC_SOCKET="$work/b.sock" "$GTC" get "$ticket" -o "$out")")
-  wait_for "agent b idle" 3000 b_idle
-  check "cold gtc get"
 
   # Cold random 4 KiB reads through the mount.
   restart_b_cold
@@ -182,6 +221,36 @@ for run in $(seq "$RUNS"); do
   after=$(chunks_served a)
   served=$((served + after - before))
 done
+
+# Over a shaped link: S in the sender namespace holds the object, L in the
+# receiver namespace is restarted cold before each cat or get.
+declare -a link_cat_t link_get_t
+if ((LINK_MBIT > 0)); then
+  bed_up "$bed" "$n"
+  bed_shape "$bed" 1 $((LINK_MBIT * 1000))
+  start_agent s 7420 "$bed-s" "10.$n.1.1:7420"
+  link_ticket=$(GTC_SOCKET=$work/s.sock "$GTC" put "$file" 2>> "$work/put.log" | tail -n 1)
+  [[ $link_ticket == dot1.* ]] || fail "put on S printed no ticket: $link_ticket"
+  l_idle() {
+    GTC_SOCKET=$work/l.sock "$GTC" status --json | grep -q '"transfers":\[\]'
+  }
+  restart_l_cold() {
+    [[ -z ${pids[l]:-} ]] || stop l
+    unmount_left "$work/ml"
+    rm -rf --one-file-system "$work/l"
+    start_agent l 7420 "$bed-r"
+  }
+  for run in $(seq "$RUNS"); do
+    restart_l_cold
+    link_cat_t+=("$(time_cmd cat_to "$work/ml/$link_ticket" "$out")")
+    wait_for "agent l idle" 3000 l_idle
+    check "cold cat over the link"
+    restart_l_cold
+    link_get_t+=("$(time_cmd env GTC_SOCKET="$work/l.sock" "$GTC" get "$link_ticket" -o "$out")")
+    wait_for "agent l idle" 3000 l_idle
+    check "cold gtc get over the link"
+  done
+fi
 
 c=$(printf '%s\n' "${cat_t[@]}" | median)
 g=$(printf '%s\n' "${get_t[@]}" | median)
@@ -212,8 +281,16 @@ printf 'cold random 4 KiB reads through mount (B cold): %d reads, median %.3f ms
   "$reads" "$lat_med" "$lat_p99"
 printf '  open %.1f ms (median); A served %d chunks for them (%.2f per read)\n' \
   "$(echo "$o * 1000" | bc -l)" "$served" "$(echo "$served / $reads" | bc -l)"
+if ((LINK_MBIT > 0)); then
+  lc=$(printf '%s\n' "${link_cat_t[@]}" | median)
+  lg=$(printf '%s\n' "${link_get_t[@]}" | median)
+  printf '%-44s %9.3f %10.0f %24s\n' "cold cat, S to L over ${LINK_MBIT} Mbit/s" "$lc" "$(mbps "$lc")" \
+    "$(printf '%.2f mount/get' "$(ratio "$lg" "$lc")")"
+  printf '%-44s %9.3f %10.0f %24s\n' "cold gtc get, S to L over ${LINK_MBIT} Mbit/s" "$lg" \
+    "$(mbps "$lg")" "1.00"
+fi
 printf 'goal: cold cat >= 0.90x gtc get (now %.2fx); warm cat >= 0.90x local cat (now %.2fx)\n' \
   "$(ratio "$g" "$c")" "$(ratio "$l" "$w")"
 
 echo
-echo "reproduce: SIZE_MB=$SIZE_MB RUNS=$RUNS RANDOM_N=$RANDOM_N RANDOM_SEED=$RANDOM_SEED bash bench/fuse.sh"
+echo "reproduce: SIZE_MB=$SIZE_MB RUNS=$RUNS RANDOM_N=$RANDOM_N RANDOM_SEED=$RANDOM_SEED LINK_MBIT=$LINK_MBIT bash bench/fuse.sh"
