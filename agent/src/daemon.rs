@@ -44,6 +44,7 @@ struct Agent {
 /// # Errors
 /// If the store, the peer port or the socket cannot be opened.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let opts = StoreOptions {
         chunker: config.chunker,
         budget: config.cache_bytes,
@@ -862,4 +863,27 @@ async fn status(agent: &Agent) -> anyhow::Result<Status> {
         transfers,
         clients: agent.clients.load(Ordering::Relaxed),
     })
+}
+
+/// Raises the soft limit on open files to the hard one (at most 65536): an
+/// agent holds a socket per peer and client and a file per open object,
+/// more than the usual soft limit of 1024 on a busy host.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let want = lim.rlim_max.min(65536);
+    if want > lim.rlim_cur {
+        let old = lim.rlim_cur;
+        lim.rlim_cur = want;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+            tracing::debug!(from = old, to = want, "raised the open-file limit");
+        }
+    }
 }

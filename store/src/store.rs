@@ -139,6 +139,8 @@ struct Inner {
     opts: StoreOptions,
     db: Db,
     handles: Mutex<HashMap<Oid, Arc<Handle>>>,
+    /// Lookups so far, to order the open objects by last use.
+    ticks: std::sync::atomic::AtomicU64,
     pins: Mutex<HashMap<Oid, u32>>,
 }
 
@@ -171,6 +173,29 @@ impl FileStamp {
     }
 }
 
+/// Objects the store keeps open (file, mapping, descriptors) before it
+/// closes the least recently used idle complete ones: an agent touches far
+/// more objects than it may hold files open.
+const MAX_OPEN_OBJECTS: usize = 128;
+
+/// Closes idle complete objects, least recently used first, until a
+/// quarter of [`MAX_OPEN_OBJECTS`] is free. Idle: nobody holds the handle
+/// but the map (handles are only cloned under the map's lock, so this
+/// cannot race). Partial objects stay open: their presence lives in the
+/// handle while chunks arrive.
+fn close_idle(map: &mut HashMap<Oid, Arc<Handle>>) {
+    let mut idle: Vec<(u64, Oid)> = map
+        .iter()
+        .filter(|(_, h)| Arc::strong_count(h) == 1 && h.lock().complete)
+        .map(|(oid, h)| (h.used.load(std::sync::atomic::Ordering::Relaxed), *oid))
+        .collect();
+    idle.sort_unstable();
+    let excess = map.len().saturating_sub(MAX_OPEN_OBJECTS * 3 / 4);
+    for (_, oid) in idle.into_iter().take(excess) {
+        map.remove(&oid);
+    }
+}
+
 /// An object in use: descriptors, open file, presence.
 struct Handle {
     oid: Oid,
@@ -180,6 +205,8 @@ struct Handle {
     file: Arc<File>,
     /// The store's own file mapped whole, made at the first mapped read.
     map: OnceLock<Option<Arc<memmap2::Mmap>>>,
+    /// When it was last looked up (the store's tick count).
+    used: std::sync::atomic::AtomicU64,
     state: Mutex<HandleState>,
     cv: Condvar,
     notify: tokio::sync::Notify,
@@ -343,6 +370,7 @@ impl Store {
                 opts,
                 db,
                 handles: Mutex::new(HashMap::new()),
+                ticks: std::sync::atomic::AtomicU64::new(0),
                 pins: Mutex::new(HashMap::new()),
             }),
         };
@@ -1377,6 +1405,10 @@ impl Store {
     // ----- handles -----
 
     fn handle(&self, oid: Oid) -> Result<Arc<Handle>> {
+        let tick = self
+            .inner
+            .ticks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(h) = self
             .inner
             .handles
@@ -1384,11 +1416,17 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .get(&oid)
         {
+            h.used.store(tick, std::sync::atomic::Ordering::Relaxed);
             return Ok(h.clone());
         }
         let h = Arc::new(self.load_handle(oid)?);
+        h.used.store(tick, std::sync::atomic::Ordering::Relaxed);
         let mut map = self.inner.handles.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(map.entry(oid).or_insert(h).clone())
+        let h = map.entry(oid).or_insert(h).clone();
+        if map.len() > MAX_OPEN_OBJECTS {
+            close_idle(&mut map);
+        }
+        Ok(h)
     }
 
     fn load_handle(&self, oid: Oid) -> Result<Handle> {
@@ -1502,6 +1540,7 @@ impl Store {
             backing,
             file: Arc::new(file),
             map: OnceLock::new(),
+            used: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(HandleState {
                 present: Vec::new(),
                 missing: 0,
