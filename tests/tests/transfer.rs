@@ -136,7 +136,19 @@ fn a_wrong_token_is_refused_and_garbage_is_a_clear_error() {
     let bad = b.gtc(&["get", "dot1.not-a-ticket"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid ticket"));
-    let none = b.gtc(&["get", &ticket.oid().to_string()]);
+    // A bare OID goes to the hints of the last ticket seen for it: here
+    // the forged one, refused again.
+    let seen = b.gtc(&["get", &ticket.oid().to_string()]);
+    assert!(!seen.status.success());
+    assert!(
+        String::from_utf8_lossy(&seen.stderr).contains("Unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&seen.stderr)
+    );
+    assert!(seen.stdout.is_empty(), "bytes of a refused object came out");
+    // One never seen, with no peers configured: nowhere to ask.
+    let never = dot_store::Oid::of(b"never put anywhere");
+    let none = b.gtc(&["get", &never.to_string()]);
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("no source is known"));
 }
