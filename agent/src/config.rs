@@ -158,6 +158,18 @@ pub fn default_socket() -> PathBuf {
     std::env::temp_dir().join(format!("dot-{uid}/gtc.sock"))
 }
 
+/// The gtc hint of `host:port` (a port other than 0), or an error naming
+/// the config `key`.
+fn gtc_hint(key: &str, addr: &str) -> anyhow::Result<dot_store::Hint> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        bail!("{key}: {addr:?} is not host:port")
+    };
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        bail!("{key}: {addr:?} is not host:port");
+    }
+    dot_store::Hint::new(&format!("gtc://{addr}")).with_context(|| format!("{key}: {addr:?}"))
+}
+
 impl RawConfig {
     /// Reads a TOML file.
     ///
@@ -182,14 +194,7 @@ impl RawConfig {
         };
         let advertise = self.advertise.unwrap_or_default();
         for a in &advertise {
-            let Some((host, port)) = a.rsplit_once(':') else {
-                bail!("advertise: {a:?} is not host:port")
-            };
-            if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-                bail!("advertise: {a:?} is not host:port");
-            }
-            dot_store::Hint::new(&format!("gtc://{a}"))
-                .with_context(|| format!("advertise: {a:?}"))?;
+            gtc_hint("advertise", a)?;
         }
         let bind = self
             .bind
@@ -204,13 +209,7 @@ impl RawConfig {
             .peers
             .unwrap_or_default()
             .iter()
-            .map(|p| {
-                let hint = p
-                    .rsplit_once(':')
-                    .filter(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
-                    .and_then(|_| dot_store::Hint::new(&format!("gtc://{p}")).ok());
-                hint.with_context(|| format!("peers: {p:?} is not host:port"))
-            })
+            .map(|p| gtc_hint("peers", p))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let open_to = self
             .open_to

@@ -241,6 +241,18 @@ impl Handle {
         }
     }
 
+    /// Fails with the first chunk of `chunks` not present.
+    fn require_present(&self, chunks: std::ops::Range<usize>) -> Result<()> {
+        let st = self.lock();
+        match chunks.into_iter().find(|&i| !st.present[i]) {
+            Some(i) => Err(Error::ChunkMissing {
+                oid: self.oid,
+                index: i as u32,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The store's own file mapped whole (`None` for a referenced file, an
     /// empty object, or where mapping fails: reads then use `pread`).
     fn mapping(&self) -> Option<&Arc<memmap2::Mmap>> {
@@ -800,12 +812,7 @@ impl Store {
         if !matches!(h.backing, Backing::Referenced { .. }) {
             // The store's own file holds only verified chunks: one read of
             // the whole range once every chunk under it is there.
-            if let Some(i) = (first..last).find(|&i| !h.lock().present[i]) {
-                return Err(Error::ChunkMissing {
-                    oid,
-                    index: i as u32,
-                });
-            }
+            h.require_present(first..last)?;
             return h.read_raw(offset, (end - offset) as usize);
         }
         // A referenced file may have changed: each chunk is re-checked.
@@ -832,15 +839,7 @@ impl Store {
         };
         let first = h.descs.partition_point(|d| d.end() <= offset);
         let last = h.descs.partition_point(|d| d.offset < end);
-        {
-            let st = h.lock();
-            if let Some(i) = (first..last).find(|&i| !st.present[i]) {
-                return Err(Error::ChunkMissing {
-                    oid,
-                    index: i as u32,
-                });
-            }
-        }
+        h.require_present(first..last)?;
         // Both ends are at most the object's size, which is the mapping's
         // length and fits in usize.
         Ok(Bytes::mapped(map.clone(), offset as usize, end as usize))
