@@ -62,3 +62,37 @@ log_ends() {
   done
   return 0
 }
+
+# CPU accounting (docs/benchmarks.md: CPU seconds per GiB beside wall time).
+CLK_TCK=$(getconf CLK_TCK)
+# proc_tree PID: PID and every live descendant.
+proc_tree() {
+  local p
+  echo "$1"
+  for p in $(cat /proc/"$1"/task/*/children 2> /dev/null); do proc_tree "$p"; done
+}
+# cpu_secs PID: user+system CPU seconds of PID and its live descendants,
+# with the children they have waited for.
+cpu_secs() {
+  local p ticks=0 t
+  for p in $(proc_tree "$1"); do
+    t=$(sed 's/^.*) //' "/proc/$p/stat" 2> /dev/null | awk '{ print $12 + $13 + $14 + $15 }') || t=0
+    ticks=$((ticks + ${t:-0}))
+  done
+  echo "$ticks / $CLK_TCK" | bc -l
+}
+# time_cpu CMD...: prints "WALL CPU" seconds of one run of CMD (CPU: user +
+# system of CMD and its children); fails if CMD fails. CMD's stderr goes
+# to $TIME_LOG (default /dev/null).
+time_cpu() {
+  local TIMEFORMAT='%R %U %S' tf rc=0
+  tf=$(mktemp)
+  sync   # start every tool with no write-back pending from the last one
+  { time "$@" > /dev/null 2>> "${TIME_LOG:-/dev/null}"; } 2> "$tf" || rc=$?
+  if ((rc)); then
+    rm -f "$tf"
+    fail "failed: $*"
+  fi
+  awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' "$tf"
+  rm -f "$tf"
+}
