@@ -75,21 +75,8 @@ impl AgentObjects {
 
     async fn resolve_async(&self, name: Name) -> Result<Meta, ObjError> {
         let target = match name {
-            Name::Ticket(t) => Target {
-                oid: t.oid(),
-                token: t.token(),
-                list_digest: t.list_digest(),
-                hints: t.hints().to_vec(),
-            },
-            Name::Oid(oid) => match self.fetches.known(oid) {
-                Some(t) => t,
-                None => Target {
-                    oid,
-                    token: None,
-                    list_digest: None,
-                    hints: Vec::new(),
-                },
-            },
+            Name::Ticket(t) => Target::from(&*t),
+            Name::Oid(oid) => self.fetches.fill_in(Target::bare(oid)),
         };
         let fetch = self.fetches.start(&target, false).await.map_err(|e| {
             tracing::info!(oid = %target.oid, error = %format!("{e:#}"), "cannot resolve");
@@ -110,12 +97,7 @@ impl AgentObjects {
     /// The fetch to read `oid` through, and whether its list is vouched for
     /// by a ticket (else reads wait for the whole-object check).
     async fn fetch_for(&self, oid: Oid) -> Result<(Arc<Fetch>, Target), ObjError> {
-        let target = self.fetches.known(oid).unwrap_or(Target {
-            oid,
-            token: None,
-            list_digest: None,
-            hints: Vec::new(),
-        });
+        let target = self.fetches.fill_in(Target::bare(oid));
         if let Some(f) = self.fetches.running(oid) {
             return Ok((f, target));
         }
@@ -256,12 +238,12 @@ impl Objects for AgentObjects {
             Some(fetch) => {
                 // Only what a vouched-for list makes readable, and keep the
                 // readahead going.
-                let target = self.fetches.known(oid)?;
-                if !fetch.trusts(&target) || !self.want(&fetch, offset, u64::from(len)) {
+                let trusted = fetch.trusts(&self.fetches.known(oid)?);
+                if !trusted || !self.want(&fetch, offset, u64::from(len)) {
                     return None;
                 }
                 for i in fetch.chunks_of(offset, u64::from(len)) {
-                    if !store.has_chunk(oid, i).ok()? {
+                    if !fetch.readable(store, i, trusted).ok()? {
                         return None;
                     }
                 }

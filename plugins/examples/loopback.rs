@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use dot_plugins::gtc::client::GtcSource;
 use dot_plugins::gtc::server::{ServerStats, serve};
+use dot_plugins::transfer::ChunkSink;
 use dot_plugins::{ChunkEvent, Transfer};
 use dot_store::{Store, StoreOptions, Token};
 
@@ -47,12 +48,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|(i, x)| (i as u32, *x))
         .collect();
     let n = wanted.len();
-    let mut events = src.get_chunks(put.oid, wanted);
+    let (tx, mut events) = tokio::sync::mpsc::channel(256);
+    src.get_chunks(put.oid, wanted, ChunkSink::new(tx, 0));
     let mut got = 0;
     while got < n {
-        match events.recv().await {
-            Some(ChunkEvent::Chunk { index, data }) => {
-                b.write_chunk(put.oid, index, &data)?;
+        match events.recv().await.map(|(_, ev)| ev) {
+            Some(ChunkEvent::Chunk(chunk)) => {
+                b.write_verified(put.oid, &chunk)?;
                 got += 1;
             }
             other => return Err(format!("fetch failed: {other:?}").into()),

@@ -40,4 +40,13 @@ pub enum TransferError {
         /// What is wrong.
         reason: String,
     },
+    /// The source sent bytes that are not the chunk asked for.
+    #[error("{peer}: sent a corrupt chunk: {source}")]
+    Corrupt {
+        /// The source.
+        peer: String,
+        /// What did not match.
+        #[source]
+        source: dot_store::ChunkError,
+    },
 }

@@ -14,8 +14,11 @@
 //! other is cancelled. This keeps a very slow path from holding back the end
 //! of a transfer.
 //!
-//! Every chunk is checked against its descriptor here, so a path that
-//! delivers a wrong chunk is dropped for good. A path that fails or stalls
+//! Every path checks each chunk against its descriptor before delivering
+//! it; a path that reports a corrupt chunk is dropped for good. Paths
+//! deliver into the scheduler's one channel, and the scheduler hands each
+//! chunk to the sinks that asked for it (no task relays in between). A path
+//! that fails or stalls
 //! is dropped: its requests go back to the front of the queue, and it is
 //! tried again after a pause (1 s, doubling to 30 s), first with a single
 //! request. When every path has been down for [`ALL_DOWN`], or all are
@@ -28,11 +31,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use dot_store::{ChunkHash, Descriptor, Oid, Token};
+use dot_store::{Descriptor, Oid, Token};
 use tokio::sync::mpsc;
 
 use crate::error::TransferError;
-use crate::transfer::{BoxFuture, ChunkEvent, Described, Transfer};
+use crate::transfer::{BoxFuture, ChunkEvent, ChunkSink, Described, Transfer};
 
 /// Requests in flight on a path before it has measured anything.
 pub const INITIAL_WINDOW: usize = 4;
@@ -51,6 +54,8 @@ const MIN_STALL: Duration = Duration::from_secs(10);
 pub const ALL_DOWN: Duration = Duration::from_secs(30);
 /// How often stalls and pauses are checked.
 const TICK: Duration = Duration::from_millis(100);
+/// Events the paths may have queued for the scheduler.
+const EVENTS: usize = 1024;
 
 /// What one path delivered (shared with the scheduler).
 #[derive(Debug, Default)]
@@ -74,7 +79,7 @@ pub struct PathStats {
 }
 
 enum Cmd {
-    Get(Vec<(u32, Descriptor)>, mpsc::Sender<ChunkEvent>),
+    Get(Vec<(u32, Descriptor)>, ChunkSink),
     Cancel(Vec<u32>),
 }
 
@@ -150,14 +155,10 @@ impl Transfer for Multipath {
         })
     }
 
-    fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>) -> mpsc::Receiver<ChunkEvent> {
-        // Room for one answer per chunk and a failure: the scheduler never
-        // waits on a slow reader.
-        let (tx, rx) = mpsc::channel(chunks.len() + 1);
+    fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>, sink: ChunkSink) {
         if !chunks.is_empty() {
-            self.send(oid, Cmd::Get(chunks, tx));
+            self.send(oid, Cmd::Get(chunks, sink));
         }
-        rx
     }
 
     fn cancel_chunks(&self, oid: Oid, indexes: &[u32]) {
@@ -263,14 +264,12 @@ impl Path {
 /// A requested chunk not yet delivered.
 struct Want {
     desc: Descriptor,
-    to: Vec<mpsc::Sender<ChunkEvent>>,
+    to: Vec<ChunkSink>,
     /// Paths it is in flight on.
     on: Vec<usize>,
     /// Paths that said they cannot deliver it.
     refused: Vec<usize>,
 }
-
-type PathEvent = (usize, u64, ChunkEvent);
 
 /// The requests of one object over the paths.
 struct Scheduler {
@@ -279,8 +278,12 @@ struct Scheduler {
     counters: Arc<[Counters]>,
     wants: HashMap<u32, Want>,
     queue: VecDeque<u32>,
-    events: mpsc::UnboundedSender<PathEvent>,
-    events_rx: Option<mpsc::UnboundedReceiver<PathEvent>>,
+    /// Where paths deliver, each event tagged with its path and that path's
+    /// epoch when asked (see `tag`).
+    events: mpsc::Sender<(usize, ChunkEvent)>,
+    events_rx: Option<mpsc::Receiver<(usize, ChunkEvent)>>,
+    /// Events for the callers, handed on after each step.
+    outbox: Vec<(ChunkSink, ChunkEvent)>,
     /// Mean length of the chunks asked for.
     chunk: f64,
     asked: u64,
@@ -289,7 +292,7 @@ struct Scheduler {
 
 impl Scheduler {
     fn new(oid: Oid, plugins: &[Arc<dyn Transfer>], counters: Arc<[Counters]>) -> Scheduler {
-        let (events, events_rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = mpsc::channel(EVENTS);
         Scheduler {
             oid,
             paths: plugins
@@ -309,6 +312,7 @@ impl Scheduler {
             queue: VecDeque::new(),
             events,
             events_rx: Some(events_rx),
+            outbox: Vec::new(),
             chunk: 64.0 * 1024.0,
             asked: 0,
             all_down_since: None,
@@ -328,14 +332,28 @@ impl Scheduler {
                     Some(Cmd::Cancel(indexes)) => self.cancel(&indexes),
                     None => return,
                 },
-                Some((path, epoch, ev)) = events.recv() => self.event(path, epoch, ev),
+                Some((tag, ev)) = events.recv() => {
+                    let n = self.paths.len();
+                    self.event(tag % n, (tag / n) as u64, ev);
+                }
                 _ = tick.tick(), if !self.wants.is_empty() => self.check(Instant::now()),
             }
             self.dispatch(Instant::now());
+            // Waiting on a slow caller holds the paths back too.
+            for (to, ev) in self.outbox.drain(..) {
+                to.send(ev).await;
+            }
         }
     }
 
-    fn get(&mut self, chunks: Vec<(u32, Descriptor)>, to: mpsc::Sender<ChunkEvent>) {
+    /// The sink tag of path `p` in its current epoch.
+    fn tag(&self, p: usize) -> usize {
+        (self.paths[p].epoch as usize)
+            .saturating_mul(self.paths.len())
+            .saturating_add(p)
+    }
+
+    fn get(&mut self, chunks: Vec<(u32, Descriptor)>, to: ChunkSink) {
         for (index, desc) in chunks {
             if let Some(w) = self.wants.get_mut(&index) {
                 w.to.push(to.clone());
@@ -379,24 +397,13 @@ impl Scheduler {
         let now = Instant::now();
         let current = self.paths[p].epoch == epoch;
         match ev {
-            ChunkEvent::Chunk { index, data } => {
-                let Some(desc) = self.wants.get(&index).map(|w| w.desc) else {
-                    // Already delivered by another path, or cancelled.
-                    if current {
-                        self.arrived(p, index, data.len() as u64, now);
-                    }
-                    return;
-                };
-                if data.len() != desc.len as usize || ChunkHash::of(&data) != desc.hash {
-                    if self.paths[p].health != Health::Dead {
-                        tracing::warn!(oid = %self.oid, path = %self.paths[p].plugin.name(), index, "wrong chunk: path dropped for good");
-                        self.drop_path(p, now, true);
-                    }
-                    return;
-                }
+            ChunkEvent::Chunk(chunk) => {
+                let index = chunk.index();
+                let len = chunk.len() as u64;
                 if current {
-                    self.arrived(p, index, data.len() as u64, now);
+                    self.arrived(p, index, len, now);
                 }
+                // Gone if already delivered by another path, or cancelled.
                 let Some(want) = self.wants.remove(&index) else {
                     return;
                 };
@@ -404,16 +411,11 @@ impl Scheduler {
                     self.forget(q, index);
                 }
                 let c = &self.counters[p];
-                c.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                c.bytes.fetch_add(len, Ordering::Relaxed);
                 c.chunks.fetch_add(1, Ordering::Relaxed);
-                let (last, others) = want.to.split_last().expect("a want has a reader");
-                for to in others {
-                    let _ = to.try_send(ChunkEvent::Chunk {
-                        index,
-                        data: data.clone(),
-                    });
+                for to in want.to {
+                    self.outbox.push((to, ChunkEvent::Chunk(chunk.clone())));
                 }
-                let _ = last.try_send(ChunkEvent::Chunk { index, data });
             }
             ChunkEvent::Failed { index, error } => {
                 if current
@@ -440,11 +442,15 @@ impl Scheduler {
                     self.queue.push_front(index);
                 } else if let Some(want) = self.wants.remove(&index) {
                     for to in want.to {
-                        let _ = to.try_send(ChunkEvent::Failed {
-                            index,
-                            error: error.clone(),
-                        });
+                        let error = error.clone();
+                        self.outbox.push((to, ChunkEvent::Failed { index, error }));
                     }
+                }
+            }
+            ChunkEvent::SourceFailed(e @ TransferError::Corrupt { .. }) => {
+                if self.paths[p].health != Health::Dead {
+                    tracing::warn!(oid = %self.oid, path = %self.paths[p].plugin.name(), error = %e, "wrong chunk: path dropped for good");
+                    self.drop_path(p, now, true);
                 }
             }
             ChunkEvent::SourceFailed(e) => {
@@ -556,7 +562,8 @@ impl Scheduler {
             self.queue.clear();
             for (_, want) in self.wants.drain() {
                 for to in want.to {
-                    let _ = to.try_send(ChunkEvent::SourceFailed(error.clone()));
+                    self.outbox
+                        .push((to, ChunkEvent::SourceFailed(error.clone())));
                 }
             }
         }
@@ -679,16 +686,7 @@ impl Scheduler {
             chunks.push((index, w.desc));
             self.paths[p].in_flight.push_back((index, now));
         }
-        let path = &self.paths[p];
-        let mut rx = path.plugin.get_chunks(self.oid, chunks);
-        let events = self.events.clone();
-        let epoch = path.epoch;
-        tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                if events.send((p, epoch, ev)).is_err() {
-                    break;
-                }
-            }
-        });
+        let sink = ChunkSink::new(self.events.clone(), self.tag(p));
+        self.paths[p].plugin.get_chunks(self.oid, chunks, sink);
     }
 }

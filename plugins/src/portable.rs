@@ -28,11 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use dot_store::descriptor::check_descriptors;
-use dot_store::{ChunkHash, Descriptor, MAX_CHUNK_LEN, Oid, Store, Token};
-use tokio::sync::mpsc;
+use dot_store::{ChunkHash, Descriptor, MAX_CHUNK_LEN, Oid, Store, Token, VerifiedChunk};
 
 use crate::error::TransferError;
-use crate::transfer::{BoxFuture, ChunkEvent, Described, Transfer};
+use crate::transfer::{BoxFuture, ChunkEvent, ChunkSink, Described, Transfer};
 
 /// The folder at the filesystem's root that holds the store.
 pub const DIR: &str = ".dot";
@@ -209,12 +208,13 @@ impl Device {
         Ok((size, descs))
     }
 
-    /// The chunk `desc` names, verified; `Ok(None)` if the device lacks it.
+    /// The chunk `desc` names (chunk `index` of its object), verified;
+    /// `Ok(None)` if the device lacks it.
     ///
     /// # Errors
     /// `InvalidData` for a chunk file of the wrong length or hash (corrupt);
     /// other I/O errors of the device (yanked: `EIO`, `ENOTCONN`...).
-    pub fn read_chunk(&self, desc: &Descriptor) -> io::Result<Option<Vec<u8>>> {
+    pub fn read_chunk(&self, index: u32, desc: &Descriptor) -> io::Result<Option<VerifiedChunk>> {
         let path = self.chunk_path(&desc.hash);
         let mut f = match File::open(&path) {
             Ok(f) => f,
@@ -222,16 +222,17 @@ impl Device {
             Err(e) => return Err(e),
         };
         let len = desc.len.min(MAX_CHUNK_LEN) as usize;
-        let mut data = Vec::with_capacity(len);
+        let mut data = Vec::with_capacity(len + 1);
         // One byte more than wanted tells a too-long file.
         (&mut f).take(len as u64 + 1).read_to_end(&mut data)?;
-        if data.len() != desc.len as usize || ChunkHash::of(&data) != desc.hash {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} is corrupt", path.display()),
-            ));
-        }
-        Ok(Some(data))
+        VerifiedChunk::verify(index, *desc, data.into())
+            .map(Some)
+            .map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is corrupt: {e}", path.display()),
+                )
+            })
     }
 
     /// Copies the complete local object `oid` from `store` to the device:
@@ -256,7 +257,7 @@ impl Device {
         for (i, d) in descs.iter().enumerate() {
             // A chunk file already there is kept only if it verifies: an
             // export again repairs a damaged key.
-            if !matches!(self.read_chunk(d), Ok(Some(_))) {
+            if !matches!(self.read_chunk(i as u32, d), Ok(Some(_))) {
                 let data = store.read_chunk(oid, i as u32)?;
                 self.write_chunk(&d.hash, &data)?;
             }
@@ -349,8 +350,7 @@ impl Transfer for PortableSource {
         })
     }
 
-    fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>) -> mpsc::Receiver<ChunkEvent> {
-        let (tx, rx) = mpsc::channel(chunks.len().clamp(1, 64));
+    fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>, sink: ChunkSink) {
         let device = self.device.clone();
         let name = self.name.clone();
         let cancelled = self.cancelled.clone();
@@ -363,8 +363,8 @@ impl Transfer for PortableSource {
                 {
                     continue;
                 }
-                let ev = match device.read_chunk(&desc) {
-                    Ok(Some(data)) => ChunkEvent::Chunk { index, data },
+                let ev = match device.read_chunk(index, &desc) {
+                    Ok(Some(chunk)) => ChunkEvent::Chunk(chunk),
                     Ok(None) => ChunkEvent::Failed {
                         index,
                         error: TransferError::Connection {
@@ -385,20 +385,18 @@ impl Transfer for PortableSource {
                     Err(e) => {
                         // The device itself failed (pulled): nothing more
                         // will come from it.
-                        let _ =
-                            tx.blocking_send(ChunkEvent::SourceFailed(TransferError::Connection {
-                                peer: name.clone(),
-                                message: e.to_string(),
-                            }));
+                        sink.blocking_send(ChunkEvent::SourceFailed(TransferError::Connection {
+                            peer: name.clone(),
+                            message: e.to_string(),
+                        }));
                         return;
                     }
                 };
-                if tx.blocking_send(ev).is_err() {
+                if !sink.blocking_send(ev) {
                     return;
                 }
             }
         });
-        rx
     }
 
     fn cancel_chunks(&self, oid: Oid, indexes: &[u32]) {

@@ -1,14 +1,16 @@
 //! The transfer-plugin trait: how the agent asks a source for an object.
 //!
-//! A source first describes the object (size and descriptors), then streams
-//! the chunks it is asked for as they arrive, in any order. Bytes from a
-//! source are *to be verified*: the caller checks each chunk against its
-//! descriptor (the store's `write_chunk` does) before anyone sees it.
+//! A source first describes the object (size and descriptors), then
+//! delivers the chunks it is asked for as they arrive, in any order, into
+//! the caller's [`ChunkSink`]. Every source checks each chunk against its
+//! descriptor before delivering it: a delivered chunk is a
+//! [`VerifiedChunk`], and the store writes it without hashing again. A
+//! source whose bytes do not verify reports [`TransferError::Corrupt`].
 
 use std::future::Future;
 use std::pin::Pin;
 
-use dot_store::{Descriptor, Oid, Token};
+use dot_store::{Descriptor, Oid, Token, VerifiedChunk};
 use tokio::sync::mpsc;
 
 use crate::error::TransferError;
@@ -28,13 +30,8 @@ pub struct Described {
 /// One outcome of a chunk request.
 #[derive(Debug)]
 pub enum ChunkEvent {
-    /// Bytes for chunk `index`, not yet verified.
-    Chunk {
-        /// Chunk index.
-        index: u32,
-        /// The bytes.
-        data: Vec<u8>,
-    },
+    /// A chunk, checked against its descriptor.
+    Chunk(VerifiedChunk),
     /// The source cannot deliver chunk `index`.
     Failed {
         /// Chunk index.
@@ -42,8 +39,47 @@ pub enum ChunkEvent {
         /// Why.
         error: TransferError,
     },
-    /// The source as a whole failed; no more events will come.
+    /// The source as a whole failed; no more events will come from this
+    /// request.
     SourceFailed(TransferError),
+}
+
+/// Where a source delivers chunk events: the caller's one channel, each
+/// event tagged with the number the caller gave this source. Cheap to
+/// clone. The channel is bounded: a source that gets ahead of its caller
+/// waits (and stops reading its peer).
+#[derive(Clone, Debug)]
+pub struct ChunkSink {
+    tx: mpsc::Sender<(usize, ChunkEvent)>,
+    source: usize,
+}
+
+impl ChunkSink {
+    /// A sink delivering into `tx`, tagging events with `source`.
+    pub fn new(tx: mpsc::Sender<(usize, ChunkEvent)>, source: usize) -> ChunkSink {
+        ChunkSink { tx, source }
+    }
+
+    /// Delivers `event`, waiting for room. False once the caller is gone.
+    pub async fn send(&self, event: ChunkEvent) -> bool {
+        self.tx.send((self.source, event)).await.is_ok()
+    }
+
+    /// Delivers `event` from a thread outside the async runtime.
+    pub fn blocking_send(&self, event: ChunkEvent) -> bool {
+        self.tx.blocking_send((self.source, event)).is_ok()
+    }
+
+    /// Delivers `event` if there is room now (for last words of a failing
+    /// source, which must not wait).
+    pub fn try_send(&self, event: ChunkEvent) -> bool {
+        self.tx.try_send((self.source, event)).is_ok()
+    }
+
+    /// Whether the caller stopped listening.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
 }
 
 /// A transfer plugin (the paper's xferPlugin).
@@ -58,9 +94,9 @@ pub trait Transfer: Send + Sync {
         token: Option<Token>,
     ) -> BoxFuture<'_, Result<Described, TransferError>>;
 
-    /// Starts fetching `chunks` (index and descriptor) of `oid`; events
-    /// arrive on the returned channel, which closes when all were answered.
-    fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>) -> mpsc::Receiver<ChunkEvent>;
+    /// Starts fetching `chunks` (index and descriptor) of `oid`; each one's
+    /// outcome goes to `sink` as it comes.
+    fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>, sink: ChunkSink);
 
     /// Withdraws requests for `indexes` of `oid` not yet answered.
     fn cancel_chunks(&self, oid: Oid, indexes: &[u32]);

@@ -9,9 +9,11 @@ use std::time::Duration;
 use dot_plugins::gtc::client::GtcSource;
 use dot_plugins::gtc::proto::ErrorCode;
 use dot_plugins::gtc::server::{ServerStats, serve};
+use dot_plugins::transfer::ChunkSink;
 use dot_plugins::{ChunkEvent, Transfer, TransferError};
 use dot_store::{Oid, Store, Token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 mod common;
 use common::{bytes, store};
@@ -48,13 +50,13 @@ async fn fetch(src: &GtcSource, dst: &Store, oid: Oid, token: Token) -> Result<u
         .map(|&i| (i, described.descriptors[i as usize]))
         .collect();
     let count = wanted.len();
-    let mut events = src.get_chunks(oid, wanted);
+    let (tx, mut events) = mpsc::channel(64);
+    src.get_chunks(oid, wanted, ChunkSink::new(tx, 0));
     let mut got = 0;
     while got < count {
-        match events.recv().await {
-            Some(ChunkEvent::Chunk { index, data }) => {
-                dst.write_chunk(oid, index, &data)
-                    .map_err(|e| e.to_string())?;
+        match events.recv().await.map(|(_, ev)| ev) {
+            Some(ChunkEvent::Chunk(chunk)) => {
+                dst.write_verified(oid, &chunk).map_err(|e| e.to_string())?;
                 got += 1;
             }
             Some(ChunkEvent::Failed { index, error }) => {
@@ -141,10 +143,12 @@ async fn a_wrong_token_learns_nothing_and_gets_no_chunk() {
     }
     // Knowing the descriptors from elsewhere does not help either.
     let d = a.descriptors(oid).expect("descs")[0];
-    let mut events = src.get_chunks(oid, vec![(0, d)]);
+    let (tx, mut events) = mpsc::channel(64);
+    src.get_chunks(oid, vec![(0, d)], ChunkSink::new(tx, 0));
     match tokio::time::timeout(Duration::from_secs(10), events.recv())
         .await
         .expect("answer")
+        .map(|(_, ev)| ev)
     {
         Some(ChunkEvent::Failed {
             error:
@@ -194,56 +198,16 @@ async fn hostile_frames_close_only_that_connection() {
 /// A peer that speaks the protocol but flips a bit in chunk `bad` of
 /// every object it serves (the descriptors it sends are the true ones).
 async fn start_lying_server(store: Store, bad: u32) -> SocketAddr {
-    use dot_plugins::gtc::proto::{self, DescPage, Frame};
+    use dot_plugins::gtc::double::{self, Behaviour};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut tmp = vec![0u8; 64 << 10];
-                loop {
-                    while let Ok(Some((frame, used))) = proto::decode(&buf) {
-                        buf.drain(..used);
-                        let reply = match frame {
-                            Frame::Hello { version } => Frame::Hello { version },
-                            Frame::DescReq { req, oid, .. } => {
-                                let descs = store.descriptors(oid).expect("descs");
-                                let size = descs.last().map_or(0, |d| d.end());
-                                Frame::Desc(DescPage {
-                                    req,
-                                    size,
-                                    total: descs.len() as u32,
-                                    first: 0,
-                                    descs: descs.to_vec(),
-                                })
-                            }
-                            Frame::ChunkReq { req, oid, index } => {
-                                let mut data = store.read_chunk(oid, index).expect("chunk");
-                                if index == bad {
-                                    data[0] ^= 1;
-                                }
-                                Frame::Chunk { req, index, data }
-                            }
-                            _ => return,
-                        };
-                        let mut out = Vec::new();
-                        reply.encode(&mut out);
-                        if s.write_all(&out).await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read(&mut tmp).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                    }
-                }
-            });
-        }
-    });
+    let behaviour = Behaviour {
+        corrupt: Some(bad),
+        ..Behaviour::default()
+    };
+    tokio::spawn(double::serve(listener, store, behaviour, Arc::default()));
     addr
 }
 

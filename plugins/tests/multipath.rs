@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dot_plugins::multipath::Multipath;
-use dot_plugins::transfer::BoxFuture;
+use dot_plugins::transfer::{BoxFuture, ChunkSink};
 use dot_plugins::{ChunkEvent, Described, Transfer, TransferError};
-use dot_store::{ChunkHash, Descriptor, Oid, Token};
+use dot_store::{ChunkHash, Descriptor, Oid, Token, VerifiedChunk};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -58,14 +58,14 @@ struct SimPath {
     name: String,
     obj: Arc<Object>,
     down: Arc<AtomicBool>,
-    queue: mpsc::UnboundedSender<(u32, mpsc::Sender<ChunkEvent>)>,
+    queue: mpsc::UnboundedSender<(u32, ChunkSink)>,
     cancelled: Arc<Mutex<HashSet<u32>>>,
     served: Arc<AtomicU64>,
 }
 
 impl SimPath {
     fn new(name: &str, obj: &Arc<Object>, rate: f64, mode: Mode) -> Arc<SimPath> {
-        let (queue, mut rx) = mpsc::unbounded_channel::<(u32, mpsc::Sender<ChunkEvent>)>();
+        let (queue, mut rx) = mpsc::unbounded_channel::<(u32, ChunkSink)>();
         let cancelled = Arc::new(Mutex::new(HashSet::new()));
         let served = Arc::new(AtomicU64::new(0));
         let down = Arc::new(AtomicBool::new(false));
@@ -83,12 +83,11 @@ impl SimPath {
                 let desc = o.descs[index as usize];
                 tokio::time::sleep(Duration::from_secs_f64(f64::from(desc.len) / rate)).await;
                 if d.load(Ordering::Relaxed) {
-                    let _ = to
-                        .send(ChunkEvent::SourceFailed(TransferError::Connection {
-                            peer: "sim".into(),
-                            message: "down".into(),
-                        }))
-                        .await;
+                    to.send(ChunkEvent::SourceFailed(TransferError::Connection {
+                        peer: "sim".into(),
+                        message: "down".into(),
+                    }))
+                    .await;
                     continue;
                 }
                 let mut data =
@@ -97,7 +96,15 @@ impl SimPath {
                     data[0] ^= 1;
                 }
                 s.fetch_add(1, Ordering::Relaxed);
-                let _ = to.send(ChunkEvent::Chunk { index, data }).await;
+                // As every source does: verify, and report a lie as corrupt.
+                let ev = match VerifiedChunk::verify(index, desc, data.into()) {
+                    Ok(chunk) => ChunkEvent::Chunk(chunk),
+                    Err(source) => ChunkEvent::SourceFailed(TransferError::Corrupt {
+                        peer: "sim".into(),
+                        source,
+                    }),
+                };
+                to.send(ev).await;
             }
         });
         Arc::new(SimPath {
@@ -128,20 +135,18 @@ impl Transfer for SimPath {
         Box::pin(async move { Ok(d) })
     }
 
-    fn get_chunks(&self, _oid: Oid, chunks: Vec<(u32, Descriptor)>) -> mpsc::Receiver<ChunkEvent> {
-        let (tx, rx) = mpsc::channel(chunks.len().max(1));
+    fn get_chunks(&self, _oid: Oid, chunks: Vec<(u32, Descriptor)>, sink: ChunkSink) {
         if self.down.load(Ordering::Relaxed) {
-            let _ = tx.try_send(ChunkEvent::SourceFailed(TransferError::Connection {
+            sink.try_send(ChunkEvent::SourceFailed(TransferError::Connection {
                 peer: self.name.clone(),
                 message: "down".into(),
             }));
-            return rx;
+            return;
         }
         for (index, _) in chunks {
             self.cancelled.lock().expect("lock").remove(&index);
-            let _ = self.queue.send((index, tx.clone()));
+            let _ = self.queue.send((index, sink.clone()));
         }
-        rx
     }
 
     fn cancel_chunks(&self, _oid: Oid, indexes: &[u32]) {
@@ -159,15 +164,20 @@ async fn fetch_all(mp: &Multipath, obj: &Object) -> f64 {
         .enumerate()
         .map(|(i, d)| (i as u32, *d))
         .collect();
-    let mut rx = mp.get_chunks(obj.oid, wanted);
+    let (tx, mut rx) = mpsc::channel(64);
+    mp.get_chunks(obj.oid, wanted, ChunkSink::new(tx, 0));
     let mut got = vec![false; obj.descs.len()];
-    while let Some(ev) = rx.recv().await {
+    while got.iter().any(|g| !*g) {
+        let Some((_, ev)) = rx.recv().await else {
+            break;
+        };
         match ev {
-            ChunkEvent::Chunk { index, data } => {
+            ChunkEvent::Chunk(chunk) => {
+                let index = chunk.index();
                 let d = obj.descs[index as usize];
                 assert_eq!(
-                    data,
-                    obj.data[d.offset as usize..d.end() as usize],
+                    chunk.data(),
+                    &obj.data[d.offset as usize..d.end() as usize],
                     "chunk {index} delivered wrong"
                 );
                 assert!(!got[index as usize], "chunk {index} delivered twice");
@@ -301,8 +311,9 @@ async fn when_every_path_is_down_the_requests_fail() {
         .map(|(i, d)| (i as u32, *d))
         .collect();
     let start = Instant::now();
-    let mut rx = mp.get_chunks(obj.oid, wanted);
-    let ev = rx.recv().await.expect("an event");
+    let (tx, mut rx) = mpsc::channel(64);
+    mp.get_chunks(obj.oid, wanted, ChunkSink::new(tx, 0));
+    let (_, ev) = rx.recv().await.expect("an event");
     assert!(matches!(ev, ChunkEvent::SourceFailed(_)), "{ev:?}");
     let waited = start.elapsed();
     assert!(waited >= dot_plugins::multipath::ALL_DOWN, "{waited:?}");

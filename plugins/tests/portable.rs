@@ -4,6 +4,7 @@
 use std::fs;
 
 use dot_plugins::portable::{DIR, Device, PortableSource};
+use dot_plugins::transfer::ChunkSink;
 use dot_plugins::{ChunkEvent, Transfer, TransferError};
 use dot_store::Oid;
 
@@ -41,10 +42,11 @@ async fn read_all(src: &PortableSource, oid: Oid) -> (Vec<Option<Vec<u8>>>, Vec<
         .collect();
     let mut got = vec![None; wanted.len()];
     let mut failed = Vec::new();
-    let mut rx = src.get_chunks(oid, wanted);
-    while let Some(ev) = rx.recv().await {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    src.get_chunks(oid, wanted, ChunkSink::new(tx, 0));
+    while let Some((_, ev)) = rx.recv().await {
         match ev {
-            ChunkEvent::Chunk { index, data } => got[index as usize] = Some(data),
+            ChunkEvent::Chunk(chunk) => got[chunk.index() as usize] = Some(chunk.data().to_vec()),
             ChunkEvent::Failed { index, .. } => failed.push(index),
             ChunkEvent::SourceFailed(e) => panic!("device failed: {e}"),
         }
@@ -126,7 +128,14 @@ fn exporting_again_repairs_damaged_chunk_files() {
     let s = store(home.path());
     dev.export(&s, oid, |_, _| {}).expect("export again");
     for (i, d) in descs.iter().enumerate().take(2) {
-        let got = dev.read_chunk(d).expect("readable").expect("present");
-        assert_eq!(got, data[d.offset as usize..d.end() as usize], "chunk {i}");
+        let got = dev
+            .read_chunk(i as u32, d)
+            .expect("readable")
+            .expect("present");
+        assert_eq!(
+            got.data(),
+            &data[d.offset as usize..d.end() as usize],
+            "chunk {i}"
+        );
     }
 }

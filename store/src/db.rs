@@ -6,7 +6,8 @@
 //! Chunk-presence marks are the hot write: they arrive as plain messages,
 //! and before the transaction that records them commits, the object files
 //! they name are flushed to disk (`fdatasync`) when the store is durable, so
-//! the index never claims bytes that a power cut could take back.
+//! the index never claims bytes that a power cut could take back. The SQL
+//! itself is in `index.rs`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 use crate::oid::Oid;
@@ -155,35 +156,9 @@ fn run_batch(conn: &Connection, batch: Vec<Msg>, durable: bool) -> rusqlite::Res
                 if durable && !synced.get(&Arc::as_ptr(&file)).copied().unwrap_or(false) {
                     continue;
                 }
-                conn.prepare_cached("UPDATE chunks SET present = 1 WHERE oid = ?1 AND idx = ?2")?
-                    .execute(params![oid.as_bytes(), index])?;
+                crate::index::mark_present(conn, &oid, index)?;
             }
         }
     }
     conn.execute_batch("COMMIT")
-}
-
-/// Reads an OID column.
-pub(crate) fn oid_col(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Oid> {
-    let v: Vec<u8> = row.get(i)?;
-    let bytes: [u8; 32] = v.try_into().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Blob,
-            "OID is not 32 bytes".into(),
-        )
-    })?;
-    Ok(Oid(bytes))
-}
-
-/// Whether an object row exists.
-pub(crate) fn object_exists(conn: &Connection, oid: &Oid) -> Result<bool> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM objects WHERE oid = ?1",
-            [oid.as_bytes()],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
 }

@@ -5,6 +5,7 @@
 //! checked with [`check_descriptors`] before anything is allocated for them.
 
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 use crate::error::ParseError;
@@ -102,6 +103,19 @@ pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
         return None;
     }
     s.parse().ok()
+}
+
+/// Indexes of the chunks of `descs` (a list that tiles its object) holding
+/// any byte of `offset..offset + len`; empty past the object's end. The one
+/// place a byte range becomes chunk indexes.
+pub fn chunks_covering(descs: &[Descriptor], offset: u64, len: u64) -> Range<usize> {
+    if len == 0 {
+        return 0..0;
+    }
+    let end = offset.saturating_add(len);
+    let first = descs.partition_point(|d| d.end() <= offset);
+    let last = descs.partition_point(|d| d.offset < end);
+    first..last.max(first)
 }
 
 /// Checks that `descs` tile an object of `size` bytes exactly: in order, from
@@ -207,5 +221,17 @@ mod tests {
         let b = [d(0, 4), d(4, 5)];
         assert_ne!(list_digest(&a), list_digest(&b));
         assert_ne!(list_digest(&a), list_digest(&a[..1]));
+    }
+
+    #[test]
+    fn byte_ranges_map_to_the_chunks_holding_them() {
+        let list = [d(0, 4), d(4, 6), d(10, 5)];
+        assert_eq!(chunks_covering(&list, 0, 1), 0..1);
+        assert_eq!(chunks_covering(&list, 3, 2), 0..2);
+        assert_eq!(chunks_covering(&list, 4, 6), 1..2);
+        assert_eq!(chunks_covering(&list, 9, 100), 1..3);
+        assert_eq!(chunks_covering(&list, 15, 10), 3..3);
+        assert_eq!(chunks_covering(&list, 2, 0), 0..0);
+        assert_eq!(chunks_covering(&list, u64::MAX, u64::MAX), 3..3);
     }
 }

@@ -6,7 +6,11 @@
 //! - [`oid`]: [`Oid`] (SHA-256 of a whole object) and [`ChunkHash`] (BLAKE3
 //!   of a chunk), with text forms and strict parsers.
 //! - [`descriptor`]: [`Descriptor`] (chunk hash, offset, length), the checks
-//!   a descriptor list read from outside must pass, and the list digest.
+//!   a descriptor list read from outside must pass, the list digest, and
+//!   the one mapping of a byte range to chunk indexes.
+//! - [`chunk`]: [`VerifiedChunk`], chunk bytes that were hashed against
+//!   their descriptor (only a check makes one; the store writes it without
+//!   hashing again).
 //! - [`hint`]: [`Hint`] (method URI, SRV-style priority and weight) and the
 //!   order in which a receiver tries them.
 //! - [`ticket`]: [`Ticket`] (OID + hints + access token in one shell-safe
@@ -15,27 +19,33 @@
 //!   [`ChunkerSpec`] to configure them.
 //! - `ingest` (private): the one-pass put pipeline, hashing chunks and the
 //!   whole object on separate threads.
-//! - `db` (private) and `schema.sql`: the SQLite index and the thread that
-//!   owns its connection.
-//! - [`store`]: the [`Store`]: puts (copied or by reference), the OID cache
-//!   of unchanged files, chunk-by-chunk filling for receivers, the chunk
-//!   location index, pins and LRU eviction, crash recovery and `verify`.
+//! - `db` (private): the thread that owns the SQLite connection; `index`
+//!   (private) and `schema.sql`: every SQL statement and the schema.
+//! - [`store`]: the [`Store`], one job per file (open objects, puts, reads,
+//!   filling, the running whole-object hash, retention, tokens, verify,
+//!   crash recovery); its module page lists them.
 //! - [`error`]: the crate's error types.
+//!
+//! Bytes are [`bytes::Bytes`] (re-exported as [`Bytes`]): a chunk received
+//! from the network, or a view of an object's mapped file, moves without a
+//! copy.
 
 #![warn(missing_docs)]
 
-mod bytes;
+pub mod chunk;
 pub mod chunker;
 mod db;
 pub mod descriptor;
 pub mod error;
 pub mod hint;
+mod index;
 mod ingest;
 pub mod oid;
 pub mod store;
 pub mod ticket;
 
 pub use bytes::Bytes;
+pub use chunk::{ChunkError, VerifiedChunk};
 pub use chunker::{Chunker, ChunkerSpec};
 pub use descriptor::{Descriptor, MAX_CHUNK_LEN};
 pub use error::{Error, ParseError, Result};

@@ -235,35 +235,6 @@ fn waiting_for_a_chunk_that_never_comes_times_out() {
     assert!(t.elapsed() >= Duration::from_millis(200));
 }
 
-#[tokio::test]
-async fn async_waiters_wake_when_the_chunk_arrives() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    let data = bytes(200_000, 13);
-    let oid = Oid::of(&data);
-    let descs = describe(&data);
-    store
-        .begin_fill(oid, data.len() as u64, &descs)
-        .expect("begin");
-    let waiters: Vec<_> = (0..4)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move { store.wait_chunk_async(oid, 0).await })
-        })
-        .collect();
-    tokio::task::yield_now().await;
-    store
-        .write_chunk(oid, 0, chunk(&data, &descs[0]))
-        .expect("write");
-    for w in waiters {
-        tokio::time::timeout(Duration::from_secs(10), w)
-            .await
-            .expect("woke")
-            .expect("join")
-            .expect("ok");
-    }
-}
-
 #[test]
 fn descriptor_lists_that_lie_are_caught() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -616,5 +587,5 @@ fn read_bytes_serves_present_chunks_of_a_partial_object_and_refuses_missing_ones
             .expect("at end")
             .is_empty()
     );
-    assert_eq!(all.into_vec(), data);
+    assert_eq!(all.to_vec(), data);
 }

@@ -11,8 +11,6 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod key;
@@ -539,22 +537,3 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
         n
     }
 }
-
-/// Counters a peer double keeps.
-#[derive(Debug, Default)]
-pub struct PeerCounters {
-    /// Chunks sent.
-    pub chunks: AtomicU64,
-    /// Chunk bytes sent.
-    pub bytes: AtomicU64,
-}
-
-impl PeerCounters {
-    /// Chunks sent so far.
-    pub fn chunks(&self) -> u64 {
-        self.chunks.load(Ordering::Relaxed)
-    }
-}
-
-/// Shared handle to a double's counters.
-pub type Counters = Arc<PeerCounters>;

@@ -2,9 +2,12 @@
 //! connection to another agent.
 //!
 //! One writer task sends request frames (batched into few writes); one
-//! reader task decodes answers and routes each to whoever waits for that
-//! request id. Chunk requests are pipelined: up to `window` are in flight,
-//! and each answer frees a slot for the next.
+//! reader task decodes answers, checks each chunk against its descriptor
+//! (the one hash a received chunk gets) and routes it to the sink of whoever
+//! asked for that request id. Chunk requests are pipelined: up to `window`
+//! are in flight, and each answer frees a slot for the next. A peer that
+//! sends a chunk that does not verify has its connection closed and every
+//! waiter told it is corrupt.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -12,14 +15,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dot_store::descriptor::check_descriptors;
-use dot_store::{Descriptor, Oid, Token};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use dot_store::{Descriptor, Oid, Token, VerifiedChunk};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use super::proto::{self, DescPage, Frame, VERSION};
+use super::framed::{FrameReader, FrameWriter};
+use super::proto::{DescPage, Frame, VERSION};
 use crate::error::TransferError;
-use crate::transfer::{BoxFuture, ChunkEvent, Described, Transfer};
+use crate::transfer::{BoxFuture, ChunkEvent, ChunkSink, Described, Transfer};
 
 /// Chunk requests in flight per connection unless configured otherwise.
 pub const DEFAULT_WINDOW: usize = 256;
@@ -29,7 +33,8 @@ enum Waiter {
     Chunk {
         oid: Oid,
         index: u32,
-        events: mpsc::Sender<ChunkEvent>,
+        desc: Descriptor,
+        sink: ChunkSink,
         _slot: OwnedSemaphorePermit,
     },
 }
@@ -275,8 +280,7 @@ impl Transfer for GtcSource {
         Box::pin(self.inner.describe(oid, token))
     }
 
-    fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>) -> mpsc::Receiver<ChunkEvent> {
-        let (tx, rx) = mpsc::channel(chunks.len().clamp(1, 1024));
+    fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>, sink: ChunkSink) {
         let inner = self.inner.clone();
         let first_req = inner
             .next_req
@@ -285,11 +289,11 @@ impl Transfer for GtcSource {
             let conn = match inner.conn_for(oid).await {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = tx.send(ChunkEvent::SourceFailed(e)).await;
+                    sink.send(ChunkEvent::SourceFailed(e)).await;
                     return;
                 }
             };
-            for (i, (index, _)) in chunks.into_iter().enumerate() {
+            for (i, (index, desc)) in chunks.into_iter().enumerate() {
                 let Ok(slot) = inner.window.clone().acquire_owned().await else {
                     return;
                 };
@@ -302,7 +306,8 @@ impl Transfer for GtcSource {
                         Waiter::Chunk {
                             oid,
                             index,
-                            events: tx.clone(),
+                            desc,
+                            sink: sink.clone(),
                             _slot: slot,
                         },
                     );
@@ -311,7 +316,6 @@ impl Transfer for GtcSource {
                 }
             }
         });
-        rx
     }
 
     fn cancel_chunks(&self, oid: Oid, indexes: &[u32]) {
@@ -331,30 +335,30 @@ impl Transfer for GtcSource {
     }
 }
 
-async fn write_task(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Frame>,
-) {
-    let mut buf = Vec::with_capacity(16 << 10);
+async fn write_task(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Frame>) {
+    let mut wr = FrameWriter::new(wr);
     while let Some(f) = rx.recv().await {
-        buf.clear();
-        f.encode(&mut buf);
-        while let Ok(f) = rx.try_recv() {
-            f.encode(&mut buf);
+        if wr.frame(&f).await.is_err() {
+            return;
         }
-        if wr.write_all(&buf).await.is_err() {
+        while let Ok(f) = rx.try_recv() {
+            if wr.frame(&f).await.is_err() {
+                return;
+            }
+        }
+        if wr.flush().await.is_err() {
             return;
         }
     }
 }
 
 async fn read_task(
-    mut rd: tokio::net::tcp::OwnedReadHalf,
+    rd: tokio::net::tcp::OwnedReadHalf,
     waiters: Arc<Mutex<HashMap<u32, Waiter>>>,
     peer: String,
     out: mpsc::UnboundedSender<Frame>,
 ) {
-    let failure = read_loop(&mut rd, &waiters, &peer).await;
+    let failure = read_loop(FrameReader::new(rd), &waiters, &peer).await;
     tracing::debug!(%peer, error = %failure, "peer connection ended");
     // Stop the writer, and tell everyone still waiting.
     drop(out);
@@ -369,15 +373,15 @@ async fn read_task(
             Waiter::Desc(tx) => {
                 let _ = tx.send(Err(failure.clone()));
             }
-            Waiter::Chunk { events, .. } => {
-                let _ = events.try_send(ChunkEvent::SourceFailed(failure.clone()));
+            Waiter::Chunk { sink, .. } => {
+                sink.try_send(ChunkEvent::SourceFailed(failure.clone()));
             }
         }
     }
 }
 
 async fn read_loop(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    mut frames: FrameReader<tokio::net::tcp::OwnedReadHalf>,
     waiters: &Mutex<HashMap<u32, Waiter>>,
     peer: &str,
 ) -> TransferError {
@@ -385,85 +389,87 @@ async fn read_loop(
         peer: peer.to_owned(),
         message,
     };
-    let mut buf: Vec<u8> = Vec::with_capacity(proto::MAX_FRAME_LEN + (64 << 10));
     let mut greeted = false;
     loop {
-        let mut at = 0;
-        loop {
-            let (frame, used) = match proto::decode(&buf[at..]) {
-                Ok(Some(x)) => x,
-                Ok(None) => break,
-                Err(source) => {
-                    return TransferError::Protocol {
-                        peer: peer.to_owned(),
-                        source,
-                    };
-                }
-            };
-            at += used;
-            if !greeted {
-                match frame {
-                    Frame::Hello { version } if version == VERSION => {
-                        greeted = true;
-                        continue;
-                    }
-                    _ => return conn_err("peer did not answer Hello".into()),
-                }
+        let frame = match frames.next().await {
+            Ok(Some(f)) => f,
+            Ok(None) => return conn_err("connection closed".into()),
+            Err(super::framed::ReadError::Proto(source)) => {
+                return TransferError::Protocol {
+                    peer: peer.to_owned(),
+                    source,
+                };
             }
-            let req = match &frame {
-                Frame::Desc(p) => p.req,
-                Frame::Chunk { req, .. } | Frame::Error { req, .. } => *req,
-                _ => return conn_err("peer sent a request frame".into()),
-            };
-            let Some(waiter) = waiters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&req)
-            else {
-                continue; // cancelled or unknown: drop it
-            };
-            match (waiter, frame) {
-                (Waiter::Desc(tx), Frame::Desc(page)) => {
-                    let _ = tx.send(Ok(page));
+            Err(e) => return conn_err(e.to_string()),
+        };
+        if !greeted {
+            match frame {
+                Frame::Hello { version } if version == VERSION => {
+                    greeted = true;
+                    continue;
                 }
-                (Waiter::Desc(tx), Frame::Error { code, message, .. }) => {
-                    let _ = tx.send(Err(TransferError::Refused {
-                        peer: peer.to_owned(),
-                        code,
-                        message,
-                    }));
-                }
-                (
-                    Waiter::Chunk { index, events, .. },
-                    Frame::Chunk {
-                        index: got, data, ..
-                    },
-                ) => {
-                    if got != index {
-                        return conn_err(format!(
-                            "answered chunk {got} for a request of chunk {index}"
-                        ));
-                    }
-                    let _ = events.send(ChunkEvent::Chunk { index, data }).await;
-                }
-                (Waiter::Chunk { index, events, .. }, Frame::Error { code, message, .. }) => {
-                    let error = TransferError::Refused {
-                        peer: peer.to_owned(),
-                        code,
-                        message,
-                    };
-                    let _ = events.send(ChunkEvent::Failed { index, error }).await;
-                }
-                _ => return conn_err("answer does not match its request".into()),
+                _ => return conn_err("peer did not answer Hello".into()),
             }
         }
-        buf.drain(..at);
-        let old = buf.len();
-        buf.resize(old + (256 << 10), 0);
-        match rd.read(&mut buf[old..]).await {
-            Ok(0) => return conn_err("connection closed".into()),
-            Ok(n) => buf.truncate(old + n),
-            Err(e) => return conn_err(format!("read: {e}")),
+        let req = match &frame {
+            Frame::Desc(p) => p.req,
+            Frame::Chunk { req, .. } | Frame::Error { req, .. } => *req,
+            _ => return conn_err("peer sent a request frame".into()),
+        };
+        let Some(waiter) = waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&req)
+        else {
+            continue; // cancelled or unknown: drop it
+        };
+        match (waiter, frame) {
+            (Waiter::Desc(tx), Frame::Desc(page)) => {
+                let _ = tx.send(Ok(page));
+            }
+            (Waiter::Desc(tx), Frame::Error { code, message, .. }) => {
+                let _ = tx.send(Err(TransferError::Refused {
+                    peer: peer.to_owned(),
+                    code,
+                    message,
+                }));
+            }
+            (
+                Waiter::Chunk {
+                    index, desc, sink, ..
+                },
+                Frame::Chunk {
+                    index: got, data, ..
+                },
+            ) => {
+                if got != index {
+                    return conn_err(format!(
+                        "answered chunk {got} for a request of chunk {index}"
+                    ));
+                }
+                match VerifiedChunk::verify(index, desc, data) {
+                    Ok(chunk) => {
+                        sink.send(ChunkEvent::Chunk(chunk)).await;
+                    }
+                    Err(source) => {
+                        let error = TransferError::Corrupt {
+                            peer: peer.to_owned(),
+                            source,
+                        };
+                        sink.try_send(ChunkEvent::SourceFailed(error.clone()));
+                        return error;
+                    }
+                }
+            }
+            (Waiter::Chunk { index, sink, .. }, Frame::Error { code, message, .. }) => {
+                let error = TransferError::Refused {
+                    peer: peer.to_owned(),
+                    code,
+                    message,
+                };
+                sink.send(ChunkEvent::Failed { index, error }).await;
+            }
+            _ => return conn_err("answer does not match its request".into()),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! a type byte and the type's payload. Decoding is two steps (check that a
 //! whole frame is buffered, then parse it): a short buffer is "incomplete",
 //! not an error. Every length is checked against a named limit before
-//! anything is allocated for it.
+//! anything is allocated for it. A chunk's bytes are a slice of the frame
+//! they arrived in (no copy).
 //!
 //! ```text
 //! 0x01 Hello     magic "DOT1" | version u16
@@ -18,7 +19,7 @@
 //! ```
 
 use dot_store::descriptor::MAX_OBJECT_SIZE;
-use dot_store::{ChunkHash, Descriptor, MAX_CHUNK_LEN, Oid, Token};
+use dot_store::{Bytes, ChunkHash, Descriptor, MAX_CHUNK_LEN, Oid, Token};
 
 /// Protocol magic sent in `Hello`.
 pub const MAGIC: [u8; 4] = *b"DOT1";
@@ -136,7 +137,7 @@ pub enum Frame {
         /// Chunk index.
         index: u32,
         /// The bytes.
-        data: Vec<u8>,
+        data: Bytes,
     },
     /// Withdraw a request not yet answered.
     Cancel {
@@ -222,12 +223,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes one frame from the front of `buf`. Returns the frame and the
-/// bytes it used, or `None` if `buf` does not yet hold a whole frame.
+/// Step one of decoding: the length of the whole frame at the front of
+/// `buf` (prefix included), or `None` if it is not all buffered yet.
 ///
 /// # Errors
-/// [`ProtoError`] for a frame that can never be valid.
-pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtoError> {
+/// [`ProtoError::FrameLength`] for a length prefix out of range.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ProtoError> {
     let Some(len) = buf.get(..4) else {
         return Ok(None);
     };
@@ -235,13 +236,36 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtoError> {
     if len == 0 || len > MAX_FRAME_LEN {
         return Err(ProtoError::FrameLength(len));
     }
-    let Some(body) = buf.get(4..4 + len) else {
-        return Ok(None);
-    };
-    Ok(Some((parse(body)?, 4 + len)))
+    Ok((buf.len() >= 4 + len).then_some(4 + len))
 }
 
-fn parse(body: &[u8]) -> Result<Frame, ProtoError> {
+/// Step two: parses one whole frame (prefix included), as [`frame_len`]
+/// measured it. A chunk's bytes stay a slice of `frame`.
+///
+/// # Errors
+/// [`ProtoError`] for a frame that can never be valid.
+pub fn parse_frame(frame: Bytes) -> Result<Frame, ProtoError> {
+    match frame_len(&frame)? {
+        Some(n) if n == frame.len() => parse(frame.slice(4..)),
+        _ => Err(ProtoError::FrameLength(frame.len())),
+    }
+}
+
+/// Decodes one frame from the front of `buf` (copying a chunk's bytes out
+/// of it). Returns the frame and the bytes it used, or `None` if `buf` does
+/// not yet hold a whole frame. Drivers use [`frame_len`] and
+/// [`parse_frame`] on their read buffer instead.
+///
+/// # Errors
+/// [`ProtoError`] for a frame that can never be valid.
+pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtoError> {
+    let Some(n) = frame_len(buf)? else {
+        return Ok(None);
+    };
+    Ok(Some((parse_frame(Bytes::copy_from_slice(&buf[..n]))?, n)))
+}
+
+fn parse(body: Bytes) -> Result<Frame, ProtoError> {
     let (ty, payload) = (body[0], &body[1..]);
     let name = match ty {
         T_HELLO => "Hello",
@@ -321,10 +345,11 @@ fn parse(body: &[u8]) -> Result<Frame, ProtoError> {
             if data.is_empty() || data.len() > MAX_CHUNK_LEN as usize {
                 return Err(malformed(name, "chunk length out of range"));
             }
+            // The type byte, req and index come first.
             Frame::Chunk {
                 req,
                 index,
-                data: data.to_vec(),
+                data: body.slice(9..),
             }
         }
         T_CANCEL => Frame::Cancel { req: r.u32()? },
@@ -536,7 +561,11 @@ mod tests {
                 any::<u32>(),
                 proptest::collection::vec(any::<u8>(), 1..3000)
             )
-                .prop_map(|(req, index, data)| Frame::Chunk { req, index, data }),
+                .prop_map(|(req, index, data)| Frame::Chunk {
+                    req,
+                    index,
+                    data: data.into()
+                }),
             any::<u32>().prop_map(|req| Frame::Cancel { req }),
             (any::<u32>(), 1u16..9, "\\PC{0,40}").prop_map(|(req, c, message)| Frame::Error {
                 req,

@@ -2,9 +2,10 @@
 //!
 //! Per connection, a reader task decodes frames and applies the
 //! [`ServerSession`] rules, and a writer task answers requests in order,
-//! reading chunks from the store. Requests cancelled before their turn are
-//! skipped. A malformed frame or rule violation closes that connection
-//! (logged), and nothing else.
+//! sending each chunk from the store's mapping of the object's file with a
+//! vectored write (no copy in user space). Requests cancelled before their
+//! turn are skipped. A malformed frame or rule violation closes that
+//! connection (logged), and nothing else.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -12,12 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dot_store::{Oid, Store};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::access::Policy;
-use super::proto::{self, DescPage, ErrorCode, Frame, MAX_DESC_PAGE};
+use super::framed::{FrameReader, FrameWriter};
+use super::proto::{DescPage, ErrorCode, Frame, MAX_DESC_PAGE};
 use super::session::{Action, ServerSession};
 
 /// Counters of what a server sent, for `gtc status` and tests.
@@ -89,7 +90,7 @@ async fn connection_impl(
     open: bool,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Out>();
     let cancelled = Arc::new(Mutex::new(HashSet::new()));
     let writer = tokio::spawn(writer_task(
@@ -100,56 +101,37 @@ async fn connection_impl(
         cancelled.clone(),
     ));
     let mut session = ServerSession::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
-    let result = 'conn: loop {
-        let mut at = 0;
-        loop {
-            match proto::decode(&buf[at..]) {
-                Ok(Some((frame, used))) => {
-                    at += used;
-                    match session.handle(frame) {
-                        Action::Reply(f) => {
-                            let _ = out_tx.send(Out::Frame(f));
-                        }
-                        Action::CheckToken {
-                            req,
-                            oid,
-                            token,
-                            first,
-                        } => {
-                            let reply =
-                                describe(store, &mut session, stats, req, oid, token, first, open)
-                                    .await;
-                            let _ = out_tx.send(Out::Frame(reply));
-                        }
-                        Action::Serve { req, oid, index } => {
-                            let _ = out_tx.send(Out::Chunk { req, oid, index });
-                        }
-                        Action::Cancel { req } => {
-                            cancelled
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .insert(req);
-                        }
-                        Action::Close(reason) => break 'conn Err(reason),
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => break 'conn Err(e.to_string()),
+    let mut frames = FrameReader::new(rd);
+    let result = loop {
+        let frame = match frames.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e.to_string()),
+        };
+        match session.handle(frame) {
+            Action::Reply(f) => {
+                let _ = out_tx.send(Out::Frame(f));
             }
-        }
-        buf.drain(..at);
-        // Room for at least one more read; frames are bounded by decode.
-        let want = buf.len() + (64 << 10);
-        let old = buf.len();
-        buf.resize(want, 0);
-        match rd.read(&mut buf[old..]).await {
-            Ok(0) => {
-                buf.truncate(old);
-                break Ok(());
+            Action::CheckToken {
+                req,
+                oid,
+                token,
+                first,
+            } => {
+                let reply =
+                    describe(store, &mut session, stats, req, oid, token, first, open).await;
+                let _ = out_tx.send(Out::Frame(reply));
             }
-            Ok(n) => buf.truncate(old + n),
-            Err(e) => break Err(format!("read: {e}")),
+            Action::Serve { req, oid, index } => {
+                let _ = out_tx.send(Out::Chunk { req, oid, index });
+            }
+            Action::Cancel { req } => {
+                cancelled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(req);
+            }
+            Action::Close(reason) => break Err(reason),
         }
     };
     drop(out_tx);
@@ -231,18 +213,13 @@ async fn writer_task(
     stats: Arc<ServerStats>,
     cancelled: Arc<Mutex<HashSet<u32>>>,
 ) {
-    let mut wr = BufWriter::with_capacity(512 << 10, wr);
-    let mut head = Vec::with_capacity(64);
+    let mut wr = FrameWriter::new(wr);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         // Answer everything queued, then flush once.
         while let Some(out) = next.take() {
             let result = match out {
-                Out::Frame(f) => {
-                    head.clear();
-                    f.encode(&mut head);
-                    wr.write_all(&head).await
-                }
+                Out::Frame(f) => wr.frame(&f).await,
                 Out::Chunk { req, oid, index } => {
                     if cancelled
                         .lock()
@@ -251,7 +228,7 @@ async fn writer_task(
                     {
                         Ok(())
                     } else {
-                        write_chunk(&mut wr, &store, &stats, req, oid, index, &mut head).await
+                        write_chunk(&mut wr, &store, &stats, req, oid, index).await
                     }
                 }
             };
@@ -268,24 +245,19 @@ async fn writer_task(
 }
 
 async fn write_chunk(
-    wr: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    wr: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
     store: &Store,
     stats: &ServerStats,
     req: u32,
     oid: Oid,
     index: u32,
-    head: &mut Vec<u8>,
 ) -> std::io::Result<()> {
-    head.clear();
-    match store.read_chunk_for_peer(oid, index) {
+    match store.read_for_peer(oid, index) {
         Ok(data) => {
-            proto::encode_chunk_header(req, index, data.len(), head);
-            wr.write_all(head).await?;
-            wr.write_all(&data).await?;
+            let len = data.len() as u64;
+            wr.chunk(req, index, data).await?;
             stats.chunks_served.fetch_add(1, Ordering::Relaxed);
-            stats
-                .bytes_sent
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
         }
         Err(e) => {
             let code = match e {
@@ -295,13 +267,12 @@ async fn write_chunk(
                 _ => ErrorCode::Internal,
             };
             tracing::debug!(oid = %oid, index, error = %e, "cannot serve chunk");
-            Frame::Error {
+            let error = Frame::Error {
                 req,
                 code,
                 message: e.to_string(),
-            }
-            .encode(head);
-            wr.write_all(head).await?;
+            };
+            wr.frame(&error).await?;
         }
     }
     Ok(())

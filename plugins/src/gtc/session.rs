@@ -216,7 +216,7 @@ mod tests {
             s.handle(Frame::Chunk {
                 req: 1,
                 index: 0,
-                data: vec![1]
+                data: vec![1].into()
             }),
             Action::Close(_)
         ));

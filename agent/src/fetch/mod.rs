@@ -1,0 +1,457 @@
+//! Getting objects: one [`Fetch`] per object in flight, shared by every
+//! client that asks for it.
+//!
+//! A fetch learns the object's descriptors from the first source (in hint
+//! order, RFC 2782) that answers, fills what the store already holds, then
+//! asks the sources for the missing chunks, falling back to the next source
+//! when one fails or lies. Every source checks each chunk against its
+//! descriptor; the store writes the checked chunk and records it present
+//! (the one place presence is kept); readers are told of each arrival.
+//!
+//! - `target`: what a get names ([`Target`]: ticket or bare OID);
+//! - `sources`: hint order, priority groups, describing, building the
+//!   source (one gtc peer or a multipath over a group);
+//! - `run`: the task that brings the chunks in and checks the object;
+//! - `devices`: portable keys attached to every fetch, and the outbox.
+//!
+//! When may a reader see a chunk before the whole object hashed to its OID?
+//! Only when its own ticket carries the digest of the descriptor list the
+//! fetch uses: verified chunks plus a list the ticket vouches for are the
+//! object the ticket names ([`Fetch::readable`], the one place this rule
+//! is written). Readers without that (a bare OID, or a ticket whose list
+//! differs) wait until the store has checked the whole OID.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use anyhow::bail;
+use dot_plugins::multipath::{Multipath, PathStats};
+use dot_plugins::portable::PortableSource;
+use dot_store::descriptor::{chunks_covering, list_digest};
+use dot_store::{Descriptor, Hint, Oid, Store};
+use tokio::sync::{broadcast, mpsc, watch};
+
+mod devices;
+mod run;
+mod sources;
+mod target;
+
+pub use devices::OUTBOX;
+pub use run::IDLE;
+pub use target::Target;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where a fetch is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchState {
+    /// Chunks are coming in.
+    Running,
+    /// Every chunk is present; the whole object is being hashed.
+    Verifying,
+    /// The object is complete and hashed to its OID.
+    Complete,
+    /// The fetch gave up.
+    Failed(String),
+}
+
+/// One object being fetched (or already complete), as readers see it.
+pub struct Fetch {
+    /// The object.
+    pub oid: Oid,
+    /// Its size.
+    pub size: u64,
+    /// Its descriptors.
+    pub descs: Arc<[Descriptor]>,
+    digest: [u8; 32],
+    state: watch::Sender<FetchState>,
+    arrived: broadcast::Sender<u32>,
+    /// Chunk bytes taken from peers so far.
+    pub from_peers: AtomicU64,
+    /// Chunk bytes taken from portable devices so far.
+    pub from_devices: AtomicU64,
+    /// Bytes the store held when the fetch started.
+    pub held_at_start: AtomicU64,
+    source: Mutex<String>,
+    multipath: Mutex<Option<Arc<Multipath>>>,
+    started: Instant,
+    wants: Option<mpsc::UnboundedSender<Vec<u32>>>,
+}
+
+impl Fetch {
+    fn new(oid: Oid, size: u64, descs: Arc<[Descriptor]>, state: FetchState) -> Fetch {
+        Fetch {
+            wants: None,
+            oid,
+            size,
+            digest: list_digest(&descs),
+            descs,
+            state: watch::Sender::new(state),
+            arrived: broadcast::Sender::new(1024),
+            from_peers: AtomicU64::new(0),
+            from_devices: AtomicU64::new(0),
+            held_at_start: AtomicU64::new(0),
+            source: Mutex::new(String::new()),
+            multipath: Mutex::new(None),
+            started: Instant::now(),
+        }
+    }
+
+    /// Asks for chunks `indexes` (those not present and not yet asked for
+    /// are requested now, ahead of what is queued later). False if the fetch
+    /// has ended (complete, failed or idle): start a new one to read more.
+    pub fn want(&self, indexes: Vec<u32>) -> bool {
+        match &self.wants {
+            None => self.state() == FetchState::Complete,
+            Some(tx) => tx.send(indexes).is_ok(),
+        }
+    }
+
+    /// Asks for every chunk, in order.
+    pub fn want_all(&self) -> bool {
+        self.want((0..self.descs.len() as u32).collect())
+    }
+
+    /// The indexes of the chunks covering `offset..offset + len`.
+    pub fn chunks_of(&self, offset: u64, len: u64) -> std::ops::Range<u32> {
+        let r = chunks_covering(&self.descs, offset, len);
+        r.start as u32..r.end as u32
+    }
+
+    /// Whether chunk `index` may be handed to a reader now: the object is
+    /// complete, or the chunk is present and the reader's ticket vouches
+    /// for this descriptor list (`trusted`).
+    ///
+    /// # Errors
+    /// The fetch failed; store errors.
+    pub fn readable(&self, store: &Store, index: u32, trusted: bool) -> anyhow::Result<bool> {
+        match self.state() {
+            FetchState::Complete => Ok(true),
+            FetchState::Failed(why) => bail!("{why}"),
+            _ if trusted => Ok(store.has_chunk(self.oid, index)?),
+            _ => Ok(false),
+        }
+    }
+
+    /// Waits until chunk `index` is [`Fetch::readable`].
+    ///
+    /// # Errors
+    /// The fetch failed or ended without the chunk.
+    pub async fn wait_readable(
+        &self,
+        store: &Store,
+        index: u32,
+        trusted: bool,
+    ) -> anyhow::Result<()> {
+        let mut arrivals = self.arrivals();
+        let mut state = self.watch_state();
+        loop {
+            if self.readable(store, index, trusted)? {
+                return Ok(());
+            }
+            tokio::select! {
+                r = arrivals.recv() => {
+                    if let Err(broadcast::error::RecvError::Closed) = r {
+                        bail!("the fetch of {} ended", self.oid);
+                    }
+                }
+                r = state.changed() => {
+                    if r.is_err() {
+                        if self.readable(store, index, trusted)? {
+                            return Ok(());
+                        }
+                        bail!("the fetch of {} ended", self.oid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> FetchState {
+        self.state.borrow().clone()
+    }
+
+    /// Whether a reader holding `target` may read verified chunks before
+    /// the whole object is checked: its ticket vouches for this list.
+    pub fn trusts(&self, target: &Target) -> bool {
+        target.list_digest == Some(self.digest)
+    }
+
+    /// Watches the state.
+    pub fn watch_state(&self) -> watch::Receiver<FetchState> {
+        self.state.subscribe()
+    }
+
+    /// Indexes of chunks as they arrive. Subscribe before looking at what
+    /// is present, so no arrival falls between.
+    pub fn arrivals(&self) -> broadcast::Receiver<u32> {
+        self.arrived.subscribe()
+    }
+
+    /// What each path delivered, when the source spreads over several.
+    pub fn paths(&self) -> Vec<PathStats> {
+        lock(&self.multipath)
+            .as_ref()
+            .map(|m| m.stats())
+            .unwrap_or_default()
+    }
+
+    /// The source chunks are coming from now.
+    pub fn source(&self) -> String {
+        lock(&self.source).clone()
+    }
+
+    /// Seconds since the fetch started.
+    pub fn age_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Waits until the state is `Complete` (Ok) or `Failed` (Err).
+    ///
+    /// # Errors
+    /// The fetch failed.
+    pub async fn complete(&self) -> anyhow::Result<()> {
+        let mut rx = self.watch_state();
+        loop {
+            match &*rx.borrow_and_update() {
+                FetchState::Complete => return Ok(()),
+                FetchState::Failed(why) => bail!("{why}"),
+                _ => {}
+            }
+            if rx.changed().await.is_err() {
+                bail!("the fetch of {} ended", self.oid);
+            }
+        }
+    }
+}
+
+/// Tickets remembered for fetching by OID (forgotten wholesale beyond).
+const MAX_KNOWN: usize = 100_000;
+
+/// The agent's fetches in flight.
+#[derive(Clone)]
+pub struct Fetches {
+    store: Store,
+    running: Arc<Mutex<HashMap<Oid, Arc<Fetch>>>>,
+    /// The last ticket seen for each object: how to fetch it again by OID.
+    known: Arc<Mutex<HashMap<Oid, Target>>>,
+    /// Local addresses to fetch from (empty: the system's choice).
+    binds: Arc<[IpAddr]>,
+    /// Portable devices attached now.
+    devices: Arc<Mutex<Vec<Arc<PortableSource>>>>,
+    /// Devices as they are attached, for the fetches in flight.
+    attached: broadcast::Sender<Arc<PortableSource>>,
+    /// Copy every new put to attached keys marked as outboxes.
+    outbox: bool,
+    /// Peers asked for objects known by OID alone.
+    peers: Arc<[Hint]>,
+}
+
+impl Fetches {
+    /// No fetches yet.
+    pub fn new(store: Store) -> Fetches {
+        Fetches {
+            store,
+            running: Arc::new(Mutex::new(HashMap::new())),
+            known: Arc::new(Mutex::new(HashMap::new())),
+            binds: Arc::new([]),
+            devices: Arc::new(Mutex::new(Vec::new())),
+            attached: broadcast::Sender::new(16),
+            outbox: false,
+            peers: Arc::new([]),
+        }
+    }
+
+    /// Asks `peers` for objects the agent knows by OID alone (they must be
+    /// open to this host: no token goes with the request).
+    #[must_use]
+    pub fn with_peers(mut self, peers: Vec<Hint>) -> Fetches {
+        self.peers = peers.into();
+        self
+    }
+
+    /// Copies every new put to each attached key that holds the marker
+    /// file `.dot/outbox` (the paper's register_push).
+    #[must_use]
+    pub fn with_outbox(mut self, outbox: bool) -> Fetches {
+        self.outbox = outbox;
+        self
+    }
+
+    /// Fetches from each of `binds` (local addresses): every pair of a
+    /// hint and a local address is a path.
+    #[must_use]
+    pub fn with_binds(mut self, binds: Vec<IpAddr>) -> Fetches {
+        self.binds = binds.into();
+        self
+    }
+
+    /// The store the fetches fill.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// What the agent knows of where to get `oid`: the last ticket (with
+    /// hints) it was given for it, else the configured peers (no token, no
+    /// vouched-for list: readers wait for the whole-object check).
+    pub fn known(&self, oid: Oid) -> Option<Target> {
+        let seen = lock(&self.known).get(&oid).cloned();
+        seen.or_else(|| {
+            (!self.peers.is_empty()).then(|| Target {
+                hints: self.peers.to_vec(),
+                ..Target::bare(oid)
+            })
+        })
+    }
+
+    /// `target` itself, or for a bare OID with no hints given, what the
+    /// agent knows of it (see [`Fetches::known`]).
+    pub fn fill_in(&self, target: Target) -> Target {
+        if target.is_bare()
+            && let Some(known) = self.known(target.oid)
+        {
+            return known;
+        }
+        target
+    }
+
+    /// The fetches in flight.
+    pub fn in_flight(&self) -> Vec<Arc<Fetch>> {
+        lock(&self.running).values().cloned().collect()
+    }
+
+    /// A running fetch of `oid`, if any.
+    pub fn running(&self, oid: Oid) -> Option<Arc<Fetch>> {
+        lock(&self.running).get(&oid).cloned()
+    }
+
+    /// Starts getting `target`, or joins the fetch of it already running,
+    /// or returns the complete local object. Returns once the object's size
+    /// and descriptors are known; chunks keep coming in the background.
+    ///
+    /// # Errors
+    /// When no source can describe the object; the message lists each
+    /// source's failure.
+    pub async fn start(&self, target: &Target, whole: bool) -> anyhow::Result<Arc<Fetch>> {
+        Ok(self.start_counted(target, whole).await?.0)
+    }
+
+    /// [`Fetches::start`], also returning how many bytes the fetch had
+    /// taken from peers before this caller joined it (0 for a new one), so
+    /// a get reports only what it waited for.
+    ///
+    /// # Errors
+    /// As [`Fetches::start`].
+    pub async fn start_counted(
+        &self,
+        target: &Target,
+        whole: bool,
+    ) -> anyhow::Result<(Arc<Fetch>, u64)> {
+        let (fetch, created) = self.start_inner(target).await?;
+        let before = if created {
+            0
+        } else {
+            fetch.from_peers.load(Ordering::Relaxed)
+        };
+        if whole {
+            fetch.want_all();
+        }
+        Ok((fetch, before))
+    }
+
+    async fn start_inner(&self, target: &Target) -> anyhow::Result<(Arc<Fetch>, bool)> {
+        let oid = target.oid;
+        if !target.hints.is_empty() {
+            let mut known = lock(&self.known);
+            if known.len() >= MAX_KNOWN {
+                known.clear();
+            }
+            known.insert(oid, target.clone());
+        }
+        if let Some(f) = self.complete_local(oid).await? {
+            return Ok((f, false));
+        }
+        if let Some(f) = self.running(oid) {
+            return Ok((f, false));
+        }
+        let order = sources::ordered(&target.hints);
+        // An attached device that holds the object describes it at once,
+        // with no network at all; the hints stay fallbacks.
+        let (source, rest, size, descs, failures) = match self.describe_on_devices(target).await {
+            Some((source, size, descs)) => (source, order, size, descs, Vec::new()),
+            None => {
+                let d = sources::describe(target, &order).await?;
+                let chunks = d.descs.len() as u32;
+                let (source, rest) =
+                    sources::paths(target, d.source, &order, d.at, chunks, &self.binds).await;
+                (source, rest, d.size, d.descs, d.failures)
+            }
+        };
+        let (wants_tx, wants_rx) = mpsc::unbounded_channel();
+        let fetch = {
+            let mut running = lock(&self.running);
+            if let Some(f) = running.get(&oid) {
+                return Ok((f.clone(), false));
+            }
+            let mut f = Fetch::new(oid, size, descs.into(), FetchState::Running);
+            f.wants = Some(wants_tx);
+            let f = Arc::new(f);
+            running.insert(oid, f.clone());
+            f
+        };
+        let s = self.store.clone();
+        let d = fetch.descs.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            s.begin_fill(oid, size, &d)?;
+            s.pin(oid);
+            s.fill_from_local(oid)?;
+            s.missing(oid)
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r.map_err(anyhow::Error::from));
+        let missing = match prepared {
+            Ok(m) => m,
+            Err(e) => {
+                lock(&self.running).remove(&oid);
+                return Err(e.context(format!("preparing to receive {oid}")));
+            }
+        };
+        let missing_bytes: u64 = missing
+            .iter()
+            .map(|&i| u64::from(fetch.descs[i as usize].len))
+            .sum();
+        fetch
+            .held_at_start
+            .store(size - missing_bytes, Ordering::Relaxed);
+        let run = run::Run::new(missing.len(), wants_rx, failures);
+        tokio::spawn(
+            self.clone()
+                .run_task(fetch.clone(), target.clone(), source, rest, run),
+        );
+        Ok((fetch, true))
+    }
+
+    /// A complete local object as a finished fetch.
+    async fn complete_local(&self, oid: Oid) -> anyhow::Result<Option<Arc<Fetch>>> {
+        let s = self.store.clone();
+        let found =
+            tokio::task::spawn_blocking(move || match s.info(oid)?.filter(|i| i.complete) {
+                Some(info) => Ok::<_, dot_store::Error>(Some((info.size, s.descriptors(oid)?))),
+                None => Ok(None),
+            })
+            .await?;
+        let Ok(Some((size, descs))) = found else {
+            return Ok(None);
+        };
+        let f = Fetch::new(oid, size, descs, FetchState::Complete);
+        f.held_at_start.store(size, Ordering::Relaxed);
+        Ok(Some(Arc::new(f)))
+    }
+}

@@ -1,0 +1,284 @@
+//! The task that brings one object's chunks in and checks the object.
+//!
+//! Sources and attached devices deliver checked chunks into the fetch's
+//! one channel ([`ChunkSink`], tagged by who sent them); the task writes
+//! each to the store (no second hash: the chunk proves its check), counts
+//! it, and tells readers. What is present is the store's to say; the task
+//! keeps only what it asked for and has not received. When the source
+//! fails, the next hint continues with what is still missing; once nothing
+//! is, the whole object is checked against its OID.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, bail};
+use dot_plugins::portable::PortableSource;
+use dot_plugins::transfer::ChunkSink;
+use dot_plugins::{ChunkEvent, Transfer};
+use dot_store::Hint;
+use tokio::sync::mpsc;
+
+use super::sources::{self, Source};
+use super::{Fetch, FetchState, Fetches, Target, lock};
+
+/// A fetch with nothing wanted and nothing in flight ends after this.
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Chunk events a fetch's sources may have queued (each holds a chunk).
+const EVENTS: usize = 512;
+/// Events handled per wake-up.
+const BATCH: usize = 64;
+/// The sink tag of the fetch's source; devices are tagged from 1.
+const SOURCE: usize = 0;
+
+/// The state of a fetch's task.
+pub(super) struct Run {
+    /// Chunks asked of the current source and not yet delivered.
+    in_flight: HashSet<u32>,
+    /// Chunks not present yet.
+    left: usize,
+    wants: mpsc::UnboundedReceiver<Vec<u32>>,
+    failures: Vec<String>,
+}
+
+impl Run {
+    pub fn new(
+        left: usize,
+        wants: mpsc::UnboundedReceiver<Vec<u32>>,
+        failures: Vec<String>,
+    ) -> Run {
+        Run {
+            in_flight: HashSet::new(),
+            left,
+            wants,
+            failures,
+        }
+    }
+}
+
+impl Fetches {
+    /// Runs the fetch to its end and records how it ended.
+    pub(super) async fn run_task(
+        self,
+        fetch: Arc<Fetch>,
+        target: Target,
+        source: Source,
+        rest: Vec<Hint>,
+        mut run: Run,
+    ) {
+        let result = self.run(&fetch, &target, source, rest, &mut run).await;
+        lock(&self.running).remove(&fetch.oid);
+        match result {
+            Ok(true) => {
+                fetch.state.send_replace(FetchState::Complete);
+            }
+            // Idle: nobody wanted more for a while. Readers holding it
+            // start a new fetch when they want more.
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(oid = %fetch.oid, error = %format!("{e:#}"), "get failed");
+                fetch
+                    .state
+                    .send_replace(FetchState::Failed(format!("{e:#}")));
+            }
+        }
+        self.store.unpin(fetch.oid);
+    }
+
+    /// Brings in the chunks readers want (first source, then the others in
+    /// order); once every chunk is present, checks the whole object.
+    /// Returns false if it went idle before the object was complete.
+    async fn run(
+        &self,
+        fetch: &Fetch,
+        target: &Target,
+        first: Source,
+        rest: Vec<Hint>,
+        run: &mut Run,
+    ) -> anyhow::Result<bool> {
+        let mut next = Some(first);
+        let mut others = rest.into_iter();
+        while run.left > 0 {
+            let Some(source) = next.take() else {
+                match others.next() {
+                    Some(hint) => {
+                        match sources::connect(&hint, target, fetch.size, &fetch.descs).await {
+                            Ok(s) => next = Some(s),
+                            Err(e) => run.failures.push(format!("{hint}: {e:#}")),
+                        }
+                        continue;
+                    }
+                    None => bail!("could not get {}: {}", fetch.oid, run.failures.join("; ")),
+                }
+            };
+            match self.pull(fetch, &source, run).await {
+                Ok(true) => break,
+                Ok(false) => return Ok(false),
+                Err(e) => {
+                    tracing::warn!(oid = %fetch.oid, source = %source.label, error = %format!("{e:#}"), "source failed; trying the next");
+                    run.failures.push(format!("{}: {e:#}", source.label));
+                }
+            }
+        }
+        fetch.state.send_replace(FetchState::Verifying);
+        let s = self.store.clone();
+        let oid = fetch.oid;
+        // The whole hash was mostly taken as the chunks came; what is left
+        // only yields to readers, on an idle-priority thread.
+        tokio::task::spawn_blocking(move || at_idle_priority(|| s.finish(oid)))
+            .await?
+            .context("checking the whole object")?;
+        Ok(true)
+    }
+
+    /// Fetches wanted chunks from one source until none is missing (true)
+    /// or nothing was wanted for [`IDLE`] (false).
+    async fn pull(&self, fetch: &Fetch, source: &Source, run: &mut Run) -> anyhow::Result<bool> {
+        let oid = fetch.oid;
+        *lock(&fetch.source) = source.name();
+        *lock(&fetch.multipath) = source.multipath.clone();
+        let (tx, mut events) = mpsc::channel(EVENTS);
+        let store = &self.store;
+        let submit = |batch: Vec<u32>| {
+            if !batch.is_empty() {
+                let wanted = batch
+                    .into_iter()
+                    .map(|i| (i, fetch.descs[i as usize]))
+                    .collect();
+                source
+                    .plugin
+                    .get_chunks(oid, wanted, ChunkSink::new(tx.clone(), SOURCE));
+            }
+        };
+        // Attached devices are asked for every missing chunk at once, now
+        // and as they come; what they hold arrives beside the source's.
+        let mut devices: Vec<String> = Vec::new();
+        let attach = |device: Arc<PortableSource>, devices: &mut Vec<String>| {
+            if device.name() == source.label {
+                return;
+            }
+            let Ok(missing) = store.missing(oid) else {
+                return;
+            };
+            let wanted = missing
+                .into_iter()
+                .map(|i| (i, fetch.descs[i as usize]))
+                .collect();
+            devices.push(device.name());
+            device.get_chunks(oid, wanted, ChunkSink::new(tx.clone(), devices.len()));
+        };
+        let mut attached = self.attached.subscribe();
+        for device in self.devices() {
+            attach(device, &mut devices);
+        }
+        // What an earlier source was asked for and did not deliver.
+        let carried: Vec<u32> = run
+            .in_flight
+            .iter()
+            .copied()
+            .filter(|&i| !store.has_chunk(oid, i).unwrap_or(true))
+            .collect();
+        run.in_flight = carried.iter().copied().collect();
+        submit(carried);
+        let mut batch = Vec::with_capacity(BATCH);
+        while run.left > 0 {
+            tokio::select! {
+                biased;
+                _ = events.recv_many(&mut batch, BATCH) => {
+                    for (from, ev) in batch.drain(..) {
+                        let name = if from == SOURCE { None } else { devices.get(from - 1) };
+                        self.take(fetch, source, run, name, ev)?;
+                    }
+                }
+                device = attached.recv() => {
+                    if let Ok(device) = device {
+                        attach(device, &mut devices);
+                    }
+                }
+                want = run.wants.recv() => {
+                    let Some(want) = want else { return Ok(false) };
+                    // Each chunk once: not present, not in flight, not
+                    // twice in this want.
+                    let batch: Vec<u32> = want
+                        .into_iter()
+                        .filter(|&i| {
+                            !store.has_chunk(oid, i).unwrap_or(true) && run.in_flight.insert(i)
+                        })
+                        .collect();
+                    submit(batch);
+                }
+                () = tokio::time::sleep(IDLE), if run.in_flight.is_empty() => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// One event from the source (`device` is `None`) or a device.
+    fn take(
+        &self,
+        fetch: &Fetch,
+        source: &Source,
+        run: &mut Run,
+        device: Option<&String>,
+        ev: ChunkEvent,
+    ) -> anyhow::Result<()> {
+        let oid = fetch.oid;
+        match (ev, device) {
+            (ChunkEvent::Chunk(chunk), _) => {
+                let index = chunk.index();
+                let asked = run.in_flight.remove(&index);
+                let written = match self.store.write_verified(oid, &chunk) {
+                    Ok(w) => w,
+                    Err(e) if device.is_none() => {
+                        return Err(e).with_context(|| format!("from {}", source.plugin.name()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(%oid, index, device = %device.map_or("", |d| d), error = %e, "chunk from the device refused; fetched elsewhere");
+                        if asked {
+                            run.in_flight.insert(index);
+                        }
+                        return Ok(());
+                    }
+                };
+                if !written {
+                    return Ok(());
+                }
+                run.left -= 1;
+                if device.is_some() && asked {
+                    source.plugin.cancel_chunks(oid, &[index]);
+                }
+                let counter = if device.is_some() || source.device {
+                    &fetch.from_devices
+                } else {
+                    &fetch.from_peers
+                };
+                counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                let _ = fetch.arrived.send(index);
+            }
+            (ChunkEvent::Failed { index, error }, None) => bail!("chunk {index}: {error}"),
+            (ChunkEvent::SourceFailed(e), None) => return Err(e.into()),
+            // Not on the device: the source brings it.
+            (ChunkEvent::Failed { .. }, Some(_)) => {}
+            (ChunkEvent::SourceFailed(e), Some(device)) => {
+                tracing::info!(%oid, %device, error = %e, "device stopped delivering");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` with the calling thread scheduled only when a CPU is
+/// otherwise idle (SCHED_IDLE), then restores its policy.
+fn at_idle_priority<T>(f: impl FnOnce() -> T) -> T {
+    let idle = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; the parameter is valid for both
+    // policies.
+    let lowered = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) } == 0;
+    let out = f();
+    if lowered {
+        // SAFETY: as above.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &idle) };
+    }
+    out
+}

@@ -1,0 +1,265 @@
+//! Where a fetch gets its chunks: the ticket's hints in RFC 2782 order,
+//! asked for the descriptors one priority group at a time, and the source
+//! built from the group that answered (one gtc peer, or a [`Multipath`]
+//! over every hint of the group and every local address to bind).
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail};
+use dot_plugins::Transfer;
+use dot_plugins::gtc::client::{DEFAULT_WINDOW, GtcSource};
+use dot_plugins::multipath::Multipath;
+use dot_store::descriptor::list_digest;
+use dot_store::hint::order_hints;
+use dot_store::{Descriptor, Hint, Token};
+use tokio::sync::mpsc;
+
+use super::Target;
+
+/// A source that answered with the object's descriptors.
+pub(super) struct Source {
+    /// The hint or device it reads.
+    pub label: String,
+    pub plugin: Arc<dyn Transfer>,
+    /// The same plugin when it spreads over several paths.
+    pub multipath: Option<Arc<Multipath>>,
+    /// A portable device rather than a peer.
+    pub device: bool,
+}
+
+impl Source {
+    fn single(hint: &Hint, plugin: GtcSource) -> Source {
+        Source {
+            label: hint.to_string(),
+            plugin: Arc::new(plugin),
+            multipath: None,
+            device: false,
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match &self.multipath {
+            Some(m) => m.name(),
+            None => self.label.clone(),
+        }
+    }
+}
+
+/// What describing the object found: the source that answered, where its
+/// hint is in the order, the size, the descriptors, and every failure seen.
+pub(super) struct Described {
+    pub at: usize,
+    pub source: Source,
+    pub size: u64,
+    pub descs: Vec<Descriptor>,
+    pub failures: Vec<String>,
+}
+
+/// The hints in the order to try them.
+pub(super) fn ordered(hints: &[Hint]) -> Vec<Hint> {
+    let mut seed = Token::random()
+        .map(|t| {
+            u64::from_le_bytes([
+                t.0[0], t.0[1], t.0[2], t.0[3], t.0[4], t.0[5], t.0[6], t.0[7],
+            ])
+        })
+        .unwrap_or(1)
+        | 1;
+    order_hints(hints, || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    })
+    .into_iter()
+    .cloned()
+    .collect()
+}
+
+/// The positions of the hints that share `order[at]`'s priority (`order`
+/// is sorted by priority): the one place a priority group is found.
+fn priority_group(order: &[Hint], at: usize) -> Range<usize> {
+    let prio = order[at].priority;
+    let start = order[..at]
+        .iter()
+        .rposition(|h| h.priority != prio)
+        .map_or(0, |p| p + 1);
+    let end = at
+        + order[at..]
+            .iter()
+            .take_while(|h| h.priority == prio)
+            .count();
+    start..end
+}
+
+/// Asks the sources for the object's descriptors, one priority group after
+/// the other; within a group all at once (a slow path must not hold up the
+/// start). Returns the first that answers with the list the ticket vouches
+/// for (if it gives a digest).
+pub(super) async fn describe(target: &Target, order: &[Hint]) -> anyhow::Result<Described> {
+    let oid = target.oid;
+    let mut failures = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let group = priority_group(order, start);
+        start = group.end;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for at in group {
+            let (tx, hint, token) = (tx.clone(), order[at].clone(), target.token);
+            tokio::spawn(async move {
+                let mut why = Vec::new();
+                let answer = match plugin_for(&hint, &mut why).await {
+                    Some(plugin) => Some(
+                        plugin
+                            .get_descriptors(oid, token)
+                            .await
+                            .map(|d| (plugin, d)),
+                    ),
+                    None => None,
+                };
+                let _ = tx.send((at, answer, why));
+            });
+        }
+        drop(tx);
+        while let Some((at, answer, mut why)) = rx.recv().await {
+            failures.append(&mut why);
+            let hint = &order[at];
+            match answer {
+                Some(Ok((plugin, d))) => {
+                    if target
+                        .list_digest
+                        .is_some_and(|want| list_digest(&d.descriptors) != want)
+                    {
+                        failures.push(format!("{hint}: descriptor list does not match the ticket"));
+                        continue;
+                    }
+                    return Ok(Described {
+                        at,
+                        source: Source::single(hint, plugin),
+                        size: d.size,
+                        descs: d.descriptors,
+                        failures,
+                    });
+                }
+                Some(Err(e)) => failures.push(format!("{hint}: {e}")),
+                None => {}
+            }
+        }
+    }
+    if failures.is_empty() {
+        bail!("{oid} is not here and no source is known for it (give a ticket or --hint)");
+    }
+    Err(anyhow!("could not get {oid}: {}", failures.join("; ")))
+}
+
+/// The source to fetch from, given the one that described the object
+/// (`order[at]`), and the hints left as fallbacks. The hints of its
+/// priority, each from every local address in `binds`, are paths of one
+/// [`Multipath`] source; a single path stays a plain source.
+pub(super) async fn paths(
+    target: &Target,
+    first: Source,
+    order: &[Hint],
+    at: usize,
+    chunks: u32,
+    binds: &[IpAddr],
+) -> (Source, Vec<Hint>) {
+    let (oid, token) = (target.oid, target.token);
+    let group = priority_group(order, at);
+    let rest = order[group.end..].to_vec();
+    // The hint that answered first, then the others of its priority.
+    let mut hints: Vec<&Hint> = vec![&order[at]];
+    hints.extend(group.filter(|&i| i != at).map(|i| &order[i]));
+    if hints.len() < 2 && binds.len() < 2 {
+        if let [bind] = binds
+            && let Some(addr) = resolve(&order[at], &mut Vec::new()).await
+        {
+            let plugin = GtcSource::bound(addr, Some(*bind), DEFAULT_WINDOW);
+            plugin.grant(oid, token, chunks);
+            return (
+                Source {
+                    plugin: Arc::new(plugin),
+                    ..first
+                },
+                rest,
+            );
+        }
+        return (first, rest);
+    }
+    let binds: Vec<Option<IpAddr>> = if binds.is_empty() {
+        vec![None]
+    } else {
+        binds.iter().copied().map(Some).collect()
+    };
+    let mut plugins: Vec<Arc<dyn Transfer>> = Vec::new();
+    for hint in hints {
+        let Some(addr) = resolve(hint, &mut Vec::new()).await else {
+            continue;
+        };
+        for bind in &binds {
+            // The source that answered already is the first path.
+            if plugins.is_empty() && bind.is_none() {
+                plugins.push(first.plugin.clone());
+            } else {
+                let path = GtcSource::bound(addr, *bind, DEFAULT_WINDOW);
+                path.grant(oid, token, chunks);
+                plugins.push(Arc::new(path));
+            }
+        }
+    }
+    if plugins.len() < 2 {
+        return (first, rest);
+    }
+    let multipath = Arc::new(Multipath::new(plugins));
+    let source = Source {
+        label: first.label,
+        plugin: multipath.clone(),
+        multipath: Some(multipath),
+        device: false,
+    };
+    (source, rest)
+}
+
+/// Connects to a further source and checks it describes the object as the
+/// fetch does.
+pub(super) async fn connect(
+    hint: &Hint,
+    target: &Target,
+    size: u64,
+    descs: &[Descriptor],
+) -> anyhow::Result<Source> {
+    let mut failures = Vec::new();
+    let Some(plugin) = plugin_for(hint, &mut failures).await else {
+        bail!("{}", failures.join("; "));
+    };
+    let d = plugin.get_descriptors(target.oid, target.token).await?;
+    if d.size != size || d.descriptors.as_slice() != descs {
+        bail!("describes the object differently");
+    }
+    Ok(Source::single(hint, plugin))
+}
+
+async fn plugin_for(hint: &Hint, failures: &mut Vec<String>) -> Option<GtcSource> {
+    let addr = resolve(hint, failures).await?;
+    Some(GtcSource::new(addr, DEFAULT_WINDOW))
+}
+
+/// The address of a gtc hint.
+async fn resolve(hint: &Hint, failures: &mut Vec<String>) -> Option<SocketAddr> {
+    let Some(authority) = hint.gtc_authority() else {
+        failures.push(format!("{hint}: unsupported method"));
+        return None;
+    };
+    match tokio::net::lookup_host(authority)
+        .await
+        .map(|mut a| a.next())
+    {
+        Ok(Some(addr)) => Some(addr),
+        Ok(None) | Err(_) => {
+            failures.push(format!("{hint}: cannot resolve"));
+            None
+        }
+    }
+}

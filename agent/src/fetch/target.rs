@@ -1,0 +1,65 @@
+//! What a get names: a ticket, or a bare OID, with where to fetch it.
+
+use dot_store::{Hint, Oid, Ticket, Token};
+
+/// What a get names: a ticket, or a bare OID.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The object.
+    pub oid: Oid,
+    /// Its access token, from the ticket.
+    pub token: Option<Token>,
+    /// Digest of its descriptor list, from the ticket.
+    pub list_digest: Option<[u8; 32]>,
+    /// Where to fetch it.
+    pub hints: Vec<Hint>,
+}
+
+impl From<&Ticket> for Target {
+    fn from(t: &Ticket) -> Target {
+        Target {
+            oid: t.oid(),
+            token: t.token(),
+            list_digest: t.list_digest(),
+            hints: t.hints().to_vec(),
+        }
+    }
+}
+
+impl Target {
+    /// A bare OID: no token, no list digest, no hints.
+    pub fn bare(oid: Oid) -> Target {
+        Target {
+            oid,
+            token: None,
+            list_digest: None,
+            hints: Vec::new(),
+        }
+    }
+
+    /// Parses a ticket or OID; `hints`, if not empty, replace the ticket's.
+    ///
+    /// # Errors
+    /// A clear message for a malformed ticket, OID or hint.
+    pub fn parse(text: &str, hints: &[String]) -> anyhow::Result<Target> {
+        let text = text.trim();
+        let mut t = if text.starts_with(dot_store::oid::OID_PREFIX) {
+            Target::bare(text.parse()?)
+        } else {
+            Target::from(&text.parse::<Ticket>()?)
+        };
+        if !hints.is_empty() {
+            t.hints = hints
+                .iter()
+                .map(|h| h.parse::<Hint>())
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(t)
+    }
+
+    /// A bare OID with nothing to fetch it by (no hints, no token): the
+    /// agent fills in what it knows of it.
+    pub fn is_bare(&self) -> bool {
+        self.hints.is_empty() && self.token.is_none()
+    }
+}

@@ -1,0 +1,362 @@
+//! Every SQL statement of the store, as functions over a connection.
+//!
+//! The schema is `schema.sql`; the connection is owned by the index thread
+//! (`db.rs`), which runs these inside its transactions. Nothing else in the
+//! crate writes SQL.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::descriptor::{Descriptor, MAX_CHUNK_LEN};
+use crate::error::Result;
+use crate::oid::{ChunkHash, Oid};
+use crate::store::FileStamp;
+
+/// Unix seconds now, for `last_use`.
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Reads an OID column.
+pub(crate) fn oid_col(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Oid> {
+    let v: Vec<u8> = row.get(i)?;
+    let bytes: [u8; 32] = v.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Blob,
+            "OID is not 32 bytes".into(),
+        )
+    })?;
+    Ok(Oid(bytes))
+}
+
+/// One object's row and its chunk rows, as an open object needs them.
+pub(crate) struct ObjectRow {
+    pub size: u64,
+    pub complete: bool,
+    /// The referenced file and its stamp; `None` for the store's own file.
+    pub referenced: Option<(String, FileStamp)>,
+    /// Every chunk in order, with its present flag.
+    pub chunks: Vec<(Descriptor, bool)>,
+}
+
+/// What the store knows of one object, as listed.
+pub(crate) struct InfoRow {
+    pub oid: Oid,
+    pub size: u64,
+    pub chunks: u32,
+    pub complete: bool,
+    pub referenced: Option<String>,
+    pub last_use: i64,
+    pub present: u32,
+}
+
+pub(crate) fn load_object(c: &Connection, oid: &Oid) -> Result<Option<ObjectRow>> {
+    let obj = c
+        .query_row(
+            "SELECT size, complete, backing, b_dev, b_ino, b_size, b_mtime_ns FROM objects WHERE oid = ?1",
+            [oid.as_bytes()],
+            |r| {
+                let backing: Option<String> = r.get(2)?;
+                let referenced = match backing {
+                    Some(path) => Some((
+                        path,
+                        FileStamp {
+                            dev: r.get::<_, i64>(3)? as u64,
+                            ino: r.get::<_, i64>(4)? as u64,
+                            size: r.get::<_, i64>(5)? as u64,
+                            mtime_ns: r.get(6)?,
+                        },
+                    )),
+                    None => None,
+                };
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, bool>(1)?, referenced))
+            },
+        )
+        .optional()?;
+    let Some((size, complete, referenced)) = obj else {
+        return Ok(None);
+    };
+    let mut st = c.prepare_cached(
+        "SELECT hash, offset, len, present FROM chunks WHERE oid = ?1 ORDER BY idx",
+    )?;
+    let chunks = st
+        .query_map([oid.as_bytes()], |r| {
+            let hash: Vec<u8> = r.get(0)?;
+            let hash: [u8; 32] = hash.try_into().map_err(|_| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Blob,
+                    "chunk hash is not 32 bytes".into(),
+                )
+            })?;
+            Ok((
+                Descriptor {
+                    hash: ChunkHash(hash),
+                    offset: r.get::<_, i64>(1)? as u64,
+                    len: r.get::<_, i64>(2)? as u32,
+                },
+                r.get::<_, bool>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(ObjectRow {
+        size,
+        complete,
+        referenced,
+        chunks,
+    }))
+}
+
+/// Objects with their present-chunk counts; one object, or all by last use.
+pub(crate) fn infos(c: &Connection, oid: Option<Oid>) -> Result<Vec<InfoRow>> {
+    let sql = "SELECT o.oid, o.size, o.chunk_count, o.complete, o.backing, o.last_use,
+                      (SELECT count(*) FROM chunks c WHERE c.oid = o.oid AND c.present = 1)
+               FROM objects o WHERE (?1 IS NULL OR o.oid = ?1) ORDER BY o.last_use, o.oid";
+    let mut st = c.prepare_cached(sql)?;
+    let rows = st.query_map([oid.map(|o| o.0.to_vec())], |r| {
+        Ok(InfoRow {
+            oid: oid_col(r, 0)?,
+            size: r.get::<_, i64>(1)? as u64,
+            chunks: r.get::<_, i64>(2)? as u32,
+            complete: r.get(3)?,
+            referenced: r.get(4)?,
+            last_use: r.get(5)?,
+            present: r.get::<_, i64>(6)? as u32,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+pub(crate) fn is_complete(c: &Connection, oid: &Oid) -> Result<bool> {
+    Ok(c.query_row(
+        "SELECT complete FROM objects WHERE oid = ?1",
+        [oid.as_bytes()],
+        |r| r.get::<_, bool>(0),
+    )
+    .optional()?
+    .unwrap_or(false))
+}
+
+/// Objects whose bytes the store owns, with their complete flag.
+pub(crate) fn owned_objects(c: &Connection) -> Result<Vec<(Oid, bool)>> {
+    let mut st = c.prepare("SELECT oid, complete FROM objects WHERE backing IS NULL")?;
+    let rows = st.query_map([], |r| Ok((oid_col(r, 0)?, r.get::<_, bool>(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Owned objects and their sizes, least recently used first.
+pub(crate) fn owned_by_last_use(c: &Connection) -> Result<Vec<(Oid, u64)>> {
+    let mut st =
+        c.prepare("SELECT oid, size FROM objects WHERE backing IS NULL ORDER BY last_use, oid")?;
+    let rows = st.query_map([], |r| Ok((oid_col(r, 0)?, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Bytes of the objects the store owns.
+pub(crate) fn owned_bytes(c: &Connection) -> Result<u64> {
+    Ok(c.query_row(
+        "SELECT coalesce(sum(size), 0) FROM objects WHERE backing IS NULL",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
+/// Records a complete object (replacing any row of that OID).
+pub(crate) fn insert_complete(
+    c: &Connection,
+    oid: &Oid,
+    size: u64,
+    descs: &[Descriptor],
+    referenced: Option<(&str, FileStamp)>,
+) -> Result<()> {
+    delete_object(c, oid)?;
+    let stamp = referenced.map(|(_, s)| s);
+    c.execute(
+        "INSERT INTO objects (oid, size, chunk_count, complete, backing, b_dev, b_ino, b_size, b_mtime_ns, last_use)
+         VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            oid.as_bytes(),
+            size as i64,
+            descs.len() as i64,
+            referenced.map(|(p, _)| p),
+            stamp.map(|s| s.dev as i64),
+            stamp.map(|s| s.ino as i64),
+            stamp.map(|s| s.size as i64),
+            stamp.map(|s| s.mtime_ns),
+            now_secs()
+        ],
+    )?;
+    insert_chunks(c, oid, descs, true)?;
+    if let Some(s) = stamp {
+        upsert_file(c, s, oid)?;
+    }
+    Ok(())
+}
+
+/// Records an object to be filled chunk by chunk, every chunk absent.
+pub(crate) fn insert_partial(
+    c: &Connection,
+    oid: &Oid,
+    size: u64,
+    descs: &[Descriptor],
+) -> Result<()> {
+    c.execute(
+        "INSERT INTO objects (oid, size, chunk_count, complete, last_use) VALUES (?1, ?2, ?3, 0, ?4)",
+        params![oid.as_bytes(), size as i64, descs.len() as i64, now_secs()],
+    )?;
+    insert_chunks(c, oid, descs, false)
+}
+
+fn insert_chunks(c: &Connection, oid: &Oid, descs: &[Descriptor], present: bool) -> Result<()> {
+    let mut st = c.prepare_cached(
+        "INSERT INTO chunks (oid, idx, hash, offset, len, present) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (i, d) in descs.iter().enumerate() {
+        debug_assert!(d.len <= MAX_CHUNK_LEN);
+        st.execute(params![
+            oid.as_bytes(),
+            i as i64,
+            d.hash.as_bytes(),
+            d.offset as i64,
+            d.len,
+            present
+        ])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn mark_present(c: &Connection, oid: &Oid, index: u32) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE chunks SET present = 1 WHERE oid = ?1 AND idx = ?2")?
+        .execute(params![oid.as_bytes(), index])?;
+    Ok(())
+}
+
+/// Marks chunks missing again and the object incomplete.
+pub(crate) fn mark_damaged(c: &Connection, oid: &Oid, damaged: &[u32]) -> Result<()> {
+    let mut st = c.prepare_cached("UPDATE chunks SET present = 0 WHERE oid = ?1 AND idx = ?2")?;
+    for i in damaged {
+        st.execute(params![oid.as_bytes(), i])?;
+    }
+    c.execute(
+        "UPDATE objects SET complete = 0 WHERE oid = ?1",
+        [oid.as_bytes()],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn mark_complete(c: &Connection, oid: &Oid) -> Result<()> {
+    c.execute(
+        "UPDATE objects SET complete = 1, last_use = ?2 WHERE oid = ?1",
+        params![oid.as_bytes(), now_secs()],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn touch(c: &Connection, oid: &Oid) -> Result<()> {
+    c.execute(
+        "UPDATE objects SET last_use = ?2 WHERE oid = ?1",
+        params![oid.as_bytes(), now_secs()],
+    )?;
+    Ok(())
+}
+
+/// Where a present chunk with each of `hashes` is held, if anywhere.
+pub(crate) fn find_present(
+    c: &Connection,
+    hashes: &[(u32, ChunkHash)],
+) -> Result<Vec<(u32, Oid, u32)>> {
+    let mut st =
+        c.prepare_cached("SELECT oid, idx FROM chunks WHERE hash = ?1 AND present = 1 LIMIT 1")?;
+    let mut out = Vec::new();
+    for (index, hash) in hashes {
+        if let Some((src, src_idx)) = st
+            .query_row([hash.as_bytes()], |r| {
+                Ok((oid_col(r, 0)?, r.get::<_, u32>(1)?))
+            })
+            .optional()?
+        {
+            out.push((*index, src, src_idx));
+        }
+    }
+    Ok(out)
+}
+
+/// The complete object a file with this stamp holds, if it was put before:
+/// its OID, size and chunk count.
+pub(crate) fn cached_file(c: &Connection, stamp: FileStamp) -> Result<Option<(Oid, u64, u32)>> {
+    Ok(c.query_row(
+        "SELECT f.oid, o.size, o.chunk_count FROM files f JOIN objects o ON o.oid = f.oid
+         WHERE f.dev = ?1 AND f.ino = ?2 AND f.size = ?3 AND f.mtime_ns = ?4 AND o.complete = 1",
+        params![
+            stamp.dev as i64,
+            stamp.ino as i64,
+            stamp.size as i64,
+            stamp.mtime_ns
+        ],
+        |r| {
+            Ok((
+                oid_col(r, 0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u32,
+            ))
+        },
+    )
+    .optional()?)
+}
+
+/// Records `stamp` as a file holding `oid` (the OID cache).
+pub(crate) fn upsert_file(c: &Connection, stamp: FileStamp, oid: &Oid) -> Result<()> {
+    c.execute(
+        "INSERT OR REPLACE INTO files (dev, ino, size, mtime_ns, oid) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            stamp.dev as i64,
+            stamp.ino as i64,
+            stamp.size as i64,
+            stamp.mtime_ns,
+            oid.as_bytes()
+        ],
+    )?;
+    Ok(())
+}
+
+/// Sets the object's access token if it has none.
+pub(crate) fn set_token_if_none(c: &Connection, oid: &Oid, token: [u8; 16]) -> Result<()> {
+    c.execute(
+        "UPDATE objects SET token = ?2 WHERE oid = ?1 AND token IS NULL",
+        params![oid.as_bytes(), token],
+    )?;
+    Ok(())
+}
+
+/// The raw token column of `oid`; `None` if the object is unknown or has none.
+pub(crate) fn token(c: &Connection, oid: &Oid) -> Result<Option<Vec<u8>>> {
+    let t: Option<Option<Vec<u8>>> = c
+        .query_row(
+            "SELECT token FROM objects WHERE oid = ?1",
+            [oid.as_bytes()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(t.flatten())
+}
+
+/// Removes the object's rows, if any.
+pub(crate) fn delete_object(c: &Connection, oid: &Oid) -> Result<()> {
+    let exists = c
+        .query_row(
+            "SELECT 1 FROM objects WHERE oid = ?1",
+            [oid.as_bytes()],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !exists {
+        return Ok(());
+    }
+    c.execute("DELETE FROM chunks WHERE oid = ?1", [oid.as_bytes()])?;
+    c.execute("DELETE FROM files WHERE oid = ?1", [oid.as_bytes()])?;
+    c.execute("DELETE FROM objects WHERE oid = ?1", [oid.as_bytes()])?;
+    Ok(())
+}

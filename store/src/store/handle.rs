@@ -1,0 +1,402 @@
+//! An object in use, and the cache of open objects.
+//!
+//! A [`Handle`] holds an object's descriptors, its open file (the store's
+//! own, or the user's referenced file), a read-only mapping of the store's
+//! own file made at the first mapped read, and while it fills, the presence
+//! bitmap and the running whole-object hash. At most [`MAX_OPEN_OBJECTS`]
+//! handles stay open: past that the least recently used complete ones
+//! nobody holds are closed.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+use bytes::Bytes;
+
+use super::whole_hash::WholeHash;
+use super::{Store, lock};
+use crate::descriptor::{Descriptor, check_descriptors};
+use crate::error::{Error, Result};
+use crate::index;
+use crate::oid::{ChunkHash, Oid};
+
+/// Objects the store keeps open (file, mapping, descriptors) before it
+/// closes the least recently used idle complete ones: an agent touches far
+/// more objects than it may hold files open.
+const MAX_OPEN_OBJECTS: usize = 128;
+
+/// Where an object's bytes are read from.
+pub(super) enum Backing {
+    Owned { path: PathBuf },
+    Referenced { path: PathBuf, stamp: FileStamp },
+}
+
+/// Identity and version of a referenced file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl FileStamp {
+    pub(crate) fn of(meta: &fs::Metadata) -> FileStamp {
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec()),
+        }
+    }
+}
+
+/// An object in use: descriptors, open file, presence.
+pub(super) struct Handle {
+    pub oid: Oid,
+    pub size: u64,
+    pub descs: Arc<[Descriptor]>,
+    pub backing: Backing,
+    pub file: Arc<File>,
+    /// The store's own file mapped whole, made at the first mapped read.
+    map: OnceLock<Option<Arc<memmap2::Mmap>>>,
+    /// When it was last looked up (the store's tick count).
+    used: AtomicU64,
+    state: Mutex<HandleState>,
+    cv: Condvar,
+    /// While it fills: SHA-256 of the verified prefix.
+    pub whole: Mutex<Option<WholeHash>>,
+}
+
+pub(super) struct HandleState {
+    pub present: Vec<bool>,
+    pub missing: usize,
+    pub complete: bool,
+    /// Removed from the store; waiters must look again.
+    pub gone: bool,
+}
+
+/// A range of a mapped file, owned by the [`Bytes`] made from it.
+struct MappedRange {
+    map: Arc<memmap2::Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MappedRange {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
+impl Handle {
+    pub fn lock(&self) -> MutexGuard<'_, HandleState> {
+        lock(&self.state)
+    }
+
+    pub fn desc(&self, index: u32) -> Result<Descriptor> {
+        self.descs
+            .get(index as usize)
+            .copied()
+            .ok_or(Error::NoSuchChunk {
+                oid: self.oid,
+                index,
+            })
+    }
+
+    pub fn path(&self) -> &Path {
+        match &self.backing {
+            Backing::Owned { path } | Backing::Referenced { path, .. } => path,
+        }
+    }
+
+    pub fn is_owned(&self) -> bool {
+        matches!(self.backing, Backing::Owned { .. })
+    }
+
+    pub fn is_present(&self, index: u32) -> bool {
+        self.lock()
+            .present
+            .get(index as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// Fails with the first chunk of `chunks` not present.
+    pub fn require_present(&self, chunks: std::ops::Range<usize>) -> Result<()> {
+        let st = self.lock();
+        match chunks.into_iter().find(|&i| !st.present[i]) {
+            Some(i) => Err(Error::ChunkMissing {
+                oid: self.oid,
+                index: i as u32,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The store's own file mapped whole (`None` for a referenced file, an
+    /// empty object, or where mapping fails: reads then use `pread`).
+    fn mapping(&self) -> Option<&Arc<memmap2::Mmap>> {
+        if !self.is_owned() || self.size == 0 {
+            return None;
+        }
+        self.map
+            .get_or_init(|| {
+                let len = usize::try_from(self.size).ok()?;
+                if self.file.metadata().ok()?.len() < self.size {
+                    return None;
+                }
+                // SAFETY: the store never shortens its own file while it
+                // holds it (opening only grows a partial file to the
+                // object's size, checked above), so every mapped page stays
+                // backed; readers look only at chunks marked present, whose
+                // bytes were verified and written before the mark.
+                let map = unsafe { memmap2::MmapOptions::new().len(len).map(&*self.file) };
+                match map {
+                    Ok(m) => Some(Arc::new(m)),
+                    Err(e) => {
+                        tracing::debug!(oid = %self.oid, error = %e, "cannot map; reading with pread");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// `offset..end` of the store's own file as a view of its mapping, no
+    /// copy; `None` where there is no mapping. The caller checked that the
+    /// chunks under the range are present.
+    pub fn mapped(&self, offset: u64, end: u64) -> Option<Bytes> {
+        let map = self.mapping()?.clone();
+        // Both ends are at most the object's size, which is the mapping's
+        // length and fits in usize.
+        let (start, end) = (offset as usize, end.min(self.size) as usize);
+        (start <= end).then(|| Bytes::from_owner(MappedRange { map, start, end }))
+    }
+
+    /// Reads `len` bytes at `offset` from the backing file. For a referenced
+    /// file, first checks that it is unchanged.
+    pub fn read_raw(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        if let Backing::Referenced { path, stamp } = &self.backing {
+            let now = self
+                .file
+                .metadata()
+                .map_err(|e| Error::io("stat", path, e))?;
+            if FileStamp::of(&now) != *stamp {
+                return Err(self.changed());
+            }
+        }
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof if !self.is_owned() => self.changed(),
+                _ => Error::io("read", self.path(), e),
+            })?;
+        Ok(buf)
+    }
+
+    /// The error for a referenced file that no longer holds the object.
+    pub fn changed(&self) -> Error {
+        Error::FileChanged {
+            oid: self.oid,
+            path: self.path().to_owned(),
+        }
+    }
+
+    /// Reads a present chunk. Bytes of referenced files are re-hashed, since
+    /// a file can change without its mtime moving.
+    pub fn read_chunk(&self, index: u32) -> Result<Vec<u8>> {
+        let d = self.desc(index)?;
+        if !self.is_present(index) {
+            return Err(Error::ChunkMissing {
+                oid: self.oid,
+                index,
+            });
+        }
+        let data = self.read_raw(d.offset, d.len as usize)?;
+        if !self.is_owned() && ChunkHash::of(&data) != d.hash {
+            return Err(self.changed());
+        }
+        Ok(data)
+    }
+
+    /// Blocks until chunk `index` is present (true), the handle is gone
+    /// (false), or `deadline` passes (error).
+    pub fn wait_present(&self, index: u32, deadline: std::time::Instant) -> Result<bool> {
+        let mut st = self.lock();
+        loop {
+            if st.present[index as usize] {
+                return Ok(true);
+            }
+            if st.gone {
+                return Ok(false);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout {
+                    oid: self.oid,
+                    index,
+                });
+            }
+            st = self
+                .cv
+                .wait_timeout(st, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    pub fn wake(&self) {
+        self.cv.notify_all();
+    }
+}
+
+/// Closes idle complete objects, least recently used first, until a
+/// quarter of [`MAX_OPEN_OBJECTS`] is free. Idle: nobody holds the handle
+/// but the map (handles are only cloned under the map's lock, so this
+/// cannot race). Partial objects stay open: their presence lives in the
+/// handle while chunks arrive.
+fn close_idle(map: &mut HashMap<Oid, Arc<Handle>>) {
+    let mut idle: Vec<(u64, Oid)> = map
+        .iter()
+        .filter(|(_, h)| Arc::strong_count(h) == 1 && h.lock().complete)
+        .map(|(oid, h)| (h.used.load(Ordering::Relaxed), *oid))
+        .collect();
+    idle.sort_unstable();
+    let excess = map.len().saturating_sub(MAX_OPEN_OBJECTS * 3 / 4);
+    for (_, oid) in idle.into_iter().take(excess) {
+        map.remove(&oid);
+    }
+}
+
+impl Store {
+    /// The open object `oid`, opening it if needed.
+    pub(super) fn handle(&self, oid: Oid) -> Result<Arc<Handle>> {
+        let tick = self.inner.ticks.fetch_add(1, Ordering::Relaxed);
+        if let Some(h) = lock(&self.inner.handles).get(&oid) {
+            h.used.store(tick, Ordering::Relaxed);
+            return Ok(h.clone());
+        }
+        let h = Arc::new(self.load_handle(oid)?);
+        h.used.store(tick, Ordering::Relaxed);
+        let mut map = lock(&self.inner.handles);
+        let h = map.entry(oid).or_insert(h).clone();
+        if map.len() > MAX_OPEN_OBJECTS {
+            close_idle(&mut map);
+        }
+        Ok(h)
+    }
+
+    /// Someone outside the store holds the object's handle (a read or fill
+    /// in progress).
+    pub(super) fn in_use(&self, oid: Oid) -> bool {
+        lock(&self.inner.handles)
+            .get(&oid)
+            .is_some_and(|h| Arc::strong_count(h) > 1)
+    }
+
+    /// Drops the open object; whoever still holds it sees it gone.
+    pub(super) fn forget_handle(&self, oid: Oid) {
+        let h = lock(&self.inner.handles).remove(&oid);
+        if let Some(h) = h {
+            h.lock().gone = true;
+            h.wake();
+        }
+    }
+
+    fn load_handle(&self, oid: Oid) -> Result<Handle> {
+        let row = self
+            .inner
+            .db
+            .call(move |c| index::load_object(c, &oid))?
+            .ok_or(Error::UnknownObject(oid))?;
+        let descs: Arc<[Descriptor]> = row.chunks.iter().map(|(d, _)| *d).collect();
+        if let Err(reason) = check_descriptors(row.size, &descs) {
+            return Err(Error::BadDescriptors { oid, reason });
+        }
+        let mut present: Vec<bool> = row.chunks.iter().map(|(_, p)| *p).collect();
+        let (backing, file) = match row.referenced {
+            Some((path, stamp)) => {
+                let path = PathBuf::from(path);
+                let opened = File::open(&path).and_then(|f| f.metadata().map(|m| (f, m)));
+                match opened {
+                    Ok((f, m)) if FileStamp::of(&m) == stamp => {
+                        (Backing::Referenced { path, stamp }, f)
+                    }
+                    _ => {
+                        tracing::warn!(oid = %oid, path = %path.display(), "referenced file changed or vanished; forgetting the object");
+                        self.remove(oid)?;
+                        return Err(Error::FileChanged { oid, path });
+                    }
+                }
+            }
+            None => {
+                let path = self.object_path(&oid);
+                let file = match self.open_owned(&path, row.size, row.complete) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        tracing::warn!(oid = %oid, "object file is gone; forgetting the object");
+                        self.remove(oid)?;
+                        return Err(Error::UnknownObject(oid));
+                    }
+                    Err(e) => return Err(Error::io("open", &path, e)),
+                };
+                (Backing::Owned { path }, file)
+            }
+        };
+        let handle = Handle {
+            oid,
+            size: row.size,
+            descs,
+            backing,
+            file: Arc::new(file),
+            map: OnceLock::new(),
+            used: AtomicU64::new(0),
+            state: Mutex::new(HandleState {
+                present: Vec::new(),
+                missing: 0,
+                complete: row.complete,
+                gone: false,
+            }),
+            cv: Condvar::new(),
+            whole: Mutex::new((!row.complete).then(WholeHash::new)),
+        };
+        if !row.complete {
+            self.recover_written(&handle, &mut present)?;
+        }
+        let mut st = handle.lock();
+        st.missing = present.iter().filter(|p| !**p).count();
+        st.present = present;
+        drop(st);
+        Ok(handle)
+    }
+
+    /// Opens the store's own file of an object: read-only once complete;
+    /// while it fills, read-write and grown to the object's size (sparse).
+    fn open_owned(&self, path: &Path, size: u64, complete: bool) -> io::Result<File> {
+        if complete {
+            return File::open(path);
+        }
+        if let Some(fan) = path.parent() {
+            fs::create_dir_all(fan)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        if file.metadata()?.len() != size {
+            file.set_len(size)?;
+        }
+        Ok(file)
+    }
+}

@@ -1,0 +1,97 @@
+//! Retention: what stays in the store and what goes.
+//!
+//! Pins count holders in memory (a client session, a running fetch);
+//! pinned objects and objects in use are never evicted. Past the budget,
+//! unpinned owned objects go least recently used first. Referenced objects
+//! cost no store space and are never evicted by size.
+
+use std::fs;
+use std::io;
+
+use super::{Store, lock};
+use crate::error::{Error, Result};
+use crate::index;
+use crate::oid::Oid;
+
+impl Store {
+    /// Holds `oid` in the store until a matching [`Store::unpin`].
+    pub fn pin(&self, oid: Oid) {
+        *lock(&self.inner.pins).entry(oid).or_insert(0) += 1;
+        let _ = self.touch(oid);
+    }
+
+    /// Releases one pin of `oid`; the object becomes evictable cache when the
+    /// last pin goes.
+    pub fn unpin(&self, oid: Oid) {
+        let mut pins = lock(&self.inner.pins);
+        if let Some(n) = pins.get_mut(&oid) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&oid);
+            }
+        }
+    }
+
+    fn pins(&self, oid: Oid) -> u32 {
+        lock(&self.inner.pins).get(&oid).copied().unwrap_or(0)
+    }
+
+    pub(super) fn touch(&self, oid: Oid) -> Result<()> {
+        self.inner.db.call(move |c| index::touch(c, &oid))
+    }
+
+    /// Bytes of object data the store itself holds (referenced files do not
+    /// count).
+    ///
+    /// # Errors
+    /// Index errors.
+    pub fn stored_bytes(&self) -> Result<u64> {
+        self.inner.db.call(index::owned_bytes)
+    }
+
+    /// Evicts unpinned objects, least recently used first, until the owned
+    /// bytes fit the budget. Returns the evicted OIDs.
+    ///
+    /// # Errors
+    /// I/O and index errors.
+    pub fn evict(&self) -> Result<Vec<Oid>> {
+        let budget = self.inner.opts.budget;
+        if budget == u64::MAX {
+            return Ok(Vec::new());
+        }
+        let mut used = self.stored_bytes()?;
+        let mut evicted = Vec::new();
+        if used <= budget {
+            return Ok(evicted);
+        }
+        let candidates = self.inner.db.call(index::owned_by_last_use)?;
+        for (oid, size) in candidates {
+            if used <= budget {
+                break;
+            }
+            if self.pins(oid) > 0 || self.in_use(oid) {
+                continue;
+            }
+            tracing::info!(oid = %oid, size, "evicting");
+            self.remove(oid)?;
+            used = used.saturating_sub(size);
+            evicted.push(oid);
+        }
+        Ok(evicted)
+    }
+
+    /// Removes `oid`: its index rows, and its file if the store owns it.
+    ///
+    /// # Errors
+    /// I/O and index errors.
+    pub fn remove(&self, oid: Oid) -> Result<()> {
+        self.forget_handle(oid);
+        self.inner.db.call(move |c| index::delete_object(c, &oid))?;
+        let path = self.object_path(&oid);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", path, e)),
+        }
+    }
+}
