@@ -1,0 +1,421 @@
+//! The filesystem as fuser drives it: [`Fs`] implements
+//! [`fuser::Filesystem`], answering each kernel request from the inode
+//! table (`nodes.rs`), the rules of `put/` (`put_dir.rs`) and the agent's
+//! [`Objects`](crate::Objects), replying at once or from the callback of a
+//! call that waits.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use fuser::{
+    Errno, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, WriteFlags,
+};
+
+use crate::nodes::{PUT_DIR, PUT_NAME, PutState, ROOT};
+use crate::put_dir::valid_put_name;
+use crate::state::{Inner, lock};
+use crate::{KERNEL_READAHEAD_KB, Name};
+
+/// The filesystem, as fuser drives it.
+pub(crate) struct Fs {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fuser::Filesystem for Fs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let _ = config.set_max_readahead((KERNEL_READAHEAD_KB << 10) as u32);
+        let _ = config.set_max_background(64);
+        if self.inner.opts.passthrough
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.inner.passthrough.store(true, Ordering::Relaxed);
+        } else {
+            tracing::info!(
+                "FUSE passthrough unavailable; complete objects are read through the agent"
+            );
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let inner = &self.inner;
+        match parent.0 {
+            ROOT => {
+                if name == PUT_NAME {
+                    if let Some((a, ttl)) = inner.getattr(PUT_DIR) {
+                        reply.entry(&ttl, &a, Generation(0));
+                    }
+                    return;
+                }
+                let Some(parsed) = name.to_str().and_then(Name::parse) else {
+                    reply.error(Errno::ENOENT);
+                    return;
+                };
+                // A known OID needs no round trip.
+                if let Name::Oid(oid) = &parsed {
+                    let known = lock(&inner.nodes).by_oid.get(oid).copied();
+                    if let Some((a, ttl)) = known.and_then(|ino| inner.getattr(ino)) {
+                        reply.entry(&ttl, &a, Generation(0));
+                        return;
+                    }
+                }
+                let inner2 = self.inner.clone();
+                inner.objects.resolve(
+                    parsed,
+                    Box::new(move |r| match r {
+                        Ok(meta) => {
+                            let ino = lock(&inner2.nodes).object(meta);
+                            match inner2.getattr(ino) {
+                                Some((a, ttl)) => reply.entry(&ttl, &a, Generation(0)),
+                                None => reply.error(Errno::EIO),
+                            }
+                        }
+                        Err(e) => reply.error(e.errno()),
+                    }),
+                );
+            }
+            PUT_DIR => match name
+                .to_str()
+                .and_then(|n| inner.put_child(n))
+                .and_then(|ino| inner.getattr(ino))
+            {
+                Some((a, ttl)) => reply.entry(&ttl, &a, Generation(0)),
+                None => reply.error(Errno::ENOENT),
+            },
+            _ => reply.error(Errno::ENOTDIR),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.reply_attr(ino, reply);
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        // Modes and times are not kept (objects are bytes); a size change
+        // is a truncate, allowed on drafts only.
+        if let Some(size) = size {
+            match self.inner.draft_file(ino.0) {
+                Some(f) => {
+                    if let Err(e) = f.set_len(size) {
+                        reply.error(Errno::from(e));
+                        return;
+                    }
+                }
+                None => {
+                    reply.error(Errno::EROFS);
+                    return;
+                }
+            }
+        }
+        self.reply_attr(ino, reply);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let inner = &self.inner;
+        let writing = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
+        let fh = inner.next_fh();
+        let object = lock(&inner.nodes).objects.get(&ino.0).copied();
+        if let Some(meta) = object {
+            if writing {
+                reply.error(Errno::EACCES);
+                return;
+            }
+            inner.add_handle(fh, ino.0, false);
+            if inner.passthrough.load(Ordering::Relaxed) {
+                if let Some(id) = inner.backing_id(ino.0, meta.oid, &reply) {
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                    return;
+                }
+            }
+            reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            return;
+        }
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        if let Err(e) = inner.open_put(ino.0, writing, truncate) {
+            reply.error(e);
+            return;
+        }
+        inner.add_handle(fh, ino.0, writing);
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let inner = &self.inner;
+        let target = {
+            let nodes = lock(&inner.nodes);
+            if let Some(m) = nodes.objects.get(&ino.0) {
+                Ok(m.oid)
+            } else {
+                match nodes.put.get(&ino.0).map(|p| &p.state) {
+                    Some(PutState::Committed { oid, .. }) => Ok(*oid),
+                    Some(PutState::Draft { file, .. }) => Err(Some(file.clone())),
+                    None => Err(None),
+                }
+            }
+        };
+        match target {
+            Ok(oid) => {
+                if let Some(data) = inner.objects.read_now(oid, offset, size) {
+                    reply.data(&data);
+                    return;
+                }
+                inner.objects.read(
+                    oid,
+                    offset,
+                    size,
+                    Box::new(move |r| match r {
+                        Ok(data) => reply.data(&data),
+                        Err(e) => reply.error(e.errno()),
+                    }),
+                );
+            }
+            Err(Some(file)) => {
+                let mut buf = vec![0u8; size as usize];
+                match read_full_at(&file, &mut buf, offset) {
+                    Ok(n) => reply.data(&buf[..n]),
+                    Err(e) => reply.error(Errno::from(e)),
+                }
+            }
+            Err(None) => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.inner.draft_file(ino.0) {
+            Some(f) => match f.write_all_at(data, offset) {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(e) => reply.error(Errno::from(e)),
+            },
+            None => reply.error(Errno::EBADF),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Some(h) = self.inner.take_handle(fh.0) {
+            if h.writable {
+                self.inner.release_writer(h.ino);
+            }
+            self.inner.release_backing(ino.0);
+        }
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let inner = &self.inner;
+        if parent.0 != PUT_DIR {
+            reply.error(Errno::EROFS);
+            return;
+        }
+        let Some(name) = valid_put_name(name) else {
+            reply.error(Errno::EINVAL);
+            return;
+        };
+        let ino = match inner.create_put(name) {
+            Ok(ino) => ino,
+            Err(e) => {
+                reply.error(Errno::from(e));
+                return;
+            }
+        };
+        let fh = inner.next_fh();
+        inner.add_handle(fh, ino, true);
+        match inner.getattr(ino) {
+            Some((a, ttl)) => reply.created(
+                &ttl,
+                &a,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_DIRECT_IO,
+            ),
+            None => reply.error(Errno::EIO),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if parent.0 != PUT_DIR {
+            reply.error(Errno::EROFS);
+            return;
+        }
+        match name.to_str().and_then(|n| self.inner.put_child(n)) {
+            Some(ino) => {
+                self.inner.remove_put(ino);
+                reply.ok();
+            }
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        _flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if parent.0 != PUT_DIR || newparent.0 != PUT_DIR {
+            reply.error(Errno::EXDEV);
+            return;
+        }
+        let (Some(from), Some(to)) = (name.to_str(), valid_put_name(newname)) else {
+            reply.error(Errno::EINVAL);
+            return;
+        };
+        match self.inner.rename_put(from, to) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let inner = &self.inner;
+        let mut entries: Vec<(u64, FileType, String)> = vec![
+            (ino.0, FileType::Directory, ".".into()),
+            (ROOT, FileType::Directory, "..".into()),
+        ];
+        match ino.0 {
+            ROOT => {
+                entries.push((PUT_DIR, FileType::Directory, PUT_NAME.into()));
+                let listed = inner.objects.list();
+                let mut nodes = lock(&inner.nodes);
+                for meta in listed {
+                    let ino = nodes.object(meta);
+                    entries.push((ino, FileType::RegularFile, meta.oid.to_string()));
+                }
+            }
+            PUT_DIR => {
+                let nodes = lock(&inner.nodes);
+                for (name, &ino) in &nodes.put_names {
+                    entries.push((ino, FileType::RegularFile, name.clone()));
+                }
+            }
+            _ => {
+                reply.error(Errno::ENOTDIR);
+                return;
+            }
+        }
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.inner.xattr(ino.0, name.to_str()) {
+            Some(value) => xattr_reply(reply, value.as_bytes(), size),
+            None => reply.error(Errno::NO_XATTR),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        xattr_reply(reply, &self.inner.xattr_names(ino.0), size);
+    }
+}
+
+impl Fs {
+    /// Answers with the attributes of `ino`, or ENOENT.
+    fn reply_attr(&self, ino: INodeNo, reply: ReplyAttr) {
+        match self.inner.getattr(ino.0) {
+            Some((a, ttl)) => reply.attr(&ttl, &a),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if (size as usize) < value.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

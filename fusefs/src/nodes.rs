@@ -1,0 +1,121 @@
+//! The inode table: the fixed inodes (the root and `put/`), one inode per
+//! object met ([`Nodes`]), the files under `put/` ([`PutNode`], draft or
+//! put), and the attributes and cache lifetimes the kernel is given for
+//! each.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dot_store::Oid;
+use fuser::{FileAttr, FileType, INodeNo};
+
+use crate::Meta;
+use crate::state::{Inner, lock};
+
+pub(crate) const ROOT: u64 = 1;
+pub(crate) const PUT_DIR: u64 = 2;
+/// The name of [`PUT_DIR`] in the root.
+pub(crate) const PUT_NAME: &str = "put";
+const FIRST_INO: u64 = 16;
+/// Objects never change: the kernel may cache their entries and attributes.
+const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
+const DIR_TTL: Duration = Duration::from_secs(1);
+
+/// A file under `put/`.
+pub(crate) struct PutNode {
+    pub(crate) name: String,
+    pub(crate) state: PutState,
+    /// Handles open for writing.
+    pub(crate) writers: u32,
+    /// Being put right now.
+    pub(crate) committing: bool,
+}
+
+pub(crate) enum PutState {
+    Draft { path: PathBuf, file: Arc<File> },
+    Committed { oid: Oid, size: u64, ticket: String },
+}
+
+#[derive(Default)]
+pub(crate) struct Nodes {
+    next: u64,
+    pub(crate) by_oid: HashMap<Oid, u64>,
+    pub(crate) objects: HashMap<u64, Meta>,
+    pub(crate) put: HashMap<u64, PutNode>,
+    pub(crate) put_names: BTreeMap<String, u64>,
+}
+
+impl Nodes {
+    pub(crate) fn alloc(&mut self) -> u64 {
+        if self.next < FIRST_INO {
+            self.next = FIRST_INO;
+        }
+        self.next += 1;
+        self.next
+    }
+
+    pub(crate) fn object(&mut self, meta: Meta) -> u64 {
+        if let Some(&ino) = self.by_oid.get(&meta.oid) {
+            return ino;
+        }
+        let ino = self.alloc();
+        self.by_oid.insert(meta.oid, ino);
+        self.objects.insert(ino, meta);
+        ino
+    }
+}
+
+impl Inner {
+    fn attr(&self, ino: u64, kind: FileType, size: u64, perm: u16) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 64 << 10,
+            flags: 0,
+        }
+    }
+
+    /// Attributes and TTL of `ino`.
+    pub(crate) fn getattr(&self, ino: u64) -> Option<(FileAttr, Duration)> {
+        match ino {
+            ROOT => Some((self.attr(ROOT, FileType::Directory, 0, 0o555), DIR_TTL)),
+            PUT_DIR => Some((
+                self.attr(PUT_DIR, FileType::Directory, 0, 0o777),
+                Duration::ZERO,
+            )),
+            _ => {
+                let nodes = lock(&self.nodes);
+                if let Some(m) = nodes.objects.get(&ino) {
+                    return Some((
+                        self.attr(ino, FileType::RegularFile, m.size, 0o444),
+                        IMMUTABLE_TTL,
+                    ));
+                }
+                let p = nodes.put.get(&ino)?;
+                let (size, perm) = match &p.state {
+                    PutState::Draft { file, .. } => {
+                        (file.metadata().map(|m| m.len()).unwrap_or(0), 0o644)
+                    }
+                    PutState::Committed { size, .. } => (*size, 0o444),
+                };
+                let mut a = self.attr(ino, FileType::RegularFile, size, perm);
+                a.mtime = SystemTime::now();
+                Some((a, Duration::ZERO))
+            }
+        }
+    }
+}
