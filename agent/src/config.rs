@@ -1,10 +1,32 @@
-//! Agent configuration: an optional TOML file, then command-line flags on
-//! top, validated into [`Config`].
+//! Agent configuration: an optional TOML file ([`RawConfig`]), the
+//! `gtc agent` flags laid over it ([`Flags`]), validated into [`Config`]
+//! by [`Config::from_flags`].
 //!
-//! Defaults (no file, no flags) for root: data in `/var/lib/dot`, local API
-//! socket `/run/dot/gtc.sock`; for other users: `$XDG_DATA_HOME/dot`
-//! (else `~/.local/share/dot`) and `$XDG_RUNTIME_DIR/dot/gtc.sock` (else
-//! `/tmp/dot-$UID/gtc.sock`). Peers are served on `0.0.0.0:7420`.
+//! Every key, the flag that overrides it, and its default when neither
+//! gives it (applied in one place, [`RawConfig::validate`]):
+//!
+//! | key | flag | default |
+//! | --- | --- | --- |
+//! | `data-dir` | `--data-dir` | root: `/var/lib/dot`; others: `$XDG_DATA_HOME/dot`, else `~/.local/share/dot` |
+//! | `socket` | `--socket` | root: `/run/dot/gtc.sock`; others: `$XDG_RUNTIME_DIR/dot/gtc.sock`, else `/tmp/dot-$UID/gtc.sock` |
+//! | `listen` | `--listen` | `0.0.0.0:7420` |
+//! | `advertise` | `--advertise` | none: hints name `listen` once bound |
+//! | `chunker` | | `cdc:16384:65536:262144` |
+//! | `cache-bytes` | | no budget |
+//! | `durable` | | off |
+//! | `mount` | `--mount`, `--no-mount` | root: `/mnt/dot`; others: no mount |
+//! | `read-timeout-secs` | `--read-timeout` | 60 (at least 1) |
+//! | `passthrough` | | on |
+//! | `bind` | | none: the system picks the address |
+//! | `devices` | | on |
+//! | `device-folders` | | none |
+//! | `device-mount` | | none |
+//! | `outbox` | | off |
+//! | `peers` | `--peer` | none |
+//! | `open-to` | `--open-to` | none |
+//!
+//! A flag given replaces its key; a list flag (`--advertise`, `--peer`,
+//! `--open-to`) given at least once replaces the whole list.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +88,46 @@ pub struct RawConfig {
     /// Addresses or prefixes (`10.0.0.0/8`) that may fetch objects of this
     /// agent by OID alone, without the ticket's token (default: none).
     pub open_to: Option<Vec<String>>,
+}
+
+/// The flags of `gtc agent`: the configuration file, and keys that
+/// override the file's (see [`RawConfig::with_flags`]). Their doc
+/// comments are the command's help.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Flags {
+    /// TOML configuration file; flags override its keys.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Store folder.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Local API socket.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Address:port to serve peers on (default 0.0.0.0:7420).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// host:port to put into hints; repeat for several.
+    #[arg(long)]
+    pub advertise: Vec<String>,
+    /// Mount the content-addressed namespace here (default for root:
+    /// /mnt/dot).
+    #[arg(long, conflicts_with = "no_mount")]
+    pub mount: Option<PathBuf>,
+    /// Do not mount the namespace.
+    #[arg(long)]
+    pub no_mount: bool,
+    /// Seconds a read through the mount may wait before EIO.
+    #[arg(long)]
+    pub read_timeout: Option<u64>,
+    /// host:port of a peer to ask for objects known by OID alone;
+    /// repeat for several (config key `peers`).
+    #[arg(long = "peer")]
+    pub peers: Vec<String>,
+    /// Address or prefix (10.0.0.0/8) that may fetch by OID alone,
+    /// without a ticket's token; repeat for several (config `open-to`).
+    #[arg(long)]
+    pub open_to: Vec<String>,
 }
 
 /// The validated configuration.
@@ -181,6 +243,44 @@ impl RawConfig {
         toml::from_str(&text).with_context(|| format!("in {}", path.display()))
     }
 
+    /// Lays `flags` over the file's keys: a flag given replaces its key,
+    /// a list flag given at least once replaces the whole list, and
+    /// `--no-mount` is `mount = ""`. (`flags.config`, the file itself, is
+    /// read by [`Config::from_flags`].)
+    pub fn with_flags(mut self, flags: Flags) -> RawConfig {
+        let Flags {
+            config: _,
+            data_dir,
+            socket,
+            listen,
+            advertise,
+            mount,
+            no_mount,
+            read_timeout,
+            peers,
+            open_to,
+        } = flags;
+        self.data_dir = data_dir.or(self.data_dir);
+        self.socket = socket.or(self.socket);
+        self.listen = listen.or(self.listen);
+        if !advertise.is_empty() {
+            self.advertise = Some(advertise);
+        }
+        self.mount = if no_mount {
+            Some(PathBuf::new())
+        } else {
+            mount.or(self.mount)
+        };
+        self.read_timeout_secs = read_timeout.or(self.read_timeout_secs);
+        if !peers.is_empty() {
+            self.peers = Some(peers);
+        }
+        if !open_to.is_empty() {
+            self.open_to = Some(open_to);
+        }
+        self
+    }
+
     /// Checks values and fills defaults.
     ///
     /// # Errors
@@ -249,6 +349,22 @@ impl RawConfig {
     }
 }
 
+impl Config {
+    /// The configuration `gtc agent` runs with: the file `flags.config`
+    /// names (none: no keys), the flags over it, validated.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed; a bad value (the message names
+    /// the key).
+    pub fn from_flags(flags: Flags) -> anyhow::Result<Config> {
+        let raw = match &flags.config {
+            Some(path) => RawConfig::load(path)?,
+            None => RawConfig::default(),
+        };
+        raw.with_flags(flags).validate()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,5 +411,36 @@ mod tests {
             let raw: RawConfig = toml::from_str(bad).expect("parse");
             assert!(raw.validate().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn flags_replace_keys() {
+        let file: RawConfig = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\nsocket = \"/file.sock\"\nadvertise = [\"a:1\"]\npeers = [\"p:1\"]\nmount = \"/file/mnt\"\nread-timeout-secs = 5",
+        )
+        .expect("parse");
+        let flags = Flags {
+            socket: Some("/flag.sock".into()),
+            peers: vec!["q:2".into(), "r:3".into()],
+            mount: Some("/flag/mnt".into()),
+            ..Flags::default()
+        };
+        let c = file.with_flags(flags).validate().expect("valid");
+        assert_eq!(c.socket, PathBuf::from("/flag.sock"));
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().expect("addr"));
+        assert_eq!(c.advertise, vec!["a:1".to_owned()]);
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.mount, Some(PathBuf::from("/flag/mnt")));
+        assert_eq!(c.read_timeout, std::time::Duration::from_secs(5));
+
+        let file: RawConfig = toml::from_str("mount = \"/file/mnt\"").expect("parse");
+        let flags = Flags {
+            no_mount: true,
+            read_timeout: Some(0),
+            ..Flags::default()
+        };
+        let c = file.with_flags(flags).validate().expect("valid");
+        assert_eq!(c.mount, None);
+        assert_eq!(c.read_timeout, std::time::Duration::from_secs(1));
     }
 }

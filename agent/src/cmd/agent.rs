@@ -1,0 +1,23 @@
+//! `gtc agent`: logging to stderr, the configuration from the file and
+//! flags ([`Config::from_flags`]), then the daemon on a tokio runtime
+//! until SIGINT or SIGTERM.
+
+use std::io::IsTerminal;
+
+use dot_agent::config::{Config, Flags};
+
+/// Runs the agent in the foreground.
+pub fn run(flags: Flags) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let config = Config::from_flags(flags)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(dot_agent::daemon::run(config))
+}

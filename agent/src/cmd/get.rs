@@ -1,0 +1,161 @@
+//! `gtc get`: an object into a file (each range written at its offset as
+//! it is verified) or to stdout (in order), then the file's mode and
+//! mtime if asked and where the bytes came from. [`get`] and
+//! [`set_attrs`] are also the local side of `gtc cp`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use dot_agent::client::{Client, GetStats};
+
+use super::progress;
+
+/// The flags of `gtc get`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The ticket `gtc put` printed, or an OID the agent can find.
+    target: String,
+    /// Write here instead of stdout.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Source to use instead of the ticket's hints; repeat for several.
+    #[arg(long = "hint")]
+    hints: Vec<String>,
+    /// Report on stderr the bytes taken from peers and already held.
+    #[arg(long)]
+    stats: bool,
+    /// Like --stats, as one JSON object on stderr.
+    #[arg(long)]
+    json: bool,
+    /// Set the output file's permission bits (octal), as `gtc cp` does.
+    #[arg(long, value_parser = parse_octal, requires = "output")]
+    mode: Option<u32>,
+    /// Set the output file's modification time (nanoseconds since the
+    /// epoch), as `gtc cp` does.
+    #[arg(long, requires = "output", allow_negative_numbers = true)]
+    mtime_ns: Option<i64>,
+    /// Local API socket (default: $GTC_SOCKET, else the agent's default).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode"))
+}
+
+/// Runs `gtc get`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (size, got) = get(
+        args.socket.as_deref(),
+        &args.target,
+        &args.hints,
+        args.output.as_deref(),
+    )?;
+    if let Some(path) = &args.output {
+        set_attrs(path, args.mode, args.mtime_ns)?;
+    }
+    if args.json {
+        eprintln!(
+            "{}",
+            serde_json::json!({ "size": size, "from_peers": got.from_peers, "from_devices": got.from_devices, "local": got.local })
+        );
+    } else if args.stats {
+        eprintln!(
+            "{size} bytes: {} from peers, {} from devices, {} already held",
+            got.from_peers, got.from_devices, got.local
+        );
+    }
+    Ok(())
+}
+
+/// Writes the object to `output` (at offsets, as chunks arrive) or to
+/// stdout (in order); returns its size and where its bytes came from. A
+/// failed get leaves no output file.
+pub fn get(
+    socket: Option<&Path>,
+    target: &str,
+    hints: &[String],
+    output: Option<&Path>,
+) -> anyhow::Result<(u64, GetStats)> {
+    let mut client = Client::connect(socket)?;
+    match output {
+        Some(path) => {
+            if path.is_dir() {
+                bail!("{} is a folder", path.display());
+            }
+            let result = (|| {
+                let out = std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                let mut get = client.get_unordered(target, hints)?;
+                let size = get.size();
+                out.set_len(size)
+                    .with_context(|| format!("sizing {}", path.display()))?;
+                let bar = progress::bar(size);
+                let stats = get.copy_to_file(&out, |done| {
+                    if let Some(b) = &bar {
+                        b.set_position(done);
+                    }
+                })?;
+                if let Some(b) = bar {
+                    b.finish_and_clear();
+                }
+                Ok::<_, anyhow::Error>((size, stats))
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(path);
+            }
+            result
+        }
+        None => {
+            let mut get = client.get(target, hints)?;
+            let size = get.size();
+            let bar = progress::bar(size);
+            let mut out = std::io::stdout().lock();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut done = 0u64;
+            loop {
+                let n = get.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).context("writing the object")?;
+                done += n as u64;
+                if let Some(b) = &bar {
+                    b.set_position(done);
+                }
+            }
+            out.flush().context("writing the object")?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            let stats = get.stats().context("the get did not finish")?;
+            Ok((size, stats))
+        }
+    }
+}
+
+/// Sets permission bits and modification time of a written file.
+pub fn set_attrs(path: &Path, mode: Option<u32>, mtime_ns: Option<i64>) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(m) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+    }
+    if let Some(ns) = mtime_ns {
+        let t = if ns >= 0 {
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64)
+        } else {
+            std::time::UNIX_EPOCH - std::time::Duration::from_nanos(ns.unsigned_abs())
+        };
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(t))
+            .with_context(|| format!("setting the mtime of {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! `gtc put`: a file by descriptor (the agent does not copy it), or
+//! standard input streamed; prints the ticket, or the whole answer as
+//! JSON. [`put`] is also the local side of `gtc cp`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use dot_agent::api::PutResult;
+use dot_agent::client::Client;
+
+/// The flags of `gtc put`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The file, or `-` for standard input.
+    file: PathBuf,
+    /// Print one JSON object (oid, ticket, size, chunks, hints, ...).
+    #[arg(long)]
+    json: bool,
+    /// Local API socket (default: $GTC_SOCKET, else the agent's default).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+/// Runs `gtc put`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let r = put(args.socket.as_deref(), &args.file)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        eprintln!("{} ({} bytes, {} chunks)", r.oid, r.size, r.chunks);
+        println!("{}", r.ticket);
+    }
+    Ok(())
+}
+
+/// Puts `file`: by descriptor for a file, streamed for `-`. A file's
+/// answer carries its mode and mtime.
+pub fn put(socket: Option<&Path>, file: &Path) -> anyhow::Result<PutResult> {
+    let mut client = Client::connect(socket)?;
+    if file.as_os_str() == "-" {
+        let mut put = client.put()?;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("reading standard input"),
+            };
+            put.write_all(&buf[..n]).context("sending to the agent")?;
+        }
+        return Ok(put.commit()?);
+    }
+    let opened =
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let meta = opened.metadata()?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", file.display());
+    }
+    let mut r = client.put_file(&opened, file)?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        r.mode = Some(meta.mode() & 0o7777);
+        r.mtime_ns = Some(
+            meta.mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec()),
+        );
+    }
+    Ok(r)
+}
