@@ -3,17 +3,19 @@
 //! Callers hold a cloneable [`Db`] and send it closures; the thread runs
 //! whatever has queued up in one transaction (each closure under its own
 //! savepoint, so one failure does not undo the others) and replies to each.
-//! Chunk-presence marks are the hot write: they arrive as plain messages,
-//! and before the transaction that records them commits, the object files
-//! they name are flushed to disk (`fdatasync`) when the store is durable, so
-//! the index never claims bytes that a power cut could take back. The SQL
+//! Chunk-presence marks are the hot write: they collect in a shared list,
+//! and only the mark that finds the list empty wakes the thread, which
+//! takes the whole list into its next transaction. Before that transaction
+//! commits, the object files the marks name are flushed to disk
+//! (`fdatasync`) when the store is durable, so the index never claims bytes
+//! that a power cut could take back. The SQL
 //! itself is in `index.rs`.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
@@ -23,22 +25,31 @@ use crate::oid::Oid;
 const SCHEMA: &str = include_str!("schema.sql");
 /// Most messages run in one transaction.
 const MAX_BATCH: usize = 8192;
+/// How long presence marks wait for company before they are recorded.
+const MARKS_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 type Job = Box<dyn FnOnce(&Connection) -> bool + Send>;
 
 enum Msg {
     Run(Job),
-    Present {
-        oid: Oid,
-        index: u32,
-        file: Arc<File>,
-    },
+    /// Take the marks collected so far.
+    Marks,
 }
+
+/// Chunk `index` of `oid` was written (to `file`) and verified.
+struct Mark {
+    oid: Oid,
+    index: u32,
+    file: Arc<File>,
+}
+
+type Marks = Arc<Mutex<Vec<Mark>>>;
 
 /// Handle to the index thread.
 #[derive(Clone)]
 pub(crate) struct Db {
     tx: mpsc::Sender<Msg>,
+    marks: Marks,
 }
 
 impl Db {
@@ -50,11 +61,13 @@ impl Db {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel();
+        let marks = Marks::default();
+        let m = marks.clone();
         std::thread::Builder::new()
             .name("dot-store-index".into())
-            .spawn(move || run(conn, rx, durable))
+            .spawn(move || run(conn, rx, m, durable))
             .map_err(|e| Error::io("start index thread for", path, e))?;
-        Ok(Db { tx })
+        Ok(Db { tx, marks })
     }
 
     /// Runs `f` on the index thread inside a transaction; its writes are
@@ -78,9 +91,17 @@ impl Db {
     /// Records that chunk `index` of `oid` was written (to `file`) and
     /// verified. Takes effect with the next batch; returns at once.
     pub(crate) fn mark_present(&self, oid: Oid, index: u32, file: Arc<File>) -> Result<()> {
-        self.tx
-            .send(Msg::Present { oid, index, file })
-            .map_err(|_| Error::Closed)
+        let first = {
+            let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+            marks.push(Mark { oid, index, file });
+            marks.len() == 1
+        };
+        // Only the mark that found the list empty wakes the thread: a
+        // `Marks` message is queued from then until the list is taken.
+        if first {
+            self.tx.send(Msg::Marks).map_err(|_| Error::Closed)?;
+        }
+        Ok(())
     }
 
     /// Waits until every message sent before has been committed.
@@ -110,37 +131,60 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Msg>, durable: bool) {
+fn run(conn: Connection, rx: mpsc::Receiver<Msg>, marks: Marks, durable: bool) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
+        // Marks alone wait a little for more (one transaction, one wake-up
+        // for many chunks); a job ends the wait.
+        if matches!(batch[0], Msg::Marks)
+            && let Ok(m) = rx.recv_timeout(MARKS_LINGER)
+        {
+            batch.push(m);
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(m) => batch.push(m),
                 Err(_) => break,
             }
         }
-        if let Err(e) = run_batch(&conn, batch, durable) {
+        if let Err(e) = run_batch(&conn, batch, &marks, durable) {
             tracing::error!(error = %e, "index batch failed");
         }
     }
 }
 
-fn run_batch(conn: &Connection, batch: Vec<Msg>, durable: bool) -> rusqlite::Result<()> {
+/// One transaction: the jobs in order, and the marks collected up to each
+/// `Marks` message where it stands.
+fn run_batch(
+    conn: &Connection,
+    batch: Vec<Msg>,
+    marks: &Marks,
+    durable: bool,
+) -> rusqlite::Result<()> {
+    let mut taken: Vec<Vec<Mark>> = Vec::new();
+    for m in &batch {
+        if let Msg::Marks = m {
+            taken.push(std::mem::take(
+                &mut *marks.lock().unwrap_or_else(|p| p.into_inner()),
+            ));
+        }
+    }
     // Flush the bytes of every chunk about to be marked present, once per file.
     let mut synced: HashMap<*const File, bool> = HashMap::new();
     if durable {
-        for m in &batch {
-            if let Msg::Present { file, .. } = m {
-                synced.entry(Arc::as_ptr(file)).or_insert_with(|| match file.sync_data() {
+        for mark in taken.iter().flatten() {
+            synced
+                .entry(Arc::as_ptr(&mark.file))
+                .or_insert_with(|| match mark.file.sync_data() {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::error!(error = %e, "flushing an object file failed; its chunks stay unmarked");
                         false
                     }
                 });
-            }
         }
     }
+    let mut taken = taken.into_iter();
     conn.execute_batch("BEGIN IMMEDIATE")?;
     for m in batch {
         match m {
@@ -152,11 +196,18 @@ fn run_batch(conn: &Connection, batch: Vec<Msg>, durable: bool) -> rusqlite::Res
                     conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
                 }
             }
-            Msg::Present { oid, index, file } => {
-                if durable && !synced.get(&Arc::as_ptr(&file)).copied().unwrap_or(false) {
-                    continue;
+            Msg::Marks => {
+                for mark in taken.next().into_iter().flatten() {
+                    if durable
+                        && !synced
+                            .get(&Arc::as_ptr(&mark.file))
+                            .copied()
+                            .unwrap_or(false)
+                    {
+                        continue;
+                    }
+                    crate::index::mark_present(conn, &mark.oid, mark.index)?;
                 }
-                crate::index::mark_present(conn, &oid, index)?;
             }
         }
     }

@@ -146,6 +146,9 @@ async fn wait_for(
     Ok(wake)
 }
 
+/// The least time between two announcements of one get.
+const ANNOUNCE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Streams the object as `Ready` ranges (with their bytes, if not via the
 /// descriptor). The outer error ends the connection; the inner one is the
 /// get's failure.
@@ -178,6 +181,9 @@ async fn stream_object(
         };
         let mut candidates: Vec<usize> = Vec::new();
         if mode == GetMode::Sequential {
+            // The scan below sees every arrival before now; what comes
+            // later wakes the wait.
+            while arrivals.try_recv().is_ok() {}
             while next < n {
                 match open.fetch.readable(store, next as u32, open.trusted) {
                     Ok(true) => {
@@ -213,11 +219,17 @@ async fn stream_object(
                 }
             }
         }
+        let announced = !ranges.is_empty();
         for (offset, len) in ranges {
             send_range(store, stream, open, offset, len).await?;
         }
         if left == 0 {
             break;
+        }
+        if announced {
+            // Let arrivals gather: one announcement (and one wake-up of
+            // the client) for many chunks on a slow link.
+            tokio::time::sleep(ANNOUNCE_EVERY).await;
         }
         match wait_for(open, &mut arrivals, &mut state).await {
             Ok(Wake::Arrived(i)) => woke.push(i),

@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use dot_plugins::portable::PortableSource;
@@ -67,7 +67,19 @@ impl Fetches {
         rest: Vec<Hint>,
         mut run: Run,
     ) {
-        let result = self.run(&fetch, &target, source, rest, &mut run).await;
+        // The whole-object hash follows the chunks as they land, on a core
+        // the transfer leaves idle.
+        let stop = Arc::new(AtomicBool::new(false));
+        let hasher = {
+            let (store, oid, stop) = (self.store.clone(), fetch.oid, stop.clone());
+            tokio::task::spawn_blocking(move || {
+                at_idle_priority(|| store.hash_while_filling(oid, &stop))
+            })
+        };
+        let result = self
+            .run(&fetch, &target, source, rest, &mut run, hasher)
+            .await;
+        stop.store(true, Ordering::Relaxed);
         lock(&self.running).remove(&fetch.oid);
         match result {
             Ok(true) => {
@@ -96,6 +108,7 @@ impl Fetches {
         first: Source,
         rest: Vec<Hint>,
         run: &mut Run,
+        hasher: tokio::task::JoinHandle<dot_store::Result<()>>,
     ) -> anyhow::Result<bool> {
         let mut next = Some(first);
         let mut others = rest.into_iter();
@@ -122,10 +135,13 @@ impl Fetches {
             }
         }
         fetch.state.send_replace(FetchState::Verifying);
+        if let Err(e) = hasher.await? {
+            tracing::debug!(oid = %fetch.oid, error = %e, "hashing while filling stopped");
+        }
         let s = self.store.clone();
         let oid = fetch.oid;
-        // The whole hash was mostly taken as the chunks came; what is left
-        // only yields to readers, on an idle-priority thread.
+        // What the hasher left (nothing, unless it stopped) only yields to
+        // readers, on an idle-priority thread.
         tokio::task::spawn_blocking(move || at_idle_priority(|| s.finish(oid)))
             .await?
             .context("checking the whole object")?;

@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +28,8 @@ use crate::transfer::{BoxFuture, ChunkEvent, ChunkSink, Described, Transfer};
 
 /// Chunk requests in flight per connection unless configured otherwise.
 pub const DEFAULT_WINDOW: usize = 256;
+/// Most chunk requests sent together (see `Inner::group`).
+const REQUEST_GROUP: usize = 16;
 
 enum Waiter {
     Desc(oneshot::Sender<Result<DescPage, TransferError>>),
@@ -60,6 +63,9 @@ struct Inner {
     bind: Option<IpAddr>,
     name: String,
     window: Arc<Semaphore>,
+    /// Requests sent at once, at most: slots are taken in groups, so one
+    /// write (and one wake-up of each side) carries several requests.
+    group: usize,
     next_req: AtomicU32,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     /// Each object's token, and its chunk count (asking for the page
@@ -87,6 +93,7 @@ impl GtcSource {
                 bind,
                 name,
                 window: Arc::new(Semaphore::new(window.max(1))),
+                group: window.clamp(1, REQUEST_GROUP),
                 next_req: AtomicU32::new(1),
                 conn: tokio::sync::Mutex::new(None),
                 tokens: Mutex::new(HashMap::new()),
@@ -293,15 +300,20 @@ impl Transfer for GtcSource {
                     return;
                 }
             };
-            for (i, (index, desc)) in chunks.into_iter().enumerate() {
-                let Ok(slot) = inner.window.clone().acquire_owned().await else {
+            let mut chunks = chunks.into_iter().enumerate().peekable();
+            while chunks.peek().is_some() {
+                let want = chunks.len().min(inner.group) as u32;
+                let Ok(mut slots) = inner.window.clone().acquire_many_owned(want).await else {
                     return;
                 };
-                let req = first_req.wrapping_add(i as u32);
-                conn.waiters
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(
+                let mut waiters = conn.waiters.lock().unwrap_or_else(|p| p.into_inner());
+                let mut frames = Vec::with_capacity(want as usize);
+                for (i, (index, desc)) in chunks.by_ref().take(want as usize) {
+                    let Some(slot) = slots.split(1) else {
+                        break;
+                    };
+                    let req = first_req.wrapping_add(i as u32);
+                    waiters.insert(
                         req,
                         Waiter::Chunk {
                             oid,
@@ -311,8 +323,13 @@ impl Transfer for GtcSource {
                             _slot: slot,
                         },
                     );
-                if conn.out.send(Frame::ChunkReq { req, oid, index }).is_err() {
-                    return;
+                    frames.push(Frame::ChunkReq { req, oid, index });
+                }
+                drop(waiters);
+                for frame in frames {
+                    if conn.out.send(frame).is_err() {
+                        return;
+                    }
                 }
             }
         });
@@ -358,7 +375,8 @@ async fn read_task(
     peer: String,
     out: mpsc::UnboundedSender<Frame>,
 ) {
-    let failure = read_loop(FrameReader::new(rd), &waiters, &peer).await;
+    let fd = rd.as_ref().as_raw_fd();
+    let failure = read_loop(FrameReader::with_low_water(rd, fd), &waiters, &peer).await;
     tracing::debug!(%peer, error = %failure, "peer connection ended");
     // Stop the writer, and tell everyone still waiting.
     drop(out);

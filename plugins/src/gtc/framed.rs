@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::os::fd::RawFd;
 
 use bytes::{Buf, BytesMut};
 use dot_store::Bytes;
@@ -23,6 +24,9 @@ const READ_AHEAD: usize = 256 << 10;
 const WRITE_AHEAD: usize = 1 << 20;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
+/// The highest receive low-water mark a reader sets (a little over an
+/// average chunk frame).
+pub const MAX_LOW_WATER: usize = 128 << 10;
 
 /// Why no frame could be read.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,8 @@ pub enum ReadError {
 pub struct FrameReader<R> {
     rd: R,
     buf: BytesMut,
+    /// The TCP socket under `rd` and the receive low-water mark set on it.
+    low_water: Option<(RawFd, usize)>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -50,6 +56,46 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             rd,
             buf: BytesMut::with_capacity(READ_AHEAD),
+            low_water: None,
+        }
+    }
+
+    /// Frames from `rd`, the TCP socket `fd`: while a frame is partly
+    /// here, the socket's receive low-water mark (`SO_RCVLOWAT`) is set to
+    /// what is missing of it (at most [`MAX_LOW_WATER`]), so a chunk
+    /// trickling in over a slow link wakes the reader once, not once per
+    /// packet.
+    pub fn with_low_water(rd: R, fd: RawFd) -> FrameReader<R> {
+        FrameReader {
+            low_water: Some((fd, 1)),
+            ..FrameReader::new(rd)
+        }
+    }
+
+    /// Sets the low-water mark to `want` bytes (1 when no frame is known).
+    fn set_low_water(&mut self, want: usize) {
+        let Some((fd, current)) = &mut self.low_water else {
+            return;
+        };
+        let want = want.clamp(1, MAX_LOW_WATER);
+        if want == *current {
+            return;
+        }
+        let value = want as libc::c_int;
+        // SAFETY: setsockopt reads one c_int from a valid pointer; a bad
+        // descriptor only makes it fail, and a failure leaves the mark as
+        // it was.
+        let rc = unsafe {
+            libc::setsockopt(
+                *fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            *current = want;
         }
     }
 
@@ -69,8 +115,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Some(h) => 4 + u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize,
                 None => 0,
             };
-            self.buf
-                .reserve(whole.saturating_sub(self.buf.len()).max(READ_AHEAD));
+            let missing = whole.saturating_sub(self.buf.len());
+            self.buf.reserve(missing.max(READ_AHEAD));
+            self.set_low_water(missing);
             if self.rd.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)

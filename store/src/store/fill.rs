@@ -5,8 +5,9 @@
 //! [`VerifiedChunk`]s, already hashed by whoever received them, and are
 //! written at their offsets without hashing again; the presence bitmap and
 //! the index mark follow the write. `finish` compares the whole-object
-//! SHA-256 (mostly taken while the chunks arrived, `whole_hash.rs`) with
-//! the OID: a list that lied removes the object.
+//! SHA-256 (taken while the chunks arrive where the receiver runs
+//! `hash_while_filling`, `whole_hash.rs`) with the OID: a list that lied
+//! removes the object.
 
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
@@ -113,7 +114,7 @@ impl Store {
         h.file
             .write_all_at(data, d.offset)
             .map_err(|e| Error::io("write", h.path(), e))?;
-        {
+        let awaited = {
             let mut st = h.lock();
             if st.gone {
                 return Err(Error::UnknownObject(h.oid));
@@ -121,12 +122,12 @@ impl Store {
             if st.present[index as usize] {
                 return Ok(false);
             }
-            st.present[index as usize] = true;
-            st.missing -= 1;
-        }
+            st.set_present(index)
+        };
         self.inner.db.mark_present(h.oid, index, h.file.clone())?;
-        h.wake();
-        h.advance_whole_hash(index, data)?;
+        if awaited {
+            h.wake();
+        }
         Ok(true)
     }
 

@@ -81,6 +81,18 @@ pub(super) struct HandleState {
     pub complete: bool,
     /// Removed from the store; waiters must look again.
     pub gone: bool,
+    /// The chunks blocked waiters wait for: a writer wakes them only when
+    /// it writes one of these (no wake-up per chunk for nobody).
+    pub awaited: Vec<u32>,
+}
+
+impl HandleState {
+    /// Records chunk `index` present; true if someone waits for it.
+    pub fn set_present(&mut self, index: u32) -> bool {
+        self.present[index as usize] = true;
+        self.missing -= 1;
+        self.awaited.contains(&index)
+    }
 }
 
 /// A range of a mapped file, owned by the [`Bytes`] made from it.
@@ -232,16 +244,17 @@ impl Handle {
     /// (false), or `deadline` passes (error).
     pub fn wait_present(&self, index: u32, deadline: std::time::Instant) -> Result<bool> {
         let mut st = self.lock();
-        loop {
+        st.awaited.push(index);
+        let outcome = loop {
             if st.present[index as usize] {
-                return Ok(true);
+                break Ok(true);
             }
             if st.gone {
-                return Ok(false);
+                break Ok(false);
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
-                return Err(Error::Timeout {
+                break Err(Error::Timeout {
                     oid: self.oid,
                     index,
                 });
@@ -251,7 +264,11 @@ impl Handle {
                 .wait_timeout(st, left)
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
+        };
+        if let Some(at) = st.awaited.iter().position(|&i| i == index) {
+            st.awaited.swap_remove(at);
         }
+        outcome
     }
 
     pub fn wake(&self) {
@@ -365,6 +382,7 @@ impl Store {
                 missing: 0,
                 complete: row.complete,
                 gone: false,
+                awaited: Vec::new(),
             }),
             cv: Condvar::new(),
             whole: Mutex::new((!row.complete).then(WholeHash::new)),

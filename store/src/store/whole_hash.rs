@@ -1,22 +1,31 @@
 //! The whole-object SHA-256, taken while an object fills.
 //!
-//! Chunks mostly arrive in order. Each time the chunk at the front of the
-//! unhashed part lands, the writer feeds it to the object's running SHA-256
-//! from the bytes it just wrote, then any chunks already present after it
-//! (read from the mapping of the store's file: no copy). So when the last
-//! chunk lands the OID check has little or nothing left to read, and the
-//! object is not read back from disk. Catching up over chunks that arrived
-//! earlier is bounded per write ([`CATCH_UP`]); what is left is hashed by
-//! `finish`.
+//! A receiver runs [`Store::hash_while_filling`] on a thread of its own
+//! (the agent: at idle priority) beside the transfer: it feeds the
+//! object's running SHA-256 the present chunks in order, straight from the
+//! mapping of the store's file (no copy, no read back from disk), and
+//! sleeps until the next chunk lands. When the transfer leaves a core idle
+//! (a link slower than the CPU) the hash keeps up and the OID check is done
+//! right after the last chunk; when the cores are busy it falls behind and
+//! catches up afterwards, never slowing the transfer. `finish` hashes
+//! whatever is left.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
+use super::Store;
 use super::handle::Handle;
 use crate::error::{Error, Result};
 use crate::oid::Oid;
 
-/// Most bytes of earlier chunks hashed after one write.
+/// Most bytes hashed under the lock at once (`finish` may be waiting).
 const CATCH_UP: u64 = 8 << 20;
+/// Bytes a hasher lets arrive before it wakes to hash them.
+const STEP: u64 = 4 << 20;
+/// How often a waiting hasher looks at its stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(200);
 
 /// SHA-256 of an object's first `next` chunks.
 pub(crate) struct WholeHash {
@@ -34,20 +43,55 @@ impl WholeHash {
     }
 }
 
-impl Handle {
-    /// Advances the running hash after chunk `index` was written and marked
-    /// present with `data`: over it if it is next, then over the present
-    /// chunks after it, up to [`CATCH_UP`] bytes of them.
-    pub(super) fn advance_whole_hash(&self, index: u32, data: &[u8]) -> Result<()> {
-        let mut whole = super::lock(&self.whole);
-        let Some(w) = whole.as_mut() else {
-            return Ok(());
-        };
-        if w.next == index as usize {
-            w.hasher.update(data);
-            w.next += 1;
+impl Store {
+    /// Takes `oid`'s whole-object hash as its chunks become present, in
+    /// order, until every chunk is hashed or `stop` is set (the hash so far
+    /// is kept for [`Store::finish`]). Blocks the calling thread.
+    ///
+    /// # Errors
+    /// [`Error::UnknownObject`]; I/O errors reading the object's file.
+    pub fn hash_while_filling(&self, oid: Oid, stop: &AtomicBool) -> Result<()> {
+        let h = self.handle(oid)?;
+        while !stop.load(Ordering::Relaxed) {
+            let wait_for = {
+                let mut whole = super::lock(&h.whole);
+                let Some(w) = whole.as_mut() else {
+                    return Ok(());
+                };
+                h.hash_present(w, CATCH_UP)?;
+                if w.next == h.descs.len() {
+                    return Ok(());
+                }
+                h.next_wait(w.next)
+            };
+            let Some(index) = wait_for else {
+                continue;
+            };
+            match h.wait_present(index, Instant::now() + STOP_CHECK) {
+                Ok(true) | Err(Error::Timeout { .. }) => {}
+                Ok(false) => return Err(Error::UnknownObject(oid)),
+                Err(e) => return Err(e),
+            }
         }
-        self.hash_present(w, CATCH_UP)
+        Ok(())
+    }
+}
+
+impl Handle {
+    /// The chunk a hasher at chunk `next` should sleep until: the last
+    /// missing one of the next [`STEP`] bytes, so it wakes once per step
+    /// rather than per chunk. `None` if none of them is missing.
+    fn next_wait(&self, next: usize) -> Option<u32> {
+        let from = self.descs[next].offset;
+        let last = self
+            .descs
+            .partition_point(|d| d.offset < from.saturating_add(STEP))
+            .clamp(next + 1, self.descs.len());
+        let st = self.lock();
+        (next..last)
+            .rev()
+            .find(|&i| !st.present[i])
+            .map(|i| i as u32)
     }
 
     /// Feeds the present chunks after the hashed prefix, in order, to `w`,
