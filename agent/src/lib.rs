@@ -6,14 +6,19 @@
 //!   (`docs/local-api.md`).
 //! - [`client`]: the client library (blocking and async) applications and
 //!   the `gtc` commands use.
-//! - [`fdpass`]: sending and receiving an open file descriptor
-//!   (SCM_RIGHTS): puts by descriptor, gets read from the agent's file.
-//! - [`fetch`]: one shared fetch per object in flight, from the ticket's
-//!   sources in hint order, every chunk verified.
 //! - [`daemon`]: `gtc agent`: the store, the peer server, the local API,
-//!   retention, clean shutdown on SIGINT/SIGTERM.
-//! - [`fuse`]: the agent behind the FUSE namespace.
-//! - `tickets`: the tickets the agent hands out for its objects.
+//!   retention, clean shutdown on SIGINT/SIGTERM (one file per job under
+//!   `daemon/`).
+//! - `fetch` (internal): one shared fetch per object in flight, from the
+//!   ticket's sources in hint order, every chunk verified once (one file
+//!   per job under `fetch/`).
+//! - `fuse` (internal): the agent behind the FUSE namespace.
+//! - `fdpass` (internal): sending and receiving an open file descriptor
+//!   (SCM_RIGHTS): puts by descriptor, gets read from the agent's file.
+//! - `tickets` (internal): the tickets the agent hands out for its objects.
+//!
+//! The `gtc` command's own code (argument parsing, one file per command)
+//! is the binary's, under `cmd/`.
 
 #![warn(missing_docs)]
 
@@ -21,7 +26,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod daemon;
-pub mod fdpass;
-pub mod fetch;
-pub mod fuse;
+pub(crate) mod fdpass;
+pub(crate) mod fetch;
+pub(crate) mod fuse;
 mod tickets;

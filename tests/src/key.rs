@@ -22,7 +22,7 @@
 //! [`chunk_files`], [`corrupt_chunk`] and [`thin_out`] change a key's
 //! chunks behind the agents' backs.
 //!
-//! Tests that make keys first call [`crate::loop_or_skip`].
+//! Tests that make keys first call [`crate::require_loop`].
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

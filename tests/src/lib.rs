@@ -340,21 +340,34 @@ pub fn detach(dir: &Path) {
     }
 }
 
-/// Whether FUSE mounts can be made here (root and /dev/fuse). Outside CI
-/// a test that needs them says loudly that it skips; in CI (`CI` set) their
-/// absence fails the test.
-pub fn fuse_or_skip(test: &str) -> bool {
+/// Privileged tests (FUSE, network namespaces, loop devices) are
+/// `#[cfg_attr(not(privileged), ignore = "...")]`: the `privileged` cfg is
+/// set by this crate's build script when it runs as root or under CI, so
+/// elsewhere they show as ignored, with their reason, in the test summary.
+/// Where they run, a missing capability fails them with a clear message:
+/// they never pass without having run.
+fn require(test: &str, what: &str, missing: &[&str]) {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if root && Path::new("/dev/fuse").exists() {
-        return true;
-    }
     assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: CI must run FUSE tests, but this machine has no /dev/fuse or is not root"
+        root && missing.is_empty(),
+        "{test}: needs {what}, but here: {}",
+        if root {
+            format!("{} missing", missing.join(", "))
+        } else {
+            "not root".to_owned()
+        }
     );
-    eprintln!("!!! SKIPPED {test}: needs root and /dev/fuse (runs in CI) !!!");
-    false
+}
+
+/// Fails the test unless FUSE mounts can be made here (root and
+/// `/dev/fuse`); see [`require`] for when it runs at all.
+pub fn require_fuse(test: &str) {
+    let missing: Vec<&str> = ["/dev/fuse"]
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    require(test, "root and /dev/fuse", &missing);
 }
 
 /// Runs `args[0]` (found by [`find_tool`]) with `args[1..]` and no stdin,
@@ -375,40 +388,19 @@ pub fn try_tool(args: &[&str], limit: Duration) -> Result<String, String> {
     }
 }
 
-/// Whether network namespaces with shaped veth links can be built here
-/// (root, and `ip`, `tc` and `nsenter` on the PATH; see [`netbed`]).
-/// Outside CI a test that needs them says loudly that it skips; in CI (`CI`
-/// set) their absence fails the test.
-pub fn netns_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+/// Fails the test unless network namespaces with shaped veth links can be
+/// built here (root, and `ip`, `tc` and `nsenter`; see [`netbed`]).
+pub fn require_netns(test: &str) {
     let missing: Vec<&str> = ["ip", "tc", "nsenter"]
         .into_iter()
         .filter(|t| find_tool(t).is_none())
         .collect();
-    if root && missing.is_empty() {
-        return true;
-    }
-    let why = if root {
-        format!("{} not found", missing.join(", "))
-    } else {
-        "not root".to_owned()
-    };
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: CI must run network namespace tests, but here: {why}"
-    );
-    eprintln!("!!! SKIPPED {test}: needs root, ip, tc and nsenter ({why}; runs in CI) !!!");
-    false
+    require(test, "root, ip, tc and nsenter", &missing);
 }
 
-/// Whether keys (loop devices) can be made here: root, `/dev/loop-control`,
-/// and `losetup`, `mkfs.ext4`, `mount`, `umount`. Outside CI a test that
-/// needs them says loudly that it skips; in CI (`CI` set) their absence
-/// fails the test.
-pub fn loop_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+/// Fails the test unless keys (loop devices) can be made here: root,
+/// `/dev/loop-control`, and `losetup`, `mkfs.ext4`, `mount`, `umount`.
+pub fn require_loop(test: &str) {
     let mut missing: Vec<&str> = ["losetup", "mkfs.ext4", "mount", "umount"]
         .into_iter()
         .filter(|t| find_tool(t).is_none())
@@ -416,22 +408,7 @@ pub fn loop_or_skip(test: &str) -> bool {
     if !Path::new("/dev/loop-control").exists() {
         missing.push("/dev/loop-control");
     }
-    if root && missing.is_empty() {
-        return true;
-    }
-    let why = if root {
-        format!("{} not found", missing.join(", "))
-    } else {
-        "not root".to_owned()
-    };
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: CI must run loop-device tests, but here: {why}"
-    );
-    eprintln!(
-        "!!! SKIPPED {test}: needs root, loop devices, losetup and mkfs.ext4 ({why}; runs in CI) !!!"
-    );
-    false
+    require(test, "root and loop devices", &missing);
 }
 
 /// Where the executable `tool` is: on the PATH, else in /usr/sbin or /sbin

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dot_tests::peer::{Behaviour, PeerDouble};
 use dot_tests::{
-    Agent, COMMAND_LIMIT, fuse_or_skip, output_within, random_bytes, same_file, sparse_random_file,
+    Agent, COMMAND_LIMIT, output_within, random_bytes, require_fuse, same_file, sparse_random_file,
 };
 
 fn sh(cmd: &str) -> Vec<u8> {
@@ -31,10 +31,12 @@ fn chunks_served(a: &Agent) -> u64 {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and /dev/fuse: runs in CI, or as root"
+)]
 fn legacy_tools_read_an_object_by_ticket() {
-    if !fuse_or_skip("legacy_tools_read_an_object_by_ticket") {
-        return;
-    }
+    require_fuse("legacy_tools_read_an_object_by_ticket");
     let a = Agent::start();
     let b = Agent::start_mounted(&[]);
     let data = random_bytes(5_000_000, 71);
@@ -97,10 +99,12 @@ fn legacy_tools_read_an_object_by_ticket() {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and /dev/fuse: runs in CI, or as root"
+)]
 fn an_object_can_be_mapped_into_memory() {
-    if !fuse_or_skip("an_object_can_be_mapped_into_memory") {
-        return;
-    }
+    require_fuse("an_object_can_be_mapped_into_memory");
     let a = Agent::start();
     let b = Agent::start_mounted(&[]);
     let data = random_bytes(3_000_000, 72);
@@ -132,10 +136,12 @@ fn an_object_can_be_mapped_into_memory() {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and /dev/fuse: runs in CI, or as root"
+)]
 fn sixteen_readers_of_a_cold_object_fetch_each_chunk_once() {
-    if !fuse_or_skip("sixteen_readers_of_a_cold_object_fetch_each_chunk_once") {
-        return;
-    }
+    require_fuse("sixteen_readers_of_a_cold_object_fetch_each_chunk_once");
     let a = Agent::start();
     let b = Agent::start_mounted(&[]);
     let data = random_bytes(12_000_000, 73);
@@ -175,10 +181,12 @@ fn sixteen_readers_of_a_cold_object_fetch_each_chunk_once() {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and /dev/fuse: runs in CI, or as root"
+)]
 fn a_random_read_of_a_cold_gigabyte_fetches_about_one_chunk() {
-    if !fuse_or_skip("a_random_read_of_a_cold_gigabyte_fetches_about_one_chunk") {
-        return;
-    }
+    require_fuse("a_random_read_of_a_cold_gigabyte_fetches_about_one_chunk");
     let a = Agent::start();
     let b = Agent::start_mounted(&[]);
     let src = a.dir.join("big");
@@ -202,10 +210,12 @@ fn a_random_read_of_a_cold_gigabyte_fetches_about_one_chunk() {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and /dev/fuse: runs in CI, or as root"
+)]
 fn a_read_whose_source_dies_or_stalls_fails_within_the_timeout() {
-    if !fuse_or_skip("a_read_whose_source_dies_or_stalls_fails_within_the_timeout") {
-        return;
-    }
+    require_fuse("a_read_whose_source_dies_or_stalls_fails_within_the_timeout");
     let b = Agent::start_mounted(&["--read-timeout", "3"]);
     let data = random_bytes(4_000_000, 74);
     // A source that answers descriptors but never a chunk.
@@ -268,10 +278,12 @@ fn a_read_whose_source_dies_or_stalls_fails_within_the_timeout() {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and /dev/fuse: runs in CI, or as root"
+)]
 fn a_file_copied_into_put_is_read_through_another_agents_mount() {
-    if !fuse_or_skip("a_file_copied_into_put_is_read_through_another_agents_mount") {
-        return;
-    }
+    require_fuse("a_file_copied_into_put_is_read_through_another_agents_mount");
     let a = Agent::start_mounted(&[]);
     let b = Agent::start_mounted(&[]);
     let data = random_bytes(2_000_000, 75);
@@ -323,10 +335,12 @@ fn xattr(path: &Path, name: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and /dev/fuse: runs in CI, or as root"
+)]
 fn unmounting_with_open_files_keeps_the_store_and_a_stale_mount_is_replaced() {
-    if !fuse_or_skip("unmounting_with_open_files_keeps_the_store_and_a_stale_mount_is_replaced") {
-        return;
-    }
+    require_fuse("unmounting_with_open_files_keeps_the_store_and_a_stale_mount_is_replaced");
     let a = Agent::start();
     let mut b = Agent::start_mounted(&[]);
     let data = random_bytes(3_000_000, 76);
@@ -372,10 +386,12 @@ fn unmounting_with_open_files_keeps_the_store_and_a_stale_mount_is_replaced() {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and /dev/fuse: runs in CI, or as root"
+)]
 fn a_bare_oid_resolves_through_configured_peers_open_to_this_host() {
-    if !fuse_or_skip("a_bare_oid_resolves_through_configured_peers_open_to_this_host") {
-        return;
-    }
+    require_fuse("a_bare_oid_resolves_through_configured_peers_open_to_this_host");
     // A lets 127.0.0.1 fetch by OID alone; C keeps its tokens.
     let a = Agent::start_with(&["--open-to", "127.0.0.0/8"]);
     let c = Agent::start();

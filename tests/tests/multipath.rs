@@ -9,7 +9,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use dot_tests::netbed::{LINKS, NetBed, Rate};
-use dot_tests::{gtc_bin, netns_or_skip, output_within, random_bytes, same_file};
+use dot_tests::{gtc_bin, output_within, random_bytes, require_netns, same_file};
 
 /// Timing test (`slow_second_link...`) runs alone (write lock); the others
 /// may share the machine with each other (read lock).
@@ -60,10 +60,12 @@ fn received(status: &serde_json::Value) -> u64 {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root, ip, tc and nsenter: runs in CI, or as root"
+)]
 fn one_object_over_two_links_arrives_intact_and_both_links_carry_it() {
-    if !netns_or_skip("one_object_over_two_links_arrives_intact_and_both_links_carry_it") {
-        return;
-    }
+    require_netns("one_object_over_two_links_arrives_intact_and_both_links_carry_it");
     let _shared = MACHINE.read().unwrap_or_else(|e| e.into_inner());
     let bed = NetBed::new([Rate::mbit(40), Rate::mbit(40)]);
     let size = 8usize << 20;
@@ -85,10 +87,12 @@ fn one_object_over_two_links_arrives_intact_and_both_links_carry_it() {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root, ip, tc and nsenter: runs in CI, or as root"
+)]
 fn a_link_lost_mid_transfer_does_not_lose_the_transfer() {
-    if !netns_or_skip("a_link_lost_mid_transfer_does_not_lose_the_transfer") {
-        return;
-    }
+    require_netns("a_link_lost_mid_transfer_does_not_lose_the_transfer");
     let _shared = MACHINE.read().unwrap_or_else(|e| e.into_inner());
     let bed = NetBed::new([Rate::mbit(20), Rate::mbit(20)]);
     let size = 16u64 << 20;
@@ -130,10 +134,12 @@ fn a_link_lost_mid_transfer_does_not_lose_the_transfer() {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root, ip, tc and nsenter: runs in CI, or as root"
+)]
 fn a_very_slow_second_link_does_not_slow_the_transfer_down() {
-    if !netns_or_skip("a_very_slow_second_link_does_not_slow_the_transfer_down") {
-        return;
-    }
+    require_netns("a_very_slow_second_link_does_not_slow_the_transfer_down");
     let _alone = MACHINE.write().unwrap_or_else(|e| e.into_inner());
     let (fast, slow) = (Rate::mbit(40), Rate::kbit(500));
     let mut bed = NetBed::with_advertised([fast, slow], &[1]);

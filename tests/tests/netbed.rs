@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dot_tests::netbed::{NetBed, Rate, shaping};
-use dot_tests::{find_tool, gtc_bin, netns_or_skip, output_within, random_bytes, same_file};
+use dot_tests::{find_tool, gtc_bin, output_within, random_bytes, require_netns, same_file};
 
 fn namespaces() -> String {
     let mut cmd = Command::new(find_tool("ip").expect("ip"));
@@ -53,10 +53,12 @@ fn shaping_parameters_hold_a_frame_and_100_ms() {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root, ip, tc and nsenter: runs in CI, or as root"
+)]
 fn each_link_carries_a_get_at_its_shaped_rate_and_the_bed_leaves_nothing() {
-    if !netns_or_skip("each_link_carries_a_get_at_its_shaped_rate_and_the_bed_leaves_nothing") {
-        return;
-    }
+    require_netns("each_link_carries_a_get_at_its_shaped_rate_and_the_bed_leaves_nothing");
     let size = 2u64 << 20;
     let (sender_ns, receiver_ns);
     {

@@ -21,7 +21,7 @@ use dot_tests::key::{
 };
 use dot_tests::netbed::{NetBed, Rate};
 use dot_tests::{
-    Agent, fuse_or_skip, gtc_bin, loop_or_skip, netns_or_skip, output_within, random_bytes,
+    Agent, gtc_bin, output_within, random_bytes, require_fuse, require_loop, require_netns,
     same_file,
 };
 
@@ -129,11 +129,14 @@ fn watch(agent: &Agent, oid: &str, mount: &Path, before: usize, done: impl Fn() 
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root, ip, tc and nsenter and root and loop devices: runs in CI, or as root"
+)]
 fn a_key_inserted_mid_transfer_over_a_slow_link_finishes_it_early() {
     let test = "a_key_inserted_mid_transfer_over_a_slow_link_finishes_it_early";
-    if !netns_or_skip(test) || !loop_or_skip(test) {
-        return;
-    }
+    require_netns(test);
+    require_loop(test);
     let _alone = MACHINE.write().unwrap_or_else(|e| e.into_inner());
     let rate = Rate::mbit(4);
     let key = Key::new(Fs::Ext4, KEY_MB);
@@ -198,11 +201,14 @@ fn a_key_inserted_mid_transfer_over_a_slow_link_finishes_it_early() {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root, ip, tc and nsenter and root and loop devices: runs in CI, or as root"
+)]
 fn a_key_pulled_mid_transfer_does_not_fail_it() {
     let test = "a_key_pulled_mid_transfer_does_not_fail_it";
-    if !netns_or_skip(test) || !loop_or_skip(test) {
-        return;
-    }
+    require_netns(test);
+    require_loop(test);
     let _shared = MACHINE.read().unwrap_or_else(|e| e.into_inner());
     let rate = Rate::mbit(16);
     let key = Key::new(Fs::Ext4, KEY_MB);
@@ -261,11 +267,13 @@ fn a_key_pulled_mid_transfer_does_not_fail_it() {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and loop devices: runs in CI, or as root"
+)]
 fn a_corrupt_chunk_file_on_a_key_is_never_delivered() {
     let test = "a_corrupt_chunk_file_on_a_key_is_never_delivered";
-    if !loop_or_skip(test) {
-        return;
-    }
+    require_loop(test);
     let _shared = MACHINE.read().unwrap_or_else(|e| e.into_inner());
     let key = Key::new(Fs::Ext4, KEY_MB);
     let sender = Agent::start();
@@ -399,11 +407,14 @@ fn cat(path: &Path, what: &str) -> (Vec<u8>, Duration) {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and loop devices and root and /dev/fuse: runs in CI, or as root"
+)]
 fn a_key_alone_serves_a_complete_offline_read_through_fuse() {
     let test = "a_key_alone_serves_a_complete_offline_read_through_fuse";
-    if !loop_or_skip(test) || !fuse_or_skip(test) {
-        return;
-    }
+    require_loop(test);
+    require_fuse(test);
     let _shared = MACHINE.read().unwrap_or_else(|e| e.into_inner());
     let fs = vfat_or_ext4(test);
     let key = Key::new(fs, KEY_MB);
@@ -435,11 +446,14 @@ fn a_key_alone_serves_a_complete_offline_read_through_fuse() {
 /// known): the reader waits for the whole-object check, so its fetch brings
 /// the whole object from the key, not only the chunks read.
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and loop devices and root and /dev/fuse: runs in CI, or as root"
+)]
 fn a_key_alone_serves_an_offline_read_by_bare_oid_through_fuse() {
     let test = "a_key_alone_serves_an_offline_read_by_bare_oid_through_fuse";
-    if !loop_or_skip(test) || !fuse_or_skip(test) {
-        return;
-    }
+    require_loop(test);
+    require_fuse(test);
     let _shared = MACHINE.read().unwrap_or_else(|e| e.into_inner());
     let fs = vfat_or_ext4(test);
     let key = Key::new(fs, KEY_MB);
@@ -459,11 +473,13 @@ fn a_key_alone_serves_an_offline_read_by_bare_oid_through_fuse() {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and loop devices: runs in CI, or as root"
+)]
 fn a_key_exported_by_one_agent_is_read_by_another() {
     let test = "a_key_exported_by_one_agent_is_read_by_another";
-    if !loop_or_skip(test) {
-        return;
-    }
+    require_loop(test);
     let _shared = MACHINE.read().unwrap_or_else(|e| e.into_inner());
     let key = Key::new(Fs::Ext4, KEY_MB);
     let mut a = Agent::start();
@@ -516,11 +532,13 @@ fn a_key_exported_by_one_agent_is_read_by_another() {
 }
 
 #[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and loop devices: runs in CI, or as root"
+)]
 fn in_outbox_mode_every_new_put_is_copied_to_an_outbox_key() {
     let test = "in_outbox_mode_every_new_put_is_copied_to_an_outbox_key";
-    if !loop_or_skip(test) {
-        return;
-    }
+    require_loop(test);
     let _shared = MACHINE.read().unwrap_or_else(|e| e.into_inner());
     let key = Key::new(Fs::Ext4, KEY_MB);
     let at = key.mount_point("outbox");

@@ -39,8 +39,6 @@ mod run;
 mod sources;
 mod target;
 
-pub use devices::OUTBOX;
-pub use run::IDLE;
 pub use target::Target;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

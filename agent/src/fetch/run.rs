@@ -69,9 +69,9 @@ impl Fetches {
     ) {
         // The whole-object hash follows the chunks as they land, on a core
         // the transfer leaves idle.
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
         let hasher = {
-            let (store, oid, stop) = (self.store.clone(), fetch.oid, stop.clone());
+            let (store, oid, stop) = (self.store.clone(), fetch.oid, stop.0.clone());
             tokio::task::spawn_blocking(move || {
                 at_idle_priority(|| store.hash_while_filling(oid, &stop))
             })
@@ -79,7 +79,7 @@ impl Fetches {
         let result = self
             .run(&fetch, &target, source, rest, &mut run, hasher)
             .await;
-        stop.store(true, Ordering::Relaxed);
+        drop(stop);
         lock(&self.running).remove(&fetch.oid);
         match result {
             Ok(true) => {
@@ -281,6 +281,17 @@ impl Fetches {
             }
         }
         Ok(())
+    }
+}
+
+/// Sets its flag when dropped: the hasher stops when the fetch ends, also
+/// when its task is dropped (the runtime shutting down waits for blocking
+/// threads).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

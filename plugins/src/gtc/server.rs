@@ -76,10 +76,7 @@ async fn connection_task(
 ) {
     match connection_impl(stream, &store, &stats, open).await {
         Ok(()) => tracing::debug!(%peer, "peer disconnected"),
-        Err(reason) => {
-            stats.violations.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, %reason, "closing peer connection");
-        }
+        Err(reason) => tracing::warn!(%peer, %reason, "closing peer connection"),
     }
 }
 
@@ -134,6 +131,10 @@ async fn connection_impl(
             Action::Close(reason) => break Err(reason),
         }
     };
+    // Counted before the peer sees the connection close.
+    if result.is_err() {
+        stats.violations.fetch_add(1, Ordering::Relaxed);
+    }
     drop(out_tx);
     let _ = writer.await;
     result

@@ -1,265 +1,23 @@
-//! The multipath plugin: one object's chunk requests spread over several
-//! paths at once (the paper's multi-path plugin).
-//!
-//! A *path* is a sub-plugin: one source, reached from one local address.
-//! Requests wait in one queue, in the order they were asked for, and go to
-//! whichever path has room in its window. A path's window is sized from
-//! what it measured: its delivery rate times its shortest request-to-chunk
-//! time, in chunks, plus two (the paper fixed it at 10); a path that has
-//! measured nothing yet gets [`INITIAL_WINDOW`].
-//!
-//! When the queue is empty, a path with room *borrows*: it takes the oldest
-//! request of the path that would finish last, if it would deliver it
-//! sooner. Both copies stay in flight; the first to arrive wins and the
-//! other is cancelled. This keeps a very slow path from holding back the end
-//! of a transfer.
-//!
-//! Every path checks each chunk against its descriptor before delivering
-//! it; a path that reports a corrupt chunk is dropped for good. Paths
-//! deliver into the scheduler's one channel, and the scheduler hands each
-//! chunk to the sinks that asked for it (no task relays in between). A path
-//! that fails or stalls
-//! is dropped: its requests go back to the front of the queue, and it is
-//! tried again after a pause (1 s, doubling to 30 s), first with a single
-//! request. When every path has been down for [`ALL_DOWN`], or all are
-//! dropped for good, the waiting requests fail.
+//! The scheduler: one task per object, holding the queue of requests in
+//! the order they were asked for and every path's state; it dispatches to
+//! paths with room, borrows for idle paths, hands chunks to the sinks that
+//! asked, and drops, pauses and revives paths.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use dot_store::{Descriptor, Oid};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use dot_store::{Descriptor, Oid, Token};
-use tokio::sync::mpsc;
-
+use super::path::{Health, Path};
+use super::{
+    ALL_DOWN, Cmd, Counters, EVENTS, FIRST_PAUSE, MAX_PAUSE, MIN_STALL, RATE_SAMPLES, TICK,
+};
 use crate::error::TransferError;
-use crate::transfer::{BoxFuture, ChunkEvent, ChunkSink, Described, Transfer};
-
-/// Requests in flight on a path before it has measured anything.
-pub const INITIAL_WINDOW: usize = 4;
-/// The largest window of one path.
-pub const MAX_WINDOW: usize = 256;
-/// Arrivals a path's rate is measured over.
-const RATE_SAMPLES: usize = 16;
-/// The first pause before a dropped path is tried again.
-const FIRST_PAUSE: Duration = Duration::from_secs(1);
-/// The longest pause before a dropped path is tried again.
-const MAX_PAUSE: Duration = Duration::from_secs(30);
-/// A path with requests in flight that delivers nothing for this long (or
-/// for eight of its chunk times, if longer) has stalled.
-const MIN_STALL: Duration = Duration::from_secs(10);
-/// When every path has been down this long, the waiting requests fail.
-pub const ALL_DOWN: Duration = Duration::from_secs(30);
-/// How often stalls and pauses are checked.
-const TICK: Duration = Duration::from_millis(100);
-/// Events the paths may have queued for the scheduler.
-const EVENTS: usize = 1024;
-
-/// What one path delivered (shared with the scheduler).
-#[derive(Debug, Default)]
-struct Counters {
-    bytes: AtomicU64,
-    chunks: AtomicU64,
-    drops: AtomicU64,
-}
-
-/// What one path of a [`Multipath`] has done so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathStats {
-    /// The sub-plugin's name.
-    pub name: String,
-    /// Bytes of chunks it delivered first (duplicates not counted).
-    pub bytes: u64,
-    /// Chunks it delivered first.
-    pub chunks: u64,
-    /// Times it was dropped (failed, stalled or lied).
-    pub drops: u64,
-}
-
-enum Cmd {
-    Get(Vec<(u32, Descriptor)>, ChunkSink),
-    Cancel(Vec<u32>),
-}
-
-/// Several paths to one object as one [`Transfer`].
-pub struct Multipath {
-    name: String,
-    paths: Vec<Arc<dyn Transfer>>,
-    counters: Arc<[Counters]>,
-    schedulers: Mutex<HashMap<Oid, mpsc::UnboundedSender<Cmd>>>,
-}
-
-impl Multipath {
-    /// Spreads requests over `paths` (tried for descriptors in this order).
-    pub fn new(paths: Vec<Arc<dyn Transfer>>) -> Multipath {
-        let names: Vec<String> = paths.iter().map(|p| p.name()).collect();
-        Multipath {
-            name: format!("multipath[{}]", names.join(", ")),
-            counters: paths.iter().map(|_| Counters::default()).collect(),
-            paths,
-            schedulers: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// What each path delivered, in the order given to [`Multipath::new`].
-    pub fn stats(&self) -> Vec<PathStats> {
-        self.paths
-            .iter()
-            .zip(self.counters.iter())
-            .map(|(p, c)| PathStats {
-                name: p.name(),
-                bytes: c.bytes.load(Ordering::Relaxed),
-                chunks: c.chunks.load(Ordering::Relaxed),
-                drops: c.drops.load(Ordering::Relaxed),
-            })
-            .collect()
-    }
-
-    fn send(&self, oid: Oid, cmd: Cmd) {
-        let mut schedulers = self.schedulers.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = schedulers.entry(oid).or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let sched = Scheduler::new(oid, &self.paths, self.counters.clone());
-            tokio::spawn(sched.run(rx));
-            tx
-        });
-        // The scheduler lives as long as this plugin: sending cannot fail.
-        let _ = tx.send(cmd);
-    }
-}
-
-impl Transfer for Multipath {
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-
-    fn get_descriptors(
-        &self,
-        oid: Oid,
-        token: Option<Token>,
-    ) -> BoxFuture<'_, Result<Described, TransferError>> {
-        Box::pin(async move {
-            let mut last = None;
-            for p in &self.paths {
-                match p.get_descriptors(oid, token).await {
-                    Ok(d) => return Ok(d),
-                    Err(e) => last = Some(e),
-                }
-            }
-            Err(last.unwrap_or_else(|| TransferError::Connection {
-                peer: self.name.clone(),
-                message: "no paths".into(),
-            }))
-        })
-    }
-
-    fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>, sink: ChunkSink) {
-        if !chunks.is_empty() {
-            self.send(oid, Cmd::Get(chunks, sink));
-        }
-    }
-
-    fn cancel_chunks(&self, oid: Oid, indexes: &[u32]) {
-        self.send(oid, Cmd::Cancel(indexes.to_vec()));
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Health {
-    Up,
-    /// Back after a pause: one request at a time until one arrives.
-    Probing {
-        pause: Duration,
-    },
-    /// Dropped until `until`.
-    Down {
-        until: Instant,
-        pause: Duration,
-    },
-    /// Delivered a wrong chunk: never used again.
-    Dead,
-}
-
-struct Path {
-    plugin: Arc<dyn Transfer>,
-    health: Health,
-    /// Requests on this path, oldest first, with when they were sent.
-    in_flight: VecDeque<(u32, Instant)>,
-    /// Recent arrivals: when, and how many bytes.
-    arrivals: VecDeque<(Instant, u64)>,
-    /// The shortest time from request to chunk seen.
-    min_latency: Option<Duration>,
-    /// When it last delivered a chunk.
-    last_arrival: Option<Instant>,
-    /// Bumped on each drop, so late events of an old round are told apart.
-    epoch: u64,
-}
-
-impl Path {
-    fn busy_since(&self) -> Option<Instant> {
-        let oldest = self.in_flight.front()?.1;
-        Some(self.last_arrival.map_or(oldest, |l| l.max(oldest)))
-    }
-
-    /// Bytes per second over the recent arrivals.
-    fn rate(&self) -> Option<f64> {
-        let (first, _) = *self.arrivals.front()?;
-        let (last, _) = *self.arrivals.back()?;
-        let span = last.duration_since(first).as_secs_f64();
-        let bytes: u64 = self.arrivals.iter().skip(1).map(|a| a.1).sum();
-        (self.arrivals.len() >= 2 && span > 0.0).then(|| bytes as f64 / span)
-    }
-
-    /// Seconds to deliver one chunk of `chunk` bytes: from the rate, or
-    /// from the one chunk it delivered so far.
-    fn chunk_time(&self, chunk: f64) -> Option<f64> {
-        self.rate()
-            .map(|r| chunk / r)
-            .or_else(|| self.min_latency.map(|l| l.as_secs_f64()))
-    }
-
-    fn window(&self, chunk: f64) -> usize {
-        match self.health {
-            Health::Up => match (self.rate(), self.min_latency) {
-                (Some(rate), Some(lat)) => {
-                    let in_flight = (rate * lat.as_secs_f64() / chunk).ceil();
-                    (in_flight as usize).saturating_add(2).clamp(2, MAX_WINDOW)
-                }
-                _ => INITIAL_WINDOW,
-            },
-            Health::Probing { .. } => 1,
-            Health::Down { .. } | Health::Dead => 0,
-        }
-    }
-
-    fn usable(&self) -> bool {
-        matches!(self.health, Health::Up | Health::Probing { .. })
-    }
-
-    /// Seconds from `now` until the request at position `k` of this path
-    /// should arrive: infinite if the path looks stalled or has no
-    /// measure yet and is late.
-    fn expected(&self, k: usize, chunk: f64, now: Instant) -> f64 {
-        let Some(since) = self.busy_since() else {
-            return 0.0;
-        };
-        let waited = now.duration_since(since).as_secs_f64();
-        match self.chunk_time(chunk) {
-            Some(ct) => {
-                let head = ct - waited;
-                if head < -2.0 * ct - 0.1 {
-                    f64::INFINITY
-                } else {
-                    head.max(0.0) + k as f64 * ct
-                }
-            }
-            None if waited > 0.5 => f64::INFINITY,
-            None => (k + 1) as f64 * 0.5,
-        }
-    }
-}
+use crate::transfer::{ChunkEvent, ChunkSink, Transfer};
 
 /// A requested chunk not yet delivered.
 struct Want {
@@ -272,7 +30,7 @@ struct Want {
 }
 
 /// The requests of one object over the paths.
-struct Scheduler {
+pub(super) struct Scheduler {
     oid: Oid,
     paths: Vec<Path>,
     counters: Arc<[Counters]>,
@@ -291,7 +49,11 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn new(oid: Oid, plugins: &[Arc<dyn Transfer>], counters: Arc<[Counters]>) -> Scheduler {
+    pub(super) fn new(
+        oid: Oid,
+        plugins: &[Arc<dyn Transfer>],
+        counters: Arc<[Counters]>,
+    ) -> Scheduler {
         let (events, events_rx) = mpsc::channel(EVENTS);
         Scheduler {
             oid,
@@ -319,7 +81,7 @@ impl Scheduler {
         }
     }
 
-    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+    pub(super) async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
         let Some(mut events) = self.events_rx.take() else {
             return;
         };
