@@ -195,3 +195,31 @@ fn a_file_put_by_reference_is_read_back_as_data_in_every_mode() {
     assert_eq!(got, 2_300_000);
     assert!(buf[..got] == data[1_000_000..]);
 }
+
+#[test]
+fn an_agent_with_a_fetch_in_flight_stops_at_once() {
+    let (a, mut b) = (Agent::start(), Agent::start());
+    let data = random_bytes(8 << 20, 55);
+    let src = a.dir.join("obj");
+    std::fs::write(&src, &data).expect("write");
+    let ticket = a.put_ticket(&src);
+    // About 25 s from this source: the fetch is still running at the stop.
+    let slow = PeerDouble::start(
+        &[&data],
+        Behaviour {
+            delay: Duration::from_millis(200),
+            ..Behaviour::default()
+        },
+    );
+    let mut c = Client::connect(Some(&b.socket())).expect("connect");
+    let mut get = c.get_random(&ticket, &[slow.hint()]).expect("get");
+    let mut buf = vec![0u8; 4096];
+    get.read_at(&mut buf, 0).expect("read_at");
+    let started = std::time::Instant::now();
+    assert!(b.stop().success(), "the agent failed to stop cleanly");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "SIGTERM took {:?} with a fetch in flight",
+        started.elapsed()
+    );
+}
