@@ -90,13 +90,7 @@ fn reads_are_served_while_the_object_is_still_arriving() {
     std::fs::write(&src, &data).expect("write");
     let ticket = a.put_ticket(&src);
     // About 2 s from this source: chunks trickle in.
-    let slow = PeerDouble::start(
-        &[&data],
-        Behaviour {
-            delay: Duration::from_millis(15),
-            ..Behaviour::default()
-        },
-    );
+    let slow = slow_source(&data, 15);
     let mut c = Client::connect(Some(&b.socket())).expect("connect");
     let mut get = c.get_random(&ticket, &[slow.hint()]).expect("get");
     let mut buf = vec![0u8; 4096];
@@ -204,13 +198,7 @@ fn an_agent_with_a_fetch_in_flight_stops_at_once() {
     std::fs::write(&src, &data).expect("write");
     let ticket = a.put_ticket(&src);
     // About 25 s from this source: the fetch is still running at the stop.
-    let slow = PeerDouble::start(
-        &[&data],
-        Behaviour {
-            delay: Duration::from_millis(200),
-            ..Behaviour::default()
-        },
-    );
+    let slow = slow_source(&data, 200);
     let mut c = Client::connect(Some(&b.socket())).expect("connect");
     let mut get = c.get_random(&ticket, &[slow.hint()]).expect("get");
     let mut buf = vec![0u8; 4096];
@@ -222,4 +210,15 @@ fn an_agent_with_a_fetch_in_flight_stops_at_once() {
         "SIGTERM took {:?} with a fetch in flight",
         started.elapsed()
     );
+}
+
+/// A source of `data` that waits `ms` before each chunk.
+fn slow_source(data: &[u8], ms: u64) -> PeerDouble {
+    PeerDouble::start(
+        &[data],
+        Behaviour {
+            delay: Duration::from_millis(ms),
+            ..Behaviour::default()
+        },
+    )
 }

@@ -26,12 +26,7 @@ impl Store {
     /// # Errors
     /// [`Error::Input`] if reading fails; I/O and index errors of the store.
     pub fn put_reader(&self, input: &mut (dyn Read + Send)) -> Result<PutOutcome> {
-        let chunker = self
-            .inner
-            .opts
-            .chunker
-            .build()
-            .map_err(|e| Error::Input(io::Error::other(e)))?;
+        let chunker = self.chunker()?;
         let tmp_path = self.inner.tmp_dir.join(format!(
             "put-{}",
             crate::ticket::Token::random().map_err(Error::Input)?
@@ -118,12 +113,7 @@ impl Store {
                 hashed: false,
             });
         }
-        let chunker = self
-            .inner
-            .opts
-            .chunker
-            .build()
-            .map_err(|e| Error::Input(io::Error::other(e)))?;
+        let chunker = self.chunker()?;
         advise_sequential(file);
         let mut offset = 0u64;
         let mut fill = |buf: &mut [u8]| {
@@ -159,6 +149,15 @@ impl Store {
     pub fn put_path(&self, path: &Path) -> Result<PutOutcome> {
         let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
         self.put_file(&file, path)
+    }
+
+    /// A chunker as the options say.
+    fn chunker(&self) -> Result<Box<dyn crate::chunker::Chunker>> {
+        self.inner
+            .opts
+            .chunker
+            .build()
+            .map_err(|e| Error::Input(io::Error::other(e)))
     }
 
     /// Records a complete object (replacing any partial one of that OID).
