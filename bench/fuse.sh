@@ -169,29 +169,41 @@ EOF
 lats=$work/latencies.txt
 : > "$lats"
 
-declare -a cat_t get_t warm_t local_t open_t
+declare -a cat_t get_t warm_t local_t open_t cat_cpu get_cpu
 served=0
-# cold_cat / cold_get [untimed]: B restarted cold, then a cold `cat` through
-# its mount or a cold `gtc get`, output checked; the seconds are appended
-# to cat_t / get_t unless "untimed".
-cold_cat() {
+# cold CASE [untimed]: B restarted cold, then a cold `cat` through its
+# mount (CASE cat) or a cold `gtc get` (CASE get), output checked. Unless
+# "untimed", appends the seconds to cat_t / get_t and "B A READER" CPU
+# seconds (B until its whole-object check is done) to cat_cpu / get_cpu.
+cold() {
+  local case=$1 t b0 a0 cmd
   restart_b_cold
-  local t
-  t=$(time_cmd cat_to "$obj" "$out")
-  [[ ${1:-} == untimed ]] || cat_t+=("$t")
+  if [[ $case == cat ]]; then
+    cmd=(cat_to "$obj" "$out")
+  else
+    cmd=(env GTC_SOCKET="$work/b.sock" "$GTC" get "$ticket" -o "$out")
+  fi
+  sync
+  b0=$(cpu_secs "${pids[b]}")
+  a0=$(cpu_secs "${pids[a]}")
+  t=$(time_cpu "${cmd[@]}")
   # B checks the whole OID after handing out the verified chunks; let that
   # finish before the next step.
   wait_for "agent b idle" 3000 b_idle
-  check "cold cat through the mount"
+  local cpu
+  cpu="$(echo "$(cpu_secs "${pids[b]}") - $b0" | bc -l) $(echo "$(cpu_secs "${pids[a]}") - $a0" | bc -l) ${t##* }"
+  check "cold $case"
+  [[ ${2:-} == untimed ]] && return 0
+  if [[ $case == cat ]]; then
+    cat_t+=("${t%% *}")
+    cat_cpu+=("$cpu")
+  else
+    get_t+=("${t%% *}")
+    get_cpu+=("$cpu")
+  fi
 }
-cold_get() {
-  restart_b_cold
-  local t
-  t=$(time_cmd env GTC_SOCKET="$work/b.sock" "$GTC" get "$ticket" -o "$out")
-  [[ ${1:-} == untimed ]] || get_t+=("$t")
-  wait_for "agent b idle" 3000 b_idle
-  check "cold gtc get"
-}
+cold_cat() { cold cat "$@"; }
+cold_get() { cold get "$@"; }
 # One untimed pair first: the first transfers after the put run slower,
 # whichever case comes first (seen up to 35%).
 cold_cat untimed
@@ -266,6 +278,8 @@ p99 = t[min(len(t) - 1, -(-99 * len(t) // 100) - 1)]   # nearest rank
 print(f"{med * 1000:.3f} {p99 * 1000:.3f}")' "$lats")
 
 mbps() { echo "$SIZE_MB / $1" | bc -l; }
+# cpu_col LINES N: median of column N of the "B A READER" lines, per GiB.
+cpu_col() { printf '%s\n' "${@:2}" | awk -v c="$1" '{ print $c }' | median | awk -v s="$SIZE_MB" '{ printf "%.2f", $1 * 1024 / s }'; }
 ratio() { echo "$1 / $2" | bc -l; }   # speed of the first / speed of the second = t2 / t1
 echo
 echo "reads of a ${SIZE_MB} MiB object through the FUSE mount of agent B, A on 127.0.0.1,"
@@ -289,6 +303,12 @@ if ((LINK_MBIT > 0)); then
   printf '%-44s %9.3f %10.0f %24s\n' "cold gtc get, S to L over ${LINK_MBIT} Mbit/s" "$lg" \
     "$(mbps "$lg")" "1.00"
 fi
+echo "CPU seconds per GiB of the cold cases (median): receiving agent B (until its whole-object"
+echo "check is done), sending agent A, reader (cat or the gtc get client)"
+printf '  cold cat: B %s  A %s  cat %s\n' "$(cpu_col 1 "${cat_cpu[@]}")" "$(cpu_col 2 "${cat_cpu[@]}")" \
+  "$(cpu_col 3 "${cat_cpu[@]}")"
+printf '  cold get: B %s  A %s  get %s\n' "$(cpu_col 1 "${get_cpu[@]}")" "$(cpu_col 2 "${get_cpu[@]}")" \
+  "$(cpu_col 3 "${get_cpu[@]}")"
 printf 'goal: cold cat >= 0.90x gtc get (now %.2fx); warm cat >= 0.90x local cat (now %.2fx)\n' \
   "$(ratio "$g" "$c")" "$(ratio "$l" "$w")"
 

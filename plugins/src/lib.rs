@@ -1,11 +1,14 @@
 //! Transfer plugins for DOT.
 //!
 //! - [`transfer`]: the [`Transfer`] trait (the paper's transfer plugin):
-//!   describe an object, stream its chunks, cancel requests.
+//!   describe an object, deliver its checked chunks into the caller's
+//!   [`ChunkSink`], cancel requests.
 //! - [`gtc`]: the agent-to-agent peer protocol over TCP: the sans-IO codec
-//!   and session rules, the serving driver and the fetching source.
+//!   and session rules, the one frame reader and writer, the serving driver,
+//!   the fetching source, and a misbehaving peer for tests.
 //! - [`multipath`]: one object's requests spread over several paths, with
-//!   windows sized per path and request borrowing.
+//!   windows sized per path and request borrowing (plugin, path measures,
+//!   scheduler).
 //! - [`portable`]: a DOT store on a removable device (its layout, export)
 //!   and the source that reads objects from it.
 //! - [`error`]: the errors of a transfer, [`TransferError`].
@@ -19,4 +22,4 @@ pub mod portable;
 pub mod transfer;
 
 pub use error::TransferError;
-pub use transfer::{ChunkEvent, Described, Transfer};
+pub use transfer::{ChunkEvent, ChunkSink, Described, Transfer};
