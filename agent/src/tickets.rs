@@ -1,12 +1,13 @@
 //! Tickets this agent hands out for its objects.
 
 use dot_store::descriptor::list_digest;
-use dot_store::{Hint, Oid, Store, Ticket, Token};
+use dot_store::{Hint, Oid, Store, Ticket};
 
-/// A ticket for a local object: its access token (made if it has none),
+/// A ticket for a local object: its access token (derived from the
+/// store's secret key),
 /// the digest of its descriptor list and this agent's hints.
 pub(crate) fn make_ticket(store: &Store, hints: &[String], oid: Oid) -> anyhow::Result<Ticket> {
-    let token = store.ensure_token(oid, Token::random().map_err(dot_store::Error::Input)?)?;
+    let token = store.token(oid)?;
     let descs = store.descriptors(oid)?;
     let hints: Vec<Hint> = hints
         .iter()

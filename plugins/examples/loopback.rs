@@ -11,7 +11,7 @@ use dot_plugins::gtc::client::GtcSource;
 use dot_plugins::gtc::server::{ServerStats, serve};
 use dot_plugins::transfer::ChunkSink;
 use dot_plugins::{ChunkEvent, Transfer};
-use dot_store::{Store, StoreOptions, Token};
+use dot_store::{Store, StoreOptions};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,7 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Store::open(a_dir.path(), opts.clone())?;
     let b = Store::open(b_dir.path(), opts)?;
     let put = a.put_path(std::path::Path::new(file))?;
-    let token = a.ensure_token(put.oid, Token::random()?)?;
+    let token = a.token(put.oid)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(serve(listener, a.clone(), Arc::new(ServerStats::default())));

@@ -86,9 +86,7 @@ async fn objects_of_every_size_arrive_intact() {
     for (n, seed) in [(0usize, 1u64), (1, 2), (64 << 10, 3), (5 << 20, 4)] {
         let data = bytes(n, seed);
         let oid = a.put_reader(&mut &data[..]).expect("put").oid;
-        let token = a
-            .ensure_token(oid, Token::random().expect("token"))
-            .expect("token");
+        let token = a.token(oid).expect("token");
         fetch(&src, &b, oid, token).await.expect("fetch");
         assert_eq!(b.read_at(oid, 0, n).expect("read"), data, "size {n}");
     }
@@ -109,7 +107,7 @@ async fn only_missing_chunks_are_fetched() {
     let mut edited = base.clone();
     edited.splice(2000..2000, b"a small edit".iter().copied());
     let oid = a.put_reader(&mut &edited[..]).expect("put").oid;
-    let token = a.ensure_token(oid, Token([9; 16])).expect("token");
+    let token = a.token(oid).expect("token");
     let total = a.descriptors(oid).expect("descs").len();
     let fetched = fetch(&GtcSource::new(addr, 8), &b, oid, token)
         .await
@@ -132,7 +130,7 @@ async fn a_wrong_token_learns_nothing_and_gets_no_chunk() {
     let a = store(dir.path());
     let (addr, stats) = start_server(a.clone()).await;
     let oid = a.put_reader(&mut &bytes(300_000, 8)[..]).expect("put").oid;
-    a.ensure_token(oid, Token([1; 16])).expect("token");
+    a.token(oid).expect("token");
     let src = GtcSource::new(addr, 8);
     match src.get_descriptors(oid, Some(Token([2; 16]))).await {
         Err(TransferError::Refused {
@@ -187,7 +185,7 @@ async fn hostile_frames_close_only_that_connection() {
     // The server still serves others.
     let data = bytes(100_000, 9);
     let oid = a.put_reader(&mut &data[..]).expect("put").oid;
-    let token = a.ensure_token(oid, Token([5; 16])).expect("token");
+    let token = a.token(oid).expect("token");
     let b_dir = tempfile::tempdir().expect("b");
     let b = store(b_dir.path());
     fetch(&GtcSource::new(addr, 4), &b, oid, token)
@@ -220,7 +218,7 @@ async fn a_lying_peer_never_gets_a_wrong_byte_into_the_store() {
     let (a, b) = (store(a_dir.path()), store(b_dir.path()));
     let data = bytes(2 << 20, 11);
     let oid = a.put_reader(&mut &data[..]).expect("put").oid;
-    let token = a.ensure_token(oid, Token([4; 16])).expect("token");
+    let token = a.token(oid).expect("token");
     let liar = start_lying_server(a.clone(), 3).await;
     let err = fetch(&GtcSource::new(liar, 8), &b, oid, token)
         .await

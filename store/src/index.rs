@@ -321,25 +321,13 @@ pub(crate) fn upsert_file(c: &Connection, stamp: FileStamp, oid: &Oid) -> Result
     Ok(())
 }
 
-/// Sets the object's access token if it has none.
-pub(crate) fn set_token_if_none(c: &Connection, oid: &Oid, token: [u8; 16]) -> Result<()> {
+/// Clears access tokens an older version stored (tokens are derived now).
+pub(crate) fn forget_stored_tokens(c: &Connection) -> Result<()> {
     c.execute(
-        "UPDATE objects SET token = ?2 WHERE oid = ?1 AND token IS NULL",
-        params![oid.as_bytes(), token],
+        "UPDATE objects SET token = NULL WHERE token IS NOT NULL",
+        [],
     )?;
     Ok(())
-}
-
-/// The raw token column of `oid`; `None` if the object is unknown or has none.
-pub(crate) fn token(c: &Connection, oid: &Oid) -> Result<Option<Vec<u8>>> {
-    let t: Option<Option<Vec<u8>>> = c
-        .query_row(
-            "SELECT token FROM objects WHERE oid = ?1",
-            [oid.as_bytes()],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(t.flatten())
 }
 
 /// Removes the object's rows, if any.

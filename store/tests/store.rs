@@ -449,40 +449,44 @@ fn concurrent_users_share_one_store() {
 }
 
 #[test]
-fn tokens_are_set_once_and_checked() {
+fn tokens_are_derived_not_stored_and_checked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let oid = store
         .put_reader(&mut &bytes(1000, 60)[..])
         .expect("put")
         .oid;
-    assert_eq!(
-        store
-            .check_token(oid, dot_store::Token([1; 16]))
-            .expect("check"),
-        None
-    );
-    let t = store
-        .ensure_token(oid, dot_store::Token([1; 16]))
-        .expect("set");
-    assert_eq!(
-        store
-            .ensure_token(oid, dot_store::Token([2; 16]))
-            .expect("keep"),
-        t
-    );
+    let t = store.token(oid).expect("token");
+    assert_eq!(store.token(oid).expect("again"), t, "one token per object");
     assert_eq!(store.check_token(oid, t).expect("check"), Some(true));
-    assert_eq!(
-        store
-            .check_token(oid, dot_store::Token([2; 16]))
-            .expect("check"),
-        Some(false)
-    );
+    let mut wrong = t;
+    wrong.0[15] ^= 1;
+    assert_eq!(store.check_token(oid, wrong).expect("check"), Some(false));
     assert_eq!(
         store.check_token(Oid::of(b"unknown"), t).expect("check"),
         None
     );
-    assert!(store.ensure_token(Oid::of(b"unknown"), t).is_err());
+    assert!(store.token(Oid::of(b"unknown")).is_err());
+    // The index holds no token; the key file is private; the same key
+    // gives the same token after a reopen, another key another token.
+    let index = std::fs::read(dir.path().join("index.sqlite")).expect("index");
+    assert!(
+        !index.windows(16).any(|w| w == t.0),
+        "the token is in the index"
+    );
+    let key = dir.path().join("token.key");
+    let mode = std::fs::metadata(&key).expect("key").permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.token(oid).expect("reopened"), t);
+    drop(store);
+    std::fs::remove_file(&key).expect("remove key");
+    let store = open(dir.path());
+    assert_ne!(store.token(oid).expect("new key"), t, "a new key revokes");
 }
 
 #[test]

@@ -27,7 +27,8 @@
 //! - `whole_hash`: the object's SHA-256 taken over its filled prefix while
 //!   chunks arrive, so the check at the end has little left to read;
 //! - `retention`: pins, last use, the budget and LRU eviction, removal;
-//! - `tokens`: the access tokens peers must present;
+//! - `tokens`: the access tokens peers must present, derived from a secret
+//!   key and the OID (none is stored);
 //! - `verify`: re-hashing what is held, and marking damage;
 //! - `recover`: what opening does after a crash or an unclean stop.
 //!
@@ -139,10 +140,31 @@ struct Inner {
     /// Lookups so far, to order the open objects by last use.
     ticks: AtomicU64,
     pins: Mutex<HashMap<Oid, u32>>,
+    /// The secret access tokens are derived from (`tokens.rs`).
+    token_key: [u8; 32],
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Makes the store folder if missing, private (0700): the index, the
+/// token key and the objects are the agent's alone. An existing folder
+/// with wider permissions is narrowed, with a warning.
+fn make_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io("create", dir, e))?;
+    let meta = std::fs::metadata(dir).map_err(|e| Error::io("stat", dir, e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(dir = %dir.display(), "the store folder was open to other users; made private (0700)");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("chmod", dir, e))?;
+    }
+    Ok(())
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
@@ -165,10 +187,14 @@ impl Store {
             .map_err(|e| Error::io("configure", dir, io::Error::other(e)))?;
         let objects_dir = dir.join("objects");
         let tmp_dir = dir.join("tmp");
-        for d in [dir, &objects_dir, &tmp_dir] {
+        make_private_dir(dir)?;
+        for d in [&objects_dir, &tmp_dir] {
             std::fs::create_dir_all(d).map_err(|e| Error::io("create", d, e))?;
         }
+        let token_key = tokens::load_or_make_key(dir)?;
         let db = Db::open(&dir.join("index.sqlite"), opts.durable)?;
+        // Tokens are derived now; none written by an older version stays.
+        db.call(crate::index::forget_stored_tokens)?;
         let store = Store {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
@@ -179,6 +205,7 @@ impl Store {
                 handles: Mutex::new(HashMap::new()),
                 ticks: AtomicU64::new(0),
                 pins: Mutex::new(HashMap::new()),
+                token_key,
             }),
         };
         store.clean_up()?;
