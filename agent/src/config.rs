@@ -7,8 +7,9 @@
 //!
 //! | key | flag | default |
 //! | --- | --- | --- |
-//! | `data-dir` | `--data-dir` | root: `/var/lib/dot`; others: `$XDG_DATA_HOME/dot`, else `~/.local/share/dot` |
-//! | `socket` | `--socket` | root: `/run/dot/gtc.sock`; others: `$XDG_RUNTIME_DIR/dot/gtc.sock`, else `/tmp/dot-$UID/gtc.sock` |
+//! | `data-dir` | `--data-dir` | root: `/var/lib/dot`; others: `$XDG_DATA_HOME/dot`, else `~/.local/share/dot` (neither set: an error) |
+//! | `socket` | `--socket` | root: `/run/dot/gtc.sock`; others: `$XDG_RUNTIME_DIR/dot/gtc.sock`, else `/tmp/dot-$UID/gtc.sock` (a folder someone else owns is refused) |
+//! | `socket-group` | | none: only the agent's user and root use the socket |
 //! | `listen` | `--listen` | `0.0.0.0:7420` |
 //! | `advertise` | `--advertise` | none: hints name `listen` once bound |
 //! | `chunker` | | `cdc:16384:65536:262144` |
@@ -47,6 +48,8 @@ pub struct RawConfig {
     pub data_dir: Option<PathBuf>,
     /// Local API socket.
     pub socket: Option<PathBuf>,
+    /// A group (name or number) whose members may use the local API too.
+    pub socket_group: Option<String>,
     /// Peer listen address.
     pub listen: Option<String>,
     /// Addresses put into hints.
@@ -137,6 +140,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Local API socket.
     pub socket: PathBuf,
+    /// The group whose members may use the local API besides the agent's
+    /// user and root.
+    pub socket_group: Option<u32>,
     /// Peer listen address.
     pub listen: SocketAddr,
     /// `host:port` of each hint this agent puts in tickets; empty: derived
@@ -176,16 +182,20 @@ fn is_root() -> bool {
 }
 
 /// The default data folder for this user.
-pub fn default_data_dir() -> PathBuf {
+///
+/// # Errors
+/// When neither `$XDG_DATA_HOME` nor `$HOME` is set (a shared folder such
+/// as `/tmp` is no place for a store: give `--data-dir`).
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     if is_root() {
-        return PathBuf::from("/var/lib/dot");
+        return Ok(PathBuf::from("/var/lib/dot"));
     }
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("dot");
+        return Ok(PathBuf::from(d).join("dot"));
     }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".local/share/dot"),
-        None => std::env::temp_dir().join("dot-data"),
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/dot")),
+        None => bail!("no store folder: neither XDG_DATA_HOME nor HOME is set; give --data-dir"),
     }
 }
 
@@ -321,9 +331,19 @@ impl RawConfig {
             None => ChunkerSpec::default(),
             Some(c) => c.parse().with_context(|| "chunker")?,
         };
+        let data_dir = match self.data_dir {
+            Some(d) => d,
+            None => default_data_dir()?,
+        };
+        let socket_group = self
+            .socket_group
+            .as_deref()
+            .map(resolve_group)
+            .transpose()?;
         Ok(Config {
-            data_dir: self.data_dir.unwrap_or_else(default_data_dir),
+            data_dir,
             socket: self.socket.unwrap_or_else(default_socket),
+            socket_group,
             listen,
             advertise,
             bind,
@@ -363,6 +383,36 @@ impl Config {
         };
         raw.with_flags(flags).validate()
     }
+}
+
+/// The group `name` (or a number) names.
+///
+/// # Errors
+/// An unknown group.
+fn resolve_group(name: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let cname = std::ffi::CString::new(name).context("socket-group: a NUL in the name")?;
+    let mut grp = std::mem::MaybeUninit::<libc::group>::uninit();
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `out` is set to `grp`
+    // (or null) by getgrnam_r, which writes strings into `buf` only.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            grp.as_mut_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    if rc != 0 || out.is_null() {
+        bail!("socket-group: no group named {name:?}");
+    }
+    // SAFETY: getgrnam_r succeeded and filled `grp`.
+    Ok(unsafe { grp.assume_init() }.gr_gid)
 }
 
 #[cfg(test)]

@@ -56,6 +56,13 @@ impl Db {
     /// Opens (creating if needed) the index at `path` and starts its thread.
     pub(crate) fn open(path: &Path, durable: bool) -> Result<Db> {
         let mut conn = Connection::open(path)?;
+        // The write-ahead log and shared-memory files take the database
+        // file's mode: all private.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error::io("chmod", path, e))?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;

@@ -360,6 +360,12 @@ fn require(test: &str, what: &str, missing: &[&str]) {
     );
 }
 
+/// Fails the test unless it runs as root (it makes users, say); see
+/// [`require`] for when it runs at all.
+pub fn require_root(test: &str) {
+    require(test, "root", &[]);
+}
+
 /// Fails the test unless FUSE mounts can be made here (root and
 /// `/dev/fuse`); see [`require`] for when it runs at all.
 pub fn require_fuse(test: &str) {

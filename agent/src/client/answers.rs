@@ -38,6 +38,40 @@ pub(super) fn no_agent(path: &Path, source: io::Error) -> ClientError {
     }
 }
 
+/// Checks who serves the socket `fd` (connected to `path`): this user or
+/// root, or the agent is not trusted (someone else may have made the
+/// socket first, to receive the files and data of this user's puts).
+pub(super) fn check_agent(path: &Path, fd: std::os::fd::RawFd) -> Result<()> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(ClientError::Io(io::Error::last_os_error()));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if cred.uid == me || cred.uid == 0 {
+        return Ok(());
+    }
+    Err(ClientError::UntrustedAgent {
+        path: path.display().to_string(),
+        uid: cred.uid,
+    })
+}
+
 /// The request that starts a get.
 pub(super) fn get_request(ticket: &str, hints: &[String], mode: GetMode) -> Request {
     Request::Get {

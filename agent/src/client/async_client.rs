@@ -31,6 +31,7 @@ impl AsyncClient {
         let stream = tokio::net::UnixStream::connect(&path)
             .await
             .map_err(|e| answers::no_agent(&path, e))?;
+        answers::check_agent(&path, std::os::fd::AsRawFd::as_raw_fd(&stream))?;
         Ok(AsyncClient { stream })
     }
 

@@ -34,6 +34,7 @@ impl Client {
     pub fn connect(socket: Option<&Path>) -> Result<Client> {
         let path = config::client_socket(socket);
         let stream = UnixStream::connect(&path).map_err(|e| answers::no_agent(&path, e))?;
+        answers::check_agent(&path, std::os::fd::AsRawFd::as_raw_fd(&stream))?;
         Ok(Client { stream })
     }
 

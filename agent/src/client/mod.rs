@@ -77,6 +77,15 @@ pub enum ClientError {
         /// Why the connection failed.
         source: io::Error,
     },
+    /// What answers on the socket runs as another user than this one or
+    /// root: not an agent to hand files or data to.
+    #[error("{path} is served by user {uid}, neither this user nor root: not trusted")]
+    UntrustedAgent {
+        /// The socket.
+        path: String,
+        /// Who serves it.
+        uid: u32,
+    },
     /// The agent refused or failed the request.
     #[error("agent: {0}")]
     Agent(String),

@@ -52,7 +52,12 @@ impl Conn {
     }
 }
 
-pub(super) async fn client_task(agent: Arc<Agent>, stream: UnixStream) {
+pub(super) async fn client_task(agent: Arc<Agent>, mut stream: UnixStream) {
+    if let Err(why) = agent.access.check(&stream) {
+        tracing::warn!(%why, "local API connection refused");
+        let _ = api::write_json(&mut stream, &error(&why)).await;
+        return;
+    }
     agent.clients.fetch_add(1, Ordering::Relaxed);
     let mut conn = Conn {
         stream,

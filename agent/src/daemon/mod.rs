@@ -9,6 +9,8 @@
 //! - `get`: gets, streamed as verified ranges or read at an offset;
 //! - `export`: copying an object to a portable key;
 //! - `devices`: the device watcher feeding keys to the fetches;
+//! - `local_access`: who may use the local API (socket folder and modes,
+//!   peer credentials, the optional `socket-group`);
 //! - `status`: what `gtc status` reports.
 
 use std::path::Path;
@@ -29,6 +31,7 @@ mod clients;
 mod devices;
 mod export;
 mod get;
+mod local_access;
 mod put;
 mod status;
 
@@ -41,6 +44,8 @@ struct Agent {
     stats: Arc<ServerStats>,
     fetches: Fetches,
     clients: AtomicU64,
+    /// Who may use the local API.
+    access: local_access::LocalAccess,
 }
 
 /// Runs the agent until a shutdown signal. Prints one line
@@ -79,7 +84,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         open_to: config.open_to.clone(),
     };
     tokio::spawn(serve_with(peers, store.clone(), stats.clone(), policy));
-    let clients = bind_socket(&config.socket).await?;
+    let access = local_access::LocalAccess::new(config.socket_group);
+    let clients = bind_socket(&config.socket, &access).await?;
     let socket = config.socket.clone();
     let agent = Arc::new(Agent {
         fetches: Fetches::new(store.clone())
@@ -92,6 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hints,
         stats,
         clients: AtomicU64::new(0),
+        access,
     });
     let mount = match &agent.config.mount {
         Some(dir) => {
@@ -169,9 +176,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Binds the local API socket, replacing a stale one left by a killed
 /// agent, refusing if a live agent answers on it.
-async fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+async fn bind_socket(
+    path: &Path,
+    access: &local_access::LocalAccess,
+) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        access.prepare_dir(dir)?;
     }
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
@@ -180,7 +190,10 @@ async fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
         tracing::info!(socket = %path.display(), "removing a stale socket");
         std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
     }
-    UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    access.secure_socket(path)?;
+    Ok(listener)
 }
 
 /// Raises the soft limit on open files to the hard one (at most 65536): an

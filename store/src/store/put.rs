@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -31,7 +31,12 @@ impl Store {
             "put-{}",
             crate::ticket::Token::random().map_err(Error::Input)?
         ));
-        let mut tmp = File::create(&tmp_path).map_err(|e| Error::io("create", &tmp_path, e))?;
+        let mut tmp = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp_path)
+            .map_err(|e| Error::io("create", &tmp_path, e))?;
         let result = ingest(chunker.as_ref(), &mut |buf| input.read(buf), Some(&mut tmp));
         let out = match result {
             Ok(out) => out,
