@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dot_fusefs::{Done, Meta, Name, ObjError, Objects, Put};
+use dot_fusefs::{Done, Meta, Name, ObjError, Objects, Put, Vouched};
 use dot_store::{Bytes, Oid, Store};
 
 use crate::fetch::{Fetch, Fetches, Target};
@@ -91,14 +91,30 @@ impl AgentObjects {
         Ok(Meta {
             oid: fetch.oid,
             size: fetch.size,
+            vouched: target.list_digest,
         })
     }
 
-    /// The fetch to read `oid` through, and whether its list is vouched for
-    /// by a ticket (else reads wait for the whole-object check).
-    async fn fetch_for(&self, oid: Oid) -> Result<(Arc<Fetch>, Target), ObjError> {
-        let target = self.fetches.fill_in(Target::bare(oid));
-        if let Some(f) = self.fetches.running(oid) {
+    /// The fetch to read `oid` through for a name vouching for
+    /// `vouched`, and the target it stands for: the ticket seen for that
+    /// list, or for a bare OID what the agent knows of it (hints only:
+    /// such reads wait for the whole-object check).
+    async fn fetch_for(
+        &self,
+        oid: Oid,
+        vouched: Vouched,
+    ) -> Result<(Arc<Fetch>, Target), ObjError> {
+        let target = match vouched {
+            Some(d) => self.fetches.known_vouched(oid, d).ok_or_else(|| {
+                ObjError::Failed(format!("no ticket seen for this list of {oid}"))
+            })?,
+            None => self.fetches.fill_in(Target::bare(oid)),
+        };
+        if let Some(f) = self
+            .fetches
+            .running(oid)
+            .filter(|f| vouched.is_none() || f.vouched_by(vouched))
+        {
             return Ok((f, target));
         }
         let f = self
@@ -159,7 +175,13 @@ impl AgentObjects {
         fetch.want(wanted)
     }
 
-    async fn read_async(&self, oid: Oid, offset: u64, len: u32) -> Result<Bytes, ObjError> {
+    async fn read_async(
+        &self,
+        oid: Oid,
+        vouched: Vouched,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, ObjError> {
         let store = self.store().clone();
         let complete = self.fetches.running(oid).is_none() && {
             let s = store.clone();
@@ -171,7 +193,7 @@ impl AgentObjects {
                 .is_some_and(|i| i.complete)
         };
         if !complete {
-            let (mut fetch, target) = self.fetch_for(oid).await?;
+            let (mut fetch, target) = self.fetch_for(oid, vouched).await?;
             if !self.want(&fetch, offset, u64::from(len)) {
                 // It went idle in between: start again.
                 fetch = self
@@ -214,11 +236,12 @@ impl Objects for AgentObjects {
         });
     }
 
-    fn read(&self, oid: Oid, offset: u64, len: u32, done: Done<Bytes>) {
+    fn read(&self, oid: Oid, vouched: Vouched, offset: u64, len: u32, done: Done<Bytes>) {
         let this = self.clone();
         let timeout = self.timeout;
         self.rt.spawn(async move {
-            let r = match tokio::time::timeout(timeout, this.read_async(oid, offset, len)).await {
+            let read = this.read_async(oid, vouched, offset, len);
+            let r = match tokio::time::timeout(timeout, read).await {
                 Ok(r) => r,
                 Err(_) => {
                     tracing::warn!(oid = %oid, offset, len, "read timed out");
@@ -232,13 +255,13 @@ impl Objects for AgentObjects {
         });
     }
 
-    fn read_now(&self, oid: Oid, offset: u64, len: u32) -> Option<Bytes> {
+    fn read_now(&self, oid: Oid, vouched: Vouched, offset: u64, len: u32) -> Option<Bytes> {
         let store = self.store();
         match self.fetches.running(oid) {
             Some(fetch) => {
-                // Only what a vouched-for list makes readable, and keep the
-                // readahead going.
-                let trusted = fetch.trusts(&self.fetches.known(oid)?);
+                // Only what the list this name vouches for makes readable,
+                // and keep the readahead going.
+                let trusted = fetch.vouched_by(vouched);
                 if !trusted || !self.want(&fetch, offset, u64::from(len)) {
                     return None;
                 }
@@ -287,6 +310,7 @@ impl Objects for AgentObjects {
                     .map(|o| Meta {
                         oid: o.oid,
                         size: o.size,
+                        vouched: None,
                     })
                     .collect()
             })

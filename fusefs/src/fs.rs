@@ -61,7 +61,7 @@ impl fuser::Filesystem for Fs {
                 };
                 // A known OID needs no round trip.
                 if let Name::Oid(oid) = &parsed {
-                    let known = lock(&inner.nodes).by_oid.get(oid).copied();
+                    let known = lock(&inner.nodes).by_name.get(&(*oid, None)).copied();
                     if let Some((a, ttl)) = known.and_then(|ino| inner.getattr(ino)) {
                         reply.entry(&ttl, &a, Generation(0));
                         return;
@@ -179,23 +179,24 @@ impl fuser::Filesystem for Fs {
         let target = {
             let nodes = lock(&inner.nodes);
             if let Some(m) = nodes.objects.get(&ino.0) {
-                Ok(m.oid)
+                Ok((m.oid, m.vouched))
             } else {
                 match nodes.put.get(&ino.0).map(|p| &p.state) {
-                    Some(PutState::Committed { oid, .. }) => Ok(*oid),
+                    Some(PutState::Committed { oid, .. }) => Ok((*oid, None)),
                     Some(PutState::Draft { file, .. }) => Err(Some(file.clone())),
                     None => Err(None),
                 }
             }
         };
         match target {
-            Ok(oid) => {
-                if let Some(data) = inner.objects.read_now(oid, offset, size) {
+            Ok((oid, vouched)) => {
+                if let Some(data) = inner.objects.read_now(oid, vouched, offset, size) {
                     reply.data(&data);
                     return;
                 }
                 inner.objects.read(
                     oid,
+                    vouched,
                     offset,
                     size,
                     Box::new(move |r| match r {

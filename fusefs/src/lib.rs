@@ -41,4 +41,4 @@ mod put_dir;
 mod state;
 
 pub use mount::{KERNEL_READAHEAD_KB, Mount, MountOptions, mount};
-pub use objects::{Done, Meta, Name, ObjError, Objects, Put};
+pub use objects::{Done, Meta, Name, ObjError, Objects, Put, Vouched};

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dot_store::Oid;
 use fuser::{FileAttr, FileType, INodeNo};
 
-use crate::Meta;
 use crate::state::{Inner, lock};
+use crate::{Meta, Vouched};
 
 pub(crate) const ROOT: u64 = 1;
 pub(crate) const PUT_DIR: u64 = 2;
@@ -42,7 +42,9 @@ pub(crate) enum PutState {
 #[derive(Default)]
 pub(crate) struct Nodes {
     next: u64,
-    pub(crate) by_oid: HashMap<Oid, u64>,
+    /// Object files by what names them: the OID and the list its name
+    /// vouches for.
+    pub(crate) by_name: HashMap<(Oid, Vouched), u64>,
     pub(crate) objects: HashMap<u64, Meta>,
     pub(crate) put: HashMap<u64, PutNode>,
     pub(crate) put_names: BTreeMap<String, u64>,
@@ -58,11 +60,11 @@ impl Nodes {
     }
 
     pub(crate) fn object(&mut self, meta: Meta) -> u64 {
-        if let Some(&ino) = self.by_oid.get(&meta.oid) {
+        if let Some(&ino) = self.by_name.get(&(meta.oid, meta.vouched)) {
             return ino;
         }
         let ino = self.alloc();
-        self.by_oid.insert(meta.oid, ino);
+        self.by_name.insert((meta.oid, meta.vouched), ino);
         self.objects.insert(ino, meta);
         ino
     }

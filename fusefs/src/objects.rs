@@ -32,13 +32,21 @@ impl Name {
     }
 }
 
-/// An object's identity and size.
+/// The digest of the descriptor list a name vouches for: a ticket's, or
+/// none for a bare OID. Files of one object under names that vouch for
+/// different lists (or none) are different files to the kernel, so bytes a
+/// ticket's list made readable early are never seen under another name.
+pub type Vouched = Option<[u8; 32]>;
+
+/// An object's identity and size, and what its name vouches for.
 #[derive(Debug, Clone, Copy)]
 pub struct Meta {
     /// The OID.
     pub oid: Oid,
     /// Size in bytes.
     pub size: u64,
+    /// The list the name it was found by vouches for.
+    pub vouched: Vouched,
 }
 
 /// A finished put.
@@ -81,12 +89,15 @@ pub trait Objects: Send + Sync + 'static {
     /// Resolves a ticket or OID to the object's size (which may mean asking
     /// a peer for its descriptors).
     fn resolve(&self, name: Name, done: Done<Meta>);
-    /// Reads up to `len` verified bytes of `oid` at `offset` (fewer only at
-    /// the end), fetching what is missing; fails after the agent's timeout.
-    fn read(&self, oid: Oid, offset: u64, len: u32, done: Done<Bytes>);
+    /// Reads up to `len` bytes of `oid` at `offset` (fewer only at the
+    /// end) for a file found by a name vouching for `vouched`, fetching
+    /// what is missing; only bytes that pass the check that name implies
+    /// (a chunk of the vouched list, or the whole object's hash); fails
+    /// after the agent's timeout.
+    fn read(&self, oid: Oid, vouched: Vouched, offset: u64, len: u32, done: Done<Bytes>);
     /// The same bytes if they can be had at once from local, verified
     /// chunks (no waiting); `None` sends the read the slow way.
-    fn read_now(&self, oid: Oid, offset: u64, len: u32) -> Option<Bytes>;
+    fn read_now(&self, oid: Oid, vouched: Vouched, offset: u64, len: u32) -> Option<Bytes>;
     /// The store's own file of a complete object, for passthrough; `None`
     /// when the object is not complete or is a referenced file.
     fn backing_file(&self, oid: Oid) -> Option<File>;

@@ -38,7 +38,7 @@ fn copy_object(objects: &dyn Objects, oid: Oid, size: u64, file: &File) -> io::R
     while at < size {
         let want = PIECE.min(size - at) as u32;
         let data = objects
-            .read_now(oid, at, want)
+            .read_now(oid, None, at, want)
             .filter(|d| !d.is_empty())
             .ok_or_else(|| io::Error::other(format!("{oid} is not held here to rewrite")))?;
         file.write_all_at(&data, at)?;
@@ -172,6 +172,7 @@ impl Inner {
                 nodes.object(Meta {
                     oid: put.oid,
                     size: put.size,
+                    vouched: None,
                 });
                 if let Some(p) = nodes.put.get_mut(&ino) {
                     p.state = PutState::Committed {

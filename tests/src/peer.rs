@@ -17,6 +17,8 @@ pub struct PeerDouble {
     pub counters: Arc<Sent>,
     /// The OIDs of the objects it holds, in the order given.
     pub oids: Vec<Oid>,
+    /// The digests of their descriptor lists (what a ticket carries).
+    pub list_digests: Vec<[u8; 32]>,
     rt: Option<tokio::runtime::Runtime>,
     _dir: tempfile::TempDir,
 }
@@ -35,9 +37,15 @@ impl PeerDouble {
             },
         )
         .expect("double's store");
-        let oids = objects
+        let oids: Vec<Oid> = objects
             .iter()
             .map(|o| store.put_reader(&mut &o[..]).expect("put").oid)
+            .collect();
+        let list_digests = oids
+            .iter()
+            .map(|&oid| {
+                dot_store::descriptor::list_digest(&store.descriptors(oid).expect("descriptors"))
+            })
             .collect();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -54,6 +62,7 @@ impl PeerDouble {
             addr,
             counters,
             oids,
+            list_digests,
             rt: Some(rt),
             _dir: dir,
         }

@@ -433,3 +433,67 @@ fn a_bare_oid_resolves_through_configured_peers_open_to_this_host() {
     let err = std::fs::metadata(lone.mnt().join(&oid)).expect_err("no peers");
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
 }
+
+/// The forged-ticket attack: someone makes B look up a ticket naming X
+/// with their own descriptor list (and its digest) and their own server,
+/// which serves other bytes as X. Readers of X by bare OID then get no
+/// byte of those (the bytes are not proven to be X), and a genuine
+/// ticket's reader does not join the forged fetch but fetches X on its own.
+#[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and /dev/fuse: runs in CI, or as root"
+)]
+fn a_forged_ticket_gets_no_byte_to_a_bare_oid_reader_and_the_genuine_ticket_still_works() {
+    require_fuse(
+        "a_forged_ticket_gets_no_byte_to_a_bare_oid_reader_and_the_genuine_ticket_still_works",
+    );
+    let a = Agent::start();
+    let genuine = random_bytes(3_000_000, 95);
+    let src = a.dir.join("x");
+    std::fs::write(&src, &genuine).expect("write");
+    let put = a.put(&src);
+    let oid: dot_store::Oid = put["oid"].as_str().expect("oid").parse().expect("OID");
+    let ticket = put["ticket"].as_str().expect("ticket").to_owned();
+    // The forger serves Y (true chunks of Y, Y's true list) as X.
+    let fake = random_bytes(3_000_000, 96);
+    let y = dot_store::Oid::of(&fake);
+    let forger = PeerDouble::start(
+        &[&fake],
+        Behaviour {
+            alias: Some((oid, y)),
+            ..Behaviour::default()
+        },
+    );
+    let forged = dot_store::Ticket::new(
+        oid,
+        Some(dot_store::Token([7; 16])),
+        Some(forger.list_digests[0]),
+        vec![forger.hint().parse().expect("hint")],
+    )
+    .to_string();
+    let b = Agent::start_mounted(&[]);
+    // Looked up (and read a little) through the mount: the forged fetch
+    // runs, chunk by chunk "verified" against the forger's list.
+    let mut f = std::fs::File::open(b.mnt().join(&forged)).expect("forged ticket resolves");
+    let mut first = vec![0u8; 4096];
+    f.read_exact(&mut first)
+        .expect("a read through the forged ticket");
+    // A bare-OID reader of X gets nothing of the forger's bytes.
+    match std::fs::read(b.mnt().join(oid.to_string())) {
+        Ok(got) => assert!(got == genuine, "a bare-OID read got bytes that are not X"),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
+    }
+    // The genuine ticket's get succeeds, through the API and the mount.
+    let out = b.dir.join("genuine");
+    b.gtc_ok(&["get", &ticket, "-o", out.to_str().expect("utf-8")]);
+    assert!(
+        std::fs::read(&out).expect("read") == genuine,
+        "the genuine get differs"
+    );
+    let through_mount = std::fs::read(b.mnt().join(&ticket)).expect("genuine ticket");
+    assert!(through_mount == genuine);
+    // Now that X is complete here, a bare-OID read is X.
+    assert!(std::fs::read(b.mnt().join(oid.to_string())).expect("bare") == genuine);
+    drop(f);
+}

@@ -79,6 +79,8 @@ pub struct Fetch {
     multipath: Mutex<Option<Arc<Multipath>>>,
     started: Instant,
     wants: Option<mpsc::UnboundedSender<Vec<u32>>>,
+    /// A fetch of another descriptor list took this one's place.
+    superseded: std::sync::atomic::AtomicBool,
 }
 
 impl Fetch {
@@ -97,6 +99,7 @@ impl Fetch {
             source: Mutex::new(String::new()),
             multipath: Mutex::new(None),
             started: Instant::now(),
+            superseded: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -178,7 +181,12 @@ impl Fetch {
     /// Whether a reader holding `target` may read verified chunks before
     /// the whole object is checked: its ticket vouches for this list.
     pub fn trusts(&self, target: &Target) -> bool {
-        target.list_digest == Some(self.digest)
+        self.vouched_by(target.list_digest)
+    }
+
+    /// Whether a name vouching for `vouched` vouches for this fetch's list.
+    pub fn vouched_by(&self, vouched: Option<[u8; 32]>) -> bool {
+        vouched == Some(self.digest)
     }
 
     /// Watches the state.
@@ -229,16 +237,25 @@ impl Fetch {
     }
 }
 
-/// Tickets remembered for fetching by OID (forgotten wholesale beyond).
+/// Whether a reader of `target` may join the running fetch `f`.
+fn may_join(f: &Fetch, target: &Target) -> bool {
+    target.list_digest.is_none_or(|d| d == f.digest)
+}
+
+/// Objects whose tickets are remembered (forgotten wholesale beyond).
 const MAX_KNOWN: usize = 100_000;
+/// Tickets remembered per object (the oldest forgotten beyond).
+const KNOWN_PER_OBJECT: usize = 4;
 
 /// The agent's fetches in flight.
 #[derive(Clone)]
 pub struct Fetches {
     store: Store,
     running: Arc<Mutex<HashMap<Oid, Arc<Fetch>>>>,
-    /// The last ticket seen for each object: how to fetch it again by OID.
-    known: Arc<Mutex<HashMap<Oid, Target>>>,
+    /// The last tickets seen for each object (newest last, at most
+    /// [`KNOWN_PER_OBJECT`]): where to fetch it by OID, and what a name
+    /// vouching for a list reads through.
+    known: Arc<Mutex<HashMap<Oid, Vec<Target>>>>,
     /// Local addresses to fetch from (empty: the system's choice).
     binds: Arc<[IpAddr]>,
     /// Portable devices attached now.
@@ -295,17 +312,47 @@ impl Fetches {
         &self.store
     }
 
-    /// What the agent knows of where to get `oid`: the last ticket (with
-    /// hints) it was given for it, else the configured peers (no token, no
-    /// vouched-for list: readers wait for the whole-object check).
+    /// Where to get `oid` by OID alone: the hints (and token) of the last
+    /// ticket seen for it, else the configured peers. Never the list a
+    /// ticket vouched for: a bare OID's reader gets bytes only once the
+    /// whole object is proven to be that OID.
     pub fn known(&self, oid: Oid) -> Option<Target> {
-        let seen = lock(&self.known).get(&oid).cloned();
+        let seen = lock(&self.known)
+            .get(&oid)
+            .and_then(|l| l.last())
+            .map(|t| Target {
+                list_digest: None,
+                ..t.clone()
+            });
         seen.or_else(|| {
             (!self.peers.is_empty()).then(|| Target {
                 hints: self.peers.to_vec(),
                 ..Target::bare(oid)
             })
         })
+    }
+
+    /// The ticket seen for `oid` that vouches for the list `digest`.
+    pub fn known_vouched(&self, oid: Oid, digest: [u8; 32]) -> Option<Target> {
+        lock(&self.known)
+            .get(&oid)?
+            .iter()
+            .rev()
+            .find(|t| t.list_digest == Some(digest))
+            .cloned()
+    }
+
+    fn remember(&self, target: &Target) {
+        let mut known = lock(&self.known);
+        if known.len() >= MAX_KNOWN && !known.contains_key(&target.oid) {
+            known.clear();
+        }
+        let list = known.entry(target.oid).or_default();
+        list.retain(|t| t.list_digest != target.list_digest);
+        if list.len() >= KNOWN_PER_OBJECT {
+            list.remove(0);
+        }
+        list.push(target.clone());
     }
 
     /// `target` itself, or for a bare OID with no hints given, what the
@@ -366,16 +413,12 @@ impl Fetches {
     async fn start_inner(&self, target: &Target) -> anyhow::Result<(Arc<Fetch>, bool)> {
         let oid = target.oid;
         if !target.hints.is_empty() {
-            let mut known = lock(&self.known);
-            if known.len() >= MAX_KNOWN {
-                known.clear();
-            }
-            known.insert(oid, target.clone());
+            self.remember(target);
         }
         if let Some(f) = self.complete_local(oid).await? {
             return Ok((f, false));
         }
-        if let Some(f) = self.running(oid) {
+        if let Some(f) = self.joinable(target) {
             return Ok((f, false));
         }
         let order = sources::ordered(&target.hints);
@@ -394,13 +437,18 @@ impl Fetches {
         let (wants_tx, wants_rx) = mpsc::unbounded_channel();
         let fetch = {
             let mut running = lock(&self.running);
-            if let Some(f) = running.get(&oid) {
+            if let Some(f) = running.get(&oid).filter(|f| may_join(f, target)) {
                 return Ok((f.clone(), false));
             }
             let mut f = Fetch::new(oid, size, descs.into(), FetchState::Running);
             f.wants = Some(wants_tx);
             let f = Arc::new(f);
-            running.insert(oid, f.clone());
+            // A fetch of another list this ticket does not vouch for gives
+            // way: its partial object is replaced (begin_fill) and it fails.
+            if let Some(old) = running.insert(oid, f.clone()) {
+                tracing::info!(%oid, "a ticket vouching for another descriptor list takes over the fetch");
+                old.superseded.store(true, Ordering::Relaxed);
+            }
             f
         };
         let s = self.store.clone();
@@ -417,7 +465,7 @@ impl Fetches {
         let missing = match prepared {
             Ok(m) => m,
             Err(e) => {
-                lock(&self.running).remove(&oid);
+                self.forget_fetch(&fetch);
                 return Err(e.context(format!("preparing to receive {oid}")));
             }
         };
@@ -434,6 +482,24 @@ impl Fetches {
                 .run_task(fetch.clone(), target.clone(), source, rest, run),
         );
         Ok((fetch, true))
+    }
+
+    /// The running fetch of `target`'s object that its reader may join:
+    /// a bare OID joins any (it waits for the whole-object check); a
+    /// ticket joins only a fetch of the list it vouches for.
+    fn joinable(&self, target: &Target) -> Option<Arc<Fetch>> {
+        self.running(target.oid).filter(|f| may_join(f, target))
+    }
+
+    /// Drops `fetch` from the running ones, unless another took its place.
+    fn forget_fetch(&self, fetch: &Arc<Fetch>) {
+        let mut running = lock(&self.running);
+        if running
+            .get(&fetch.oid)
+            .is_some_and(|f| Arc::ptr_eq(f, fetch))
+        {
+            running.remove(&fetch.oid);
+        }
     }
 
     /// A complete local object as a finished fetch.

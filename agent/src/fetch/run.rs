@@ -80,7 +80,7 @@ impl Fetches {
             .run(&fetch, &target, source, rest, &mut run, hasher)
             .await;
         drop(stop);
-        lock(&self.running).remove(&fetch.oid);
+        self.forget_fetch(&fetch);
         match result {
             Ok(true) => {
                 fetch.state.send_replace(FetchState::Complete);
@@ -89,10 +89,15 @@ impl Fetches {
             // start a new fetch when they want more.
             Ok(false) => {}
             Err(e) => {
-                tracing::warn!(oid = %fetch.oid, error = %format!("{e:#}"), "get failed");
-                fetch
-                    .state
-                    .send_replace(FetchState::Failed(format!("{e:#}")));
+                let why = if fetch.superseded.load(Ordering::Relaxed) {
+                    format!(
+                        "{e:#} (a ticket vouching for another descriptor list of this object took over its fetch)"
+                    )
+                } else {
+                    format!("{e:#}")
+                };
+                tracing::warn!(oid = %fetch.oid, error = %why, "get failed");
+                fetch.state.send_replace(FetchState::Failed(why));
             }
         }
         self.store.unpin(fetch.oid);
@@ -244,8 +249,22 @@ impl Fetches {
             (ChunkEvent::Chunk(chunk), _) => {
                 let index = chunk.index();
                 let asked = run.in_flight.remove(&index);
-                let written = match self.store.write_verified(oid, &chunk) {
-                    Ok(w) => w,
+                // Counted before the store shows the chunk present: a
+                // reader that sees the last chunk sees its bytes counted.
+                let counter = if device.is_some() || source.device {
+                    &fetch.from_devices
+                } else {
+                    &fetch.from_peers
+                };
+                let len = chunk.len() as u64;
+                counter.fetch_add(len, Ordering::Relaxed);
+                let written = self.store.write_verified(oid, &chunk);
+                if !matches!(written, Ok(true)) {
+                    counter.fetch_sub(len, Ordering::Relaxed);
+                }
+                match written {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
                     Err(e) if device.is_none() => {
                         return Err(e).with_context(|| format!("from {}", source.plugin.name()));
                     }
@@ -256,20 +275,11 @@ impl Fetches {
                         }
                         return Ok(());
                     }
-                };
-                if !written {
-                    return Ok(());
                 }
                 run.left -= 1;
                 if device.is_some() && asked {
                     source.plugin.cancel_chunks(oid, &[index]);
                 }
-                let counter = if device.is_some() || source.device {
-                    &fetch.from_devices
-                } else {
-                    &fetch.from_peers
-                };
-                counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 let _ = fetch.arrived.send(index);
             }
             (ChunkEvent::Failed { index, error }, None) => bail!("chunk {index}: {error}"),

@@ -20,6 +20,10 @@ pub struct Behaviour {
     pub corrupt: Option<u32>,
     /// Wait this long before sending each chunk.
     pub delay: Duration,
+    /// Answer for the first OID with the object of the second: a forger
+    /// serving its own bytes (and their true descriptors) under another
+    /// object's name.
+    pub alias: Option<(dot_store::Oid, dot_store::Oid)>,
 }
 
 /// What the double sent.
@@ -49,12 +53,16 @@ pub async fn serve(listener: TcpListener, store: Store, behaviour: Behaviour, se
 async fn connection(s: TcpStream, store: Store, b: Behaviour, sent: Arc<Sent>) {
     let (rd, wr) = s.into_split();
     let (mut frames, mut out) = (FrameReader::new(rd), FrameWriter::new(wr));
+    let real = |oid| match b.alias {
+        Some((from, to)) if oid == from => to,
+        _ => oid,
+    };
     while let Ok(Some(frame)) = frames.next().await {
         let reply = match frame {
             Frame::Hello { version } => Frame::Hello { version },
             Frame::DescReq {
                 req, oid, first, ..
-            } => match store.descriptors(oid) {
+            } => match store.descriptors(real(oid)) {
                 Ok(descs) => {
                     let first = first.min(descs.len() as u32);
                     let page: Vec<_> = descs
@@ -81,7 +89,7 @@ async fn connection(s: TcpStream, store: Store, b: Behaviour, sent: Arc<Sent>) {
                 if !b.delay.is_zero() {
                     tokio::time::sleep(b.delay).await;
                 }
-                match store.read_chunk(oid, index) {
+                match store.read_chunk(real(oid), index) {
                     Ok(mut data) => {
                         if b.corrupt == Some(index)
                             && let Some(x) = data.first_mut()
