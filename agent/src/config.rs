@@ -18,6 +18,7 @@
 //! | `mount` | `--mount`, `--no-mount` | root: `/mnt/dot`; others: no mount |
 //! | `read-timeout-secs` | `--read-timeout` | 60 (at least 1) |
 //! | `passthrough` | | on |
+//! | `put-limit` | | 16 GiB of drafts under the mount's `put/` per user (the agent's user and root: no limit) |
 //! | `bind` | | none: the system picks the address |
 //! | `devices` | | on |
 //! | `device-folders` | | none |
@@ -38,6 +39,8 @@ use serde::Deserialize;
 
 /// Default peer port.
 pub const DEFAULT_PORT: u16 = 7420;
+/// Default bytes of drafts one user may hold under the mount's `put/`.
+pub const DEFAULT_PUT_LIMIT: u64 = 16 << 30;
 
 /// The configuration file as written. Unknown keys are an error, so typos
 /// do not pass silently.
@@ -69,6 +72,8 @@ pub struct RawConfig {
     pub read_timeout_secs: Option<u64>,
     /// Open complete objects with FUSE passthrough when the kernel can.
     pub passthrough: Option<bool>,
+    /// Bytes of drafts one user may hold under the mount's `put/`.
+    pub put_limit: Option<u64>,
     /// Local addresses to fetch from, one path per address and source
     /// (several interfaces of a multi-homed host). Default: none, the
     /// system picks the address; each hinted address is then a path.
@@ -170,6 +175,8 @@ pub struct Config {
     pub outbox: bool,
     /// FUSE passthrough for complete objects.
     pub passthrough: bool,
+    /// Bytes of drafts one user may hold under `put/`.
+    pub put_limit: u64,
     /// Hints asked for objects known only by OID.
     pub peers: Vec<dot_store::Hint>,
     /// Who may fetch by OID alone.
@@ -363,6 +370,7 @@ impl RawConfig {
                 self.read_timeout_secs.unwrap_or(60).max(1),
             ),
             passthrough: self.passthrough.unwrap_or(true),
+            put_limit: self.put_limit.unwrap_or(DEFAULT_PUT_LIMIT),
             peers,
             open_to,
         })

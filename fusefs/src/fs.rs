@@ -10,7 +10,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
@@ -26,6 +26,9 @@ use crate::{KERNEL_READAHEAD_KB, Name};
 /// The filesystem, as fuser drives it.
 pub(crate) struct Fs {
     pub(crate) inner: Arc<Inner>,
+    /// Drafts whose last writer closed, for the committer thread (see
+    /// `mount.rs`): a put never runs on a FUSE thread.
+    pub(crate) commits: std::sync::mpsc::Sender<u64>,
 }
 
 impl fuser::Filesystem for Fs {
@@ -45,8 +48,9 @@ impl fuser::Filesystem for Fs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let inner = &self.inner;
+        let uid = req.uid();
         match parent.0 {
             ROOT => {
                 if name == PUT_NAME {
@@ -59,11 +63,17 @@ impl fuser::Filesystem for Fs {
                     reply.error(Errno::ENOENT);
                     return;
                 };
-                // A known OID needs no round trip.
+                // Object names are not cached by the kernel (TTL 0): every
+                // user's lookup comes here, to the access rule.
                 if let Name::Oid(oid) = &parsed {
+                    if !inner.access.may_read(uid, *oid) {
+                        reply.error(Errno::ENOENT);
+                        return;
+                    }
+                    // A known OID needs no round trip.
                     let known = lock(&inner.nodes).by_name.get(&(*oid, None)).copied();
-                    if let Some((a, ttl)) = known.and_then(|ino| inner.getattr(ino)) {
-                        reply.entry(&ttl, &a, Generation(0));
+                    if let Some((a, _)) = known.and_then(|ino| inner.getattr(ino)) {
+                        reply.entry(&Duration::ZERO, &a, Generation(0));
                         return;
                     }
                 }
@@ -72,9 +82,11 @@ impl fuser::Filesystem for Fs {
                     parsed,
                     Box::new(move |r| match r {
                         Ok(meta) => {
+                            // Who looks a ticket up holds it.
+                            inner2.access.grant(uid, meta.oid);
                             let ino = lock(&inner2.nodes).object(meta);
                             match inner2.getattr(ino) {
-                                Some((a, ttl)) => reply.entry(&ttl, &a, Generation(0)),
+                                Some((a, _)) => reply.entry(&Duration::ZERO, &a, Generation(0)),
                                 None => reply.error(Errno::EIO),
                             }
                         }
@@ -100,7 +112,7 @@ impl fuser::Filesystem for Fs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _mode: Option<u32>,
         _uid: Option<u32>,
@@ -121,6 +133,10 @@ impl fuser::Filesystem for Fs {
         if let Some(size) = size {
             match self.inner.draft_file(ino.0) {
                 Some(f) => {
+                    if let Err(e) = self.inner.resize_draft(ino.0, req.uid(), size) {
+                        reply.error(e);
+                        return;
+                    }
                     if let Err(e) = f.set_len(size) {
                         reply.error(Errno::from(e));
                         return;
@@ -135,13 +151,13 @@ impl fuser::Filesystem for Fs {
         self.reply_attr(ino, reply);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let inner = &self.inner;
         let writing = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
         let fh = inner.next_fh();
         let object = lock(&inner.nodes).objects.get(&ino.0).copied();
         if let Some(meta) = object {
-            if writing {
+            if writing || !inner.access.may_read(req.uid(), meta.oid) {
                 reply.error(Errno::EACCES);
                 return;
             }
@@ -156,7 +172,7 @@ impl fuser::Filesystem for Fs {
             return;
         }
         let truncate = flags.0 & libc::O_TRUNC != 0;
-        if let Err(e) = inner.open_put(ino.0, writing, truncate) {
+        if let Err(e) = inner.open_put(ino.0, req.uid(), writing, truncate) {
             reply.error(e);
             return;
         }
@@ -218,7 +234,7 @@ impl fuser::Filesystem for Fs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -228,12 +244,18 @@ impl fuser::Filesystem for Fs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.inner.draft_file(ino.0) {
-            Some(f) => match f.write_all_at(data, offset) {
-                Ok(()) => reply.written(data.len() as u32),
-                Err(e) => reply.error(Errno::from(e)),
-            },
-            None => reply.error(Errno::EBADF),
+        let Some(f) = self.inner.draft_file(ino.0) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let end = offset.saturating_add(data.len() as u64);
+        if let Err(e) = self.inner.grow_draft(ino.0, req.uid(), end) {
+            reply.error(e);
+            return;
+        }
+        match f.write_all_at(data, offset) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(Errno::from(e)),
         }
     }
 
@@ -248,8 +270,8 @@ impl fuser::Filesystem for Fs {
         reply: ReplyEmpty,
     ) {
         if let Some(h) = self.inner.take_handle(fh.0) {
-            if h.writable {
-                self.inner.release_writer(h.ino);
+            if h.writable && self.inner.release_writer(h.ino) {
+                let _ = self.commits.send(h.ino);
             }
             self.inner.release_backing(ino.0);
         }
@@ -258,7 +280,7 @@ impl fuser::Filesystem for Fs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -275,10 +297,10 @@ impl fuser::Filesystem for Fs {
             reply.error(Errno::EINVAL);
             return;
         };
-        let ino = match inner.create_put(name) {
+        let ino = match inner.create_put(name, (req.uid(), req.gid())) {
             Ok(ino) => ino,
             Err(e) => {
-                reply.error(Errno::from(e));
+                reply.error(e);
                 return;
             }
         };
@@ -296,23 +318,26 @@ impl fuser::Filesystem for Fs {
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         if parent.0 != PUT_DIR {
             reply.error(Errno::EROFS);
             return;
         }
         match name.to_str().and_then(|n| self.inner.put_child(n)) {
-            Some(ino) => {
-                self.inner.remove_put(ino);
-                reply.ok();
-            }
+            Some(ino) => match self.inner.may_change(ino, req.uid()) {
+                Ok(()) => {
+                    self.inner.remove_put(ino);
+                    reply.ok();
+                }
+                Err(e) => reply.error(e),
+            },
             None => reply.error(Errno::ENOENT),
         }
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -328,6 +353,15 @@ impl fuser::Filesystem for Fs {
             reply.error(Errno::EINVAL);
             return;
         };
+        for ino in [from, to]
+            .into_iter()
+            .filter_map(|n| self.inner.put_child(n))
+        {
+            if let Err(e) = self.inner.may_change(ino, req.uid()) {
+                reply.error(e);
+                return;
+            }
+        }
         match self.inner.rename_put(from, to) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -336,7 +370,7 @@ impl fuser::Filesystem for Fs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -350,9 +384,13 @@ impl fuser::Filesystem for Fs {
         match ino.0 {
             ROOT => {
                 entries.push((PUT_DIR, FileType::Directory, PUT_NAME.into()));
+                let uid = req.uid();
                 let listed = inner.objects.list();
                 let mut nodes = lock(&inner.nodes);
-                for meta in listed {
+                for meta in listed
+                    .into_iter()
+                    .filter(|m| inner.access.may_read(uid, m.oid))
+                {
                     let ino = nodes.object(meta);
                     entries.push((ino, FileType::RegularFile, meta.oid.to_string()));
                 }
@@ -376,8 +414,8 @@ impl fuser::Filesystem for Fs {
         reply.ok();
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.inner.xattr(ino.0, name.to_str()) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.inner.xattr(ino.0, req.uid(), name.to_str()) {
             Some(value) => xattr_reply(reply, value.as_bytes(), size),
             None => reply.error(Errno::NO_XATTR),
         }

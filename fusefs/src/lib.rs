@@ -15,6 +15,8 @@
 //! `user.dot.ticket`; the object also appears as `MOUNT/<oid>`.
 //!
 //! One job per module:
+//! - `access`: who may see what on a machine with several users (grants
+//!   by ticket or put, the owner and root see all, `put/` is sticky);
 //! - `objects`: what the filesystem asks of the agent: the [`Objects`]
 //!   trait, [`Name`], [`Meta`], [`Put`], [`ObjError`] (with the errno each
 //!   failure answers) and the [`Done`] callback;
@@ -33,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+mod access;
 mod fs;
 mod mount;
 mod nodes;

@@ -20,13 +20,23 @@ pub struct MountOptions {
     pub passthrough: bool,
     /// FUSE worker threads.
     pub threads: usize,
+    /// Bytes of drafts under `put/` one user (other than the owner and
+    /// root) may hold at once; writes past it fail with EDQUOT.
+    pub put_limit: u64,
 }
 
 /// A mounted namespace; lazily unmounted on drop.
 pub struct Mount {
     dir: PathBuf,
     session: Option<fuser::BackgroundSession>,
+    /// Puts the drafts whose last writer closed, until it reads [`STOP`].
+    committer: Option<std::thread::JoinHandle<()>>,
+    /// The committer's queue (the session holds another sender).
+    commits: std::sync::mpsc::Sender<u64>,
 }
+
+/// Ends the committer (no inode has this number).
+const STOP: u64 = u64::MAX;
 
 impl Mount {
     /// The mount point.
@@ -41,6 +51,12 @@ impl Drop for Mount {
         // is untouched. The session thread ends when the kernel lets go.
         detach(&self.dir);
         drop(self.session.take());
+        // Drafts closed before the unmount are still put; the session may
+        // outlive this (files still open), so the committer is told to end.
+        let _ = self.commits.send(STOP);
+        if let Some(c) = self.committer.take() {
+            let _ = c.join();
+        }
     }
 }
 
@@ -130,8 +146,24 @@ pub fn mount(objects: Arc<dyn Objects>, dir: &Path, opts: MountOptions) -> io::R
     // SAFETY: geteuid/getegid have no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let threads = opts.threads.max(1);
+    let inner = Arc::new(Inner::new(objects, opts, uid, gid));
+    let (commits, queue) = std::sync::mpsc::channel::<u64>();
+    let committer = {
+        let inner = inner.clone();
+        std::thread::Builder::new()
+            .name("dot-fuse-put".into())
+            .spawn(move || {
+                while let Ok(ino) = queue.recv() {
+                    if ino == STOP {
+                        break;
+                    }
+                    inner.commit(ino);
+                }
+            })?
+    };
     let fs = Fs {
-        inner: Arc::new(Inner::new(objects, opts, uid, gid)),
+        inner,
+        commits: commits.clone(),
     };
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -149,5 +181,7 @@ pub fn mount(objects: Arc<dyn Objects>, dir: &Path, opts: MountOptions) -> io::R
     Ok(Mount {
         dir,
         session: Some(session),
+        committer: Some(committer),
+        commits,
     })
 }

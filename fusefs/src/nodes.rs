@@ -20,7 +20,9 @@ pub(crate) const PUT_DIR: u64 = 2;
 /// The name of [`PUT_DIR`] in the root.
 pub(crate) const PUT_NAME: &str = "put";
 const FIRST_INO: u64 = 16;
-/// Objects never change: the kernel may cache their entries and attributes.
+/// Objects never change: the kernel may cache their attributes. (Not
+/// their names: each user's lookup must reach the access rule; see
+/// `access.rs`.)
 const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
 const DIR_TTL: Duration = Duration::from_secs(1);
 
@@ -28,6 +30,11 @@ const DIR_TTL: Duration = Duration::from_secs(1);
 pub(crate) struct PutNode {
     pub(crate) name: String,
     pub(crate) state: PutState,
+    /// Who created it: only they (and root) read, write, remove, rename
+    /// or replace it.
+    pub(crate) owner: (u32, u32),
+    /// Its size as written so far (a draft's, for the per-user limit).
+    pub(crate) size: u64,
     /// Handles open for writing.
     pub(crate) writers: u32,
     /// Being put right now.
@@ -51,6 +58,15 @@ pub(crate) struct Nodes {
 }
 
 impl Nodes {
+    /// Bytes of drafts `uid` holds under `put/`.
+    pub(crate) fn draft_bytes(&self, uid: u32) -> u64 {
+        self.put
+            .values()
+            .filter(|p| p.owner.0 == uid && matches!(p.state, PutState::Draft { .. }))
+            .map(|p| p.size)
+            .sum()
+    }
+
     pub(crate) fn alloc(&mut self) -> u64 {
         if self.next < FIRST_INO {
             self.next = FIRST_INO;
@@ -96,7 +112,7 @@ impl Inner {
         match ino {
             ROOT => Some((self.attr(ROOT, FileType::Directory, 0, 0o555), DIR_TTL)),
             PUT_DIR => Some((
-                self.attr(PUT_DIR, FileType::Directory, 0, 0o777),
+                self.attr(PUT_DIR, FileType::Directory, 0, 0o1777),
                 Duration::ZERO,
             )),
             _ => {
@@ -110,11 +126,12 @@ impl Inner {
                 let p = nodes.put.get(&ino)?;
                 let (size, perm) = match &p.state {
                     PutState::Draft { file, .. } => {
-                        (file.metadata().map(|m| m.len()).unwrap_or(0), 0o644)
+                        (file.metadata().map(|m| m.len()).unwrap_or(0), 0o600)
                     }
-                    PutState::Committed { size, .. } => (*size, 0o444),
+                    PutState::Committed { size, .. } => (*size, 0o600),
                 };
                 let mut a = self.attr(ino, FileType::RegularFile, size, perm);
+                (a.uid, a.gid) = p.owner;
                 a.mtime = SystemTime::now();
                 Some((a, Duration::ZERO))
             }

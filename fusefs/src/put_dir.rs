@@ -64,12 +64,16 @@ impl Inner {
         Ok((path, Arc::new(file)))
     }
 
-    /// Creates the draft `name` under `put/`, open for one writer, and
-    /// returns its inode.
-    pub(crate) fn create_put(&self, name: &str) -> io::Result<u64> {
-        let (path, file) = self.new_draft()?;
+    /// Creates the draft `name` under `put/` for `owner` (uid, gid), open
+    /// for one writer, and returns its inode.
+    pub(crate) fn create_put(&self, name: &str, owner: (u32, u32)) -> Result<u64, Errno> {
+        // Creating over an existing name replaces it, if it is the
+        // creator's (put/ is sticky).
+        if let Some(old) = self.put_child(name) {
+            self.may_change(old, owner.0)?;
+        }
+        let (path, file) = self.new_draft().map_err(Errno::from)?;
         let mut nodes = lock(&self.nodes);
-        // Creating over an existing name replaces it.
         if let Some(old) = nodes.put_names.get(name).copied() {
             drop(nodes);
             self.remove_put(old);
@@ -81,6 +85,8 @@ impl Inner {
             PutNode {
                 name: name.to_owned(),
                 state: PutState::Draft { path, file },
+                owner,
+                size: 0,
                 writers: 1,
                 committing: false,
             },
@@ -89,8 +95,26 @@ impl Inner {
         Ok(ino)
     }
 
-    /// Opens the put file `ino`, for writing or not.
-    pub(crate) fn open_put(&self, ino: u64, writing: bool, truncate: bool) -> Result<(), Errno> {
+    /// Whether `uid` may remove, rename, replace, open or read the ticket
+    /// of the put file `ino`: its owner, the mount's owner and root.
+    pub(crate) fn may_change(&self, ino: u64, uid: u32) -> Result<(), Errno> {
+        let owner = lock(&self.nodes).put.get(&ino).map(|p| p.owner.0);
+        match owner {
+            None => Err(Errno::ENOENT),
+            Some(o) if o == uid || self.access.privileged(uid) => Ok(()),
+            Some(_) => Err(Errno::EPERM),
+        }
+    }
+
+    /// Opens the put file `ino` for `uid`, for writing or not.
+    pub(crate) fn open_put(
+        &self,
+        ino: u64,
+        uid: u32,
+        writing: bool,
+        truncate: bool,
+    ) -> Result<(), Errno> {
+        self.may_change(ino, uid).map_err(|_| Errno::EACCES)?;
         let mut nodes = lock(&self.nodes);
         let Some(node) = nodes.put.get_mut(&ino) else {
             return Err(Errno::ENOENT);
@@ -104,7 +128,10 @@ impl Inner {
                     copy_object(self.objects.as_ref(), oid, copy, &file)?;
                     Ok((path, file))
                 }) {
-                    Ok((path, file)) => node.state = PutState::Draft { path, file },
+                    Ok((path, file)) => {
+                        node.state = PutState::Draft { path, file };
+                        node.size = copy;
+                    }
                     Err(e) => return Err(Errno::from(e)),
                 }
             }
@@ -123,39 +150,74 @@ impl Inner {
         }
     }
 
-    /// A handle open for writing on `ino` was released: the last one puts
-    /// the draft.
-    pub(crate) fn release_writer(&self, ino: u64) {
+    /// A handle open for writing on `ino` was released. True when it was
+    /// the last: the draft is then to be put ([`Inner::commit`], off the
+    /// FUSE threads: putting a large file takes a while).
+    pub(crate) fn release_writer(&self, ino: u64) -> bool {
         let now_idle = {
             let mut nodes = lock(&self.nodes);
             match nodes.put.get_mut(&ino) {
                 Some(p) => {
                     p.writers = p.writers.saturating_sub(1);
-                    p.writers == 0
+                    if p.writers == 0 && matches!(p.state, PutState::Draft { .. }) {
+                        // Settling: readers of its attributes wait for it.
+                        p.committing = true;
+                        true
+                    } else {
+                        false
+                    }
                 }
                 None => false,
             }
         };
-        if now_idle {
-            self.commit(ino);
-        }
         self.settled.notify_all();
+        now_idle
+    }
+
+    /// Grows `uid`'s draft `ino` to `end` bytes if it is shorter, within
+    /// the per-user limit (EDQUOT past it).
+    pub(crate) fn grow_draft(&self, ino: u64, uid: u32, end: u64) -> Result<(), Errno> {
+        let mut nodes = lock(&self.nodes);
+        let held = nodes.draft_bytes(uid);
+        let Some(p) = nodes.put.get_mut(&ino) else {
+            return Err(Errno::EBADF);
+        };
+        if end <= p.size {
+            return Ok(());
+        }
+        if !self.access.privileged(uid) && held - p.size + end > self.opts.put_limit {
+            return Err(Errno::from_i32(libc::EDQUOT));
+        }
+        p.size = end;
+        Ok(())
+    }
+
+    /// Sets `uid`'s draft `ino` to `size` bytes, within the per-user limit.
+    pub(crate) fn resize_draft(&self, ino: u64, uid: u32, size: u64) -> Result<(), Errno> {
+        self.grow_draft(ino, uid, size)?;
+        if let Some(p) = lock(&self.nodes).put.get_mut(&ino) {
+            p.size = size;
+        }
+        Ok(())
     }
 
     /// Puts the draft of `ino` if it is one; on success it becomes the
-    /// committed object.
-    fn commit(&self, ino: u64) {
+    /// committed object, granted to its owner.
+    pub(crate) fn commit(&self, ino: u64) {
         let path = {
             let mut nodes = lock(&self.nodes);
             let Some(p) = nodes.put.get_mut(&ino) else {
                 return;
             };
             match &p.state {
-                PutState::Draft { path, .. } => {
+                PutState::Draft { path, .. } if p.writers == 0 => {
                     p.committing = true;
                     path.clone()
                 }
-                PutState::Committed { .. } => return,
+                _ => {
+                    p.committing = false;
+                    return;
+                }
             }
         };
         self.commit_path(ino, &path);
@@ -180,6 +242,7 @@ impl Inner {
                         size: put.size,
                         ticket: put.ticket,
                     };
+                    self.access.grant(p.owner.0, put.oid);
                 }
                 drop(nodes);
                 let _ = std::fs::remove_file(path);
@@ -253,13 +316,24 @@ impl Inner {
         }
     }
 
-    /// The value of the extended attribute `name` of `ino`; `None` when it
-    /// has none of that name.
-    pub(crate) fn xattr(&self, ino: u64, name: Option<&str>) -> Option<String> {
+    /// The value of the extended attribute `name` of `ino` for `uid`;
+    /// `None` when it has none of that name. A ticket is the right to its
+    /// object: only a put file's owner reads its ticket (and the mount's
+    /// owner and root, any object's).
+    pub(crate) fn xattr(&self, ino: u64, uid: u32, name: Option<&str>) -> Option<String> {
+        // Only our names wait for a draft to settle: the kernel asks for
+        // others (security.capability) on every truncate and write.
+        let name = name.filter(|n| [XATTR_OID, XATTR_TICKET].contains(n))?;
         let (oid, ticket) = self.identity(ino)?;
-        match name? {
+        match name {
             XATTR_OID => Some(oid.to_string()),
-            XATTR_TICKET => ticket.or_else(|| self.objects.ticket(oid)),
+            XATTR_TICKET => {
+                if self.access.privileged(uid) {
+                    ticket.or_else(|| self.objects.ticket(oid))
+                } else {
+                    self.may_change(ino, uid).ok().and(ticket)
+                }
+            }
             _ => None,
         }
     }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use dot_store::Oid;
 use fuser::{BackingId, ReplyOpen};
 
+use crate::access::Access;
 use crate::nodes::Nodes;
 use crate::{MountOptions, Objects};
 
@@ -36,6 +37,8 @@ pub(crate) struct Inner {
     pub(crate) settled: Condvar,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
+    /// Who may see what (several users on one machine).
+    pub(crate) access: Access,
 }
 
 /// Locks `m`, going on with the data of a thread that panicked holding it.
@@ -59,6 +62,7 @@ impl Inner {
             settled: Condvar::new(),
             uid,
             gid,
+            access: Access::new(uid),
         }
     }
 

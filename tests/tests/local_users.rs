@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use dot_tests::{Agent, COMMAND_LIMIT, gtc_bin, output_within, require_root};
+use dot_tests::{
+    Agent, COMMAND_LIMIT, gtc_bin, output_within, random_bytes, require_fuse, require_root,
+};
 
 /// A user (with a group of its own) made for one test; removed on drop.
 struct TempUser {
@@ -46,7 +48,7 @@ fn id(flag: &str, name: &str) -> u32 {
 impl TempUser {
     /// A system user without home or shell; `groups` are extra groups.
     fn new(tag: &str, groups: &[&TempGroup]) -> TempUser {
-        let name = format!("dotu{}{tag}", std::process::id());
+        let name = format!("dotu{}{tag}{}", std::process::id(), next());
         let extra: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
         let mut args = vec![
             "useradd",
@@ -73,16 +75,30 @@ impl TempUser {
 
     /// `gtc ARGS` run as this user (with its groups) against `socket`.
     fn gtc(&self, socket: &Path, args: &[&str]) -> Output {
+        let mut cmd = self.command(gtc_bin().to_str().expect("utf-8"), args);
+        cmd.env("GTC_SOCKET", socket);
+        output_within(cmd, COMMAND_LIMIT)
+    }
+
+    /// `PROGRAM ARGS` as this user, with its groups and a bare environment.
+    fn command(&self, program: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new("setpriv");
         cmd.arg(format!("--reuid={}", self.uid))
             .arg(format!("--regid={}", self.gid))
             .arg("--init-groups")
-            .arg(gtc_bin())
+            .arg(program)
             .args(args)
             .env_clear()
-            .env("GTC_SOCKET", socket)
             .env("PATH", "/usr/bin:/bin");
-        output_within(cmd, COMMAND_LIMIT)
+        cmd
+    }
+
+    /// Runs a Python snippet as this user (`sys.argv[1:]` are `args`); its
+    /// output.
+    fn py(&self, code: &str, args: &[&str]) -> Output {
+        let mut all = vec!["-c", code];
+        all.extend(args);
+        output_within(self.command("/usr/bin/python3", &all), COMMAND_LIMIT)
     }
 }
 
@@ -102,7 +118,7 @@ struct TempGroup {
 
 impl TempGroup {
     fn new(tag: &str) -> TempGroup {
-        let name = format!("dotg{}{tag}", std::process::id());
+        let name = format!("dotg{}{tag}{}", std::process::id(), next());
         run(&["groupadd", "-r", &name]);
         TempGroup { name }
     }
@@ -115,6 +131,12 @@ impl Drop for TempGroup {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// A number no other user or group of this process has.
+fn next() -> u32 {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn mode(p: &Path) -> u32 {
@@ -238,4 +260,167 @@ fn a_client_does_not_trust_an_agent_run_by_another_user() {
     let _ = agent.wait();
     assert!(!out.status.success(), "root used another user's agent");
     assert!(stderr(&out).contains("not trusted"), "{}", stderr(&out));
+}
+
+/// What one user's Python says of trying `op` on `path` under the mount:
+/// "ok", or the errno's name.
+const TRY: &str = r#"
+import errno, os, sys
+op, path = sys.argv[1], sys.argv[2]
+try:
+    if op == "read":
+        open(path, "rb").read()
+    elif op == "list":
+        print(" ".join(sorted(os.listdir(path))))
+    elif op == "unlink":
+        os.unlink(path)
+    elif op == "rename":
+        os.rename(path, sys.argv[3])
+    elif op == "create":
+        open(path, "wb").write(b"mine now")
+    elif op == "ticket":
+        os.getxattr(path, "user.dot.ticket")
+    elif op == "write":
+        with open(path, "wb") as f:
+            f.write(b"x" * int(sys.argv[3]))
+    elif op == "truncate":
+        with open(path, "wb") as f:
+            f.truncate(int(sys.argv[3]))
+    print("ok")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
+"#;
+
+fn try_as(user: &TempUser, op: &str, path: &Path, extra: &[&str]) -> String {
+    let mut args = vec![op, path.to_str().expect("utf-8")];
+    args.extend(extra);
+    let out = user.py(TRY, &args);
+    assert!(out.status.success(), "python: {}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().last().unwrap_or("").to_owned()
+}
+
+fn list_as(user: &TempUser, dir: &Path) -> String {
+    let out = user.py(TRY, &["list", dir.to_str().expect("utf-8")]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and /dev/fuse (makes users): runs in CI, or as root"
+)]
+fn through_the_mount_a_user_reads_only_what_a_ticket_or_a_put_gave_them() {
+    require_fuse("through_the_mount_a_user_reads_only_what_a_ticket_or_a_put_gave_them");
+    let a = Agent::start_mounted(&[]);
+    std::fs::set_permissions(&a.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mnt = a.mnt().to_owned();
+    let src = a.dir.join("secret");
+    std::fs::write(&src, random_bytes(200_000, 120)).expect("write");
+    let put = a.put(&src);
+    let oid = put["oid"].as_str().expect("oid").to_owned();
+    let ticket = put["ticket"].as_str().expect("ticket").to_owned();
+    let b = TempUser::new("b", &[]);
+    // B was given nothing: the object is not listed, not readable by OID.
+    assert!(!list_as(&b, &mnt).contains(&oid), "listed to B");
+    assert_eq!(try_as(&b, "read", &mnt.join(&oid), &[]), "ENOENT");
+    // Root sees it (the agent's user and root see everything).
+    assert!(
+        std::fs::read_dir(&mnt)
+            .expect("ls")
+            .any(|e| e.expect("entry").file_name() == oid.as_str())
+    );
+    // With the ticket, B reads it, then also by OID, and lists it.
+    assert_eq!(try_as(&b, "read", &mnt.join(&ticket), &[]), "ok");
+    assert_eq!(try_as(&b, "read", &mnt.join(&oid), &[]), "ok");
+    assert!(
+        list_as(&b, &mnt).contains(&oid),
+        "not listed to B after the ticket"
+    );
+    // But B never gets a ticket out of the mount for an object B did not put.
+    assert_ne!(try_as(&b, "ticket", &mnt.join(&oid), &[]), "ok");
+    // Another user still has nothing.
+    let c = TempUser::new("c", &[]);
+    assert_eq!(try_as(&c, "read", &mnt.join(&oid), &[]), "ENOENT");
+}
+
+#[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and /dev/fuse (makes users): runs in CI, or as root"
+)]
+fn put_files_belong_to_who_made_them_and_drafts_have_a_per_user_limit() {
+    require_fuse("put_files_belong_to_who_made_them_and_drafts_have_a_per_user_limit");
+    let conf = tempfile::NamedTempFile::new().expect("config");
+    std::fs::write(conf.path(), "put-limit = 1048576\n").expect("write");
+    let a = Agent::start_mounted(&["--config", conf.path().to_str().expect("utf-8")]);
+    std::fs::set_permissions(&a.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let put = a.mnt().join("put");
+    let (b, c) = (TempUser::new("b", &[]), TempUser::new("c", &[]));
+    let mine = put.join("b-file");
+    assert_eq!(try_as(&b, "create", &mine, &[]), "ok");
+    // B's file, once put: B reads it and its ticket; C can do nothing to it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while try_as(&b, "ticket", &mine, &[]) != "ok" {
+        assert!(
+            Instant::now() < deadline,
+            "B never got the ticket of B's put"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(try_as(&b, "read", &mine, &[]), "ok");
+    assert_eq!(try_as(&c, "read", &mine, &[]), "EACCES");
+    assert_ne!(try_as(&c, "ticket", &mine, &[]), "ok");
+    assert_eq!(try_as(&c, "unlink", &mine, &[]), "EPERM");
+    let theirs = put.join("c-name");
+    assert_eq!(
+        try_as(&c, "rename", &mine, &[theirs.to_str().expect("utf-8")]),
+        "EPERM"
+    );
+    assert_ne!(
+        try_as(&c, "create", &mine, &[]),
+        "ok",
+        "C replaced B's file"
+    );
+    assert_eq!(try_as(&b, "read", &mine, &[]), "ok", "B's file is gone");
+    // The put object is B's to read by OID too, not C's.
+    // A draft past B's limit (1 MiB here) is refused; B's own next one fits.
+    assert_eq!(
+        try_as(&b, "write", &put.join("big"), &["2000000"]),
+        "EDQUOT"
+    );
+    assert_eq!(
+        try_as(&b, "truncate", &put.join("sparse"), &["17592186044416"]),
+        "EDQUOT"
+    );
+    assert_eq!(try_as(&b, "write", &put.join("small"), &["1000"]), "ok");
+    assert_eq!(try_as(&b, "unlink", &mine, &[]), "ok");
+}
+
+#[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and /dev/fuse: runs in CI, or as root"
+)]
+fn a_large_put_file_does_not_hold_up_the_mount() {
+    require_fuse("a_large_put_file_does_not_hold_up_the_mount");
+    let a = Agent::start_mounted(&[]);
+    // Six files of 512 MiB of holes closed one after the other: each put
+    // hashes and copies them for a while, and there are more of them than
+    // the mount has threads; none of it may run on a FUSE thread.
+    for i in 0..6 {
+        let f =
+            std::fs::File::create(a.mnt().join("put").join(format!("holes-{i}"))).expect("create");
+        f.set_len(512 << 20).expect("truncate");
+    }
+    let started = Instant::now();
+    for _ in 0..20 {
+        std::fs::read_dir(a.mnt()).expect("ls").for_each(drop);
+        std::fs::metadata(a.mnt().join("put")).expect("stat");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the mount answered slowly while a large file was put: {:?}",
+        started.elapsed()
+    );
 }

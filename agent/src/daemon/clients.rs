@@ -56,6 +56,13 @@ pub(super) async fn client_task(agent: Arc<Agent>, mut stream: UnixStream) {
     if let Err(why) = agent.access.check(&stream) {
         tracing::warn!(%why, "local API connection refused");
         let _ = api::write_json(&mut stream, &error(&why)).await;
+        // Take the client's first request (briefly) before closing, so its
+        // write does not meet a closed socket before it reads why.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            api::read_message(&mut stream),
+        )
+        .await;
         return;
     }
     agent.clients.fetch_add(1, Ordering::Relaxed);

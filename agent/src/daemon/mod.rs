@@ -114,6 +114,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 drafts,
                 passthrough: agent.config.passthrough,
                 threads: 4,
+                put_limit: agent.config.put_limit,
             };
             let dir = dir.clone();
             let m = tokio::task::spawn_blocking(move || dot_fusefs::mount(objects, &dir, opts))
