@@ -17,118 +17,488 @@
 //! pulled mid-write holds whole files or none. A descriptor file is the
 //! magic `DOTDESC1`, the object's size (u64 LE), its chunk count (u32 LE),
 //! then per chunk its hash (32 bytes) and length (u32 LE); offsets follow
-//! from the lengths. Everything read from a key is bounded and checked: a
-//! descriptor file must tile the size exactly, and a chunk file must hash
-//! to its name before a byte of it is handed on.
+//! from the lengths.
+//!
+//! A key is someone else's filesystem, and the agent runs as root
+//! (docs/security.md, "Keys"). So nothing on it is reached by path: `.dot`
+//! is opened once per operation relative to the mount point, refused if it
+//! is a symbolic link, and every other file and folder is reached from
+//! that directory handle with `openat2` and `RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV` (no symbolic link anywhere, not
+//! even the last component; nothing off the key's filesystem), and made,
+//! renamed and deleted with `mkdirat`, `renameat` and `unlinkat` relative
+//! to directory handles. A file is opened for reading only once an `O_PATH`
+//! look at it shows a regular file (so no FIFO is waited on and no device
+//! driver called), and only the file looked at. A kernel without `openat2`
+//! (before Linux 5.6) is refused, not worked around. Everything read is
+//! bounded by what was checked first: a descriptor file's length and count
+//! must agree with each other and with its size before a record is read,
+//! and records are checked as they are read; a chunk file's length must be
+//! its descriptor's before a byte is read, and it must hash to its name
+//! before a byte is handed on.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dot_store::descriptor::check_descriptors;
+use dot_store::descriptor::{MAX_OBJECT_SIZE, check_descriptors};
 use dot_store::{ChunkHash, Descriptor, MAX_CHUNK_LEN, Oid, Store, Token, VerifiedChunk};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 use crate::error::TransferError;
 use crate::transfer::{BoxFuture, ChunkEvent, ChunkSink, Described, Transfer};
 
 /// The folder at the filesystem's root that holds the store.
 pub const DIR: &str = ".dot";
+/// The file in `.dot/` that marks a key as an outbox (docs/portable.md).
+pub const OUTBOX: &str = "outbox";
 const MAGIC: &[u8; 8] = b"DOTDESC1";
 /// Chunks one descriptor file may list (an object of 64 TiB in 4 MiB...
 /// or 256 GiB in 16 KiB chunks); bounds the allocation before reading.
 pub const MAX_CHUNKS: u32 = 1 << 24;
+/// Bytes of a descriptor file's header (magic, size, count).
+const HEAD: u64 = 20;
+/// Bytes of one chunk's record in a descriptor file (hash, length).
+const RECORD: u64 = 36;
+/// How long a key may take to describe an object before it counts as a
+/// failed source (the read goes on in its blocking thread, unwaited for).
+pub const DESCRIBE_DEADLINE: Duration = Duration::from_secs(5);
+/// Files in `tmp/` older than this are left by a pulled write.
+const STALE: Duration = Duration::from_secs(3600);
+
+/// How every path on a key is resolved from a directory handle: beneath
+/// it, through no symbolic link at all (the last component included), and
+/// without leaving its filesystem.
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_XDEV);
+/// A folder on a key, opened to work beneath.
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
 
 /// A DOT store on a mounted device.
 #[derive(Debug, Clone)]
 pub struct Device {
-    /// The `.dot` folder.
-    root: PathBuf,
+    /// Where the device is mounted.
+    mount: PathBuf,
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The error for `errno` from reaching `shown` on a key: a symbolic link
+/// or another filesystem is bad data on the key (`InvalidData`: for a chunk
+/// file, a failed chunk), a kernel without `openat2` is `Unsupported`.
+fn refused(shown: &Path, errno: Errno) -> io::Error {
+    let (kind, why) = match errno {
+        Errno::LOOP => (
+            io::ErrorKind::InvalidData,
+            "is, or lies under, a symbolic link: refused (nothing on a key is reached through a link)",
+        ),
+        Errno::XDEV => (
+            io::ErrorKind::InvalidData,
+            "is not on the key's filesystem: refused",
+        ),
+        Errno::NOTDIR => (
+            io::ErrorKind::InvalidData,
+            "is not a folder, or lies under something that is not one",
+        ),
+        Errno::NOSYS => {
+            return io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{}: the kernel has no openat2 (Linux 5.6 or later), without which keys are not used",
+                    shown.display()
+                ),
+            );
+        }
+        _ => {
+            let e = io::Error::from(errno);
+            return io::Error::new(e.kind(), format!("{}: {e}", shown.display()));
+        }
+    };
+    io::Error::new(kind, format!("{} {why}", shown.display()))
+}
+
+fn type_name(t: FileType) -> &'static str {
+    match t {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a folder",
+        FileType::Symlink => "a symbolic link",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        _ => "of an unknown type",
+    }
+}
+
+fn regular(st: &rfs::Stat, shown: &Path) -> io::Result<()> {
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => Ok(()),
+        t => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is {}, not a regular file: refused",
+                shown.display(),
+                type_name(t)
+            ),
+        )),
+    }
+}
+
+/// The regular file `rel` beneath the folder `dir` of a key, open for
+/// reading, and its length. It is looked at first through an `O_PATH`
+/// handle, which opens nothing (no FIFO waits for a writer, no device
+/// driver is called), and opened only if it is a regular file, and only
+/// that file (same device and inode).
+fn open_regular(dir: BorrowedFd<'_>, rel: &str, shown: &Path) -> io::Result<(File, u64)> {
+    let probe = rfs::openat2(
+        dir,
+        rel,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        RESOLVE,
+    )
+    .map_err(|e| refused(shown, e))?;
+    let seen = rfs::fstat(&probe)?;
+    regular(&seen, shown)?;
+    let fd = rfs::openat2(
+        dir,
+        rel,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+        RESOLVE,
+    )
+    .map_err(|e| refused(shown, e))?;
+    let st = rfs::fstat(&fd)?;
+    regular(&st, shown)?;
+    if (st.st_dev, st.st_ino) != (seen.st_dev, seen.st_ino) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} changed while it was opened: refused", shown.display()),
+        ));
+    }
+    // A regular file: O_NONBLOCK only guarded the open; cleared so that no
+    // filesystem answers a read with EAGAIN.
+    rfs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok((File::from(fd), u64::try_from(st.st_size).unwrap_or(0)))
+}
+
+/// Whether `rel` beneath `dir` is a regular file (looked at, not opened).
+fn is_regular(dir: BorrowedFd<'_>, rel: &str) -> bool {
+    rfs::openat2(
+        dir,
+        rel,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        RESOLVE,
+    )
+    .and_then(rfs::fstat)
+    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+}
+
+/// The folder `name` (one component) in `dir`.
+fn open_dir(dir: BorrowedFd<'_>, name: &str, shown: &Path) -> io::Result<OwnedFd> {
+    rfs::openat2(dir, name, DIR_FLAGS, Mode::empty(), RESOLVE)
+        .map_err(|e| refused(shown, link_or(dir, name, e)))
+}
+
+fn is_symlink(dir: BorrowedFd<'_>, name: &str) -> bool {
+    rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+}
+
+/// `ELOOP` when opening the folder `name` in `dir` failed because it is a
+/// symbolic link (`O_DIRECTORY | O_NOFOLLOW` on a link says `ENOTDIR`),
+/// else `errno`.
+fn link_or(dir: BorrowedFd<'_>, name: &str, errno: Errno) -> Errno {
+    match errno {
+        Errno::NOTDIR | Errno::LOOP if is_symlink(dir, name) => Errno::LOOP,
+        e => e,
+    }
+}
+
+/// The folder `name` (one component) in `dir`, made if missing. A symbolic
+/// link in its place (a hostile key's) is removed, the link itself
+/// (`unlinkat` never follows one), and a real folder made instead.
+fn make_dir(dir: BorrowedFd<'_>, name: &str, shown: &Path) -> io::Result<OwnedFd> {
+    for _ in 0..2 {
+        match rfs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(refused(shown, e)),
+        }
+        match open_dir(dir, name, shown) {
+            Err(_) if is_symlink(dir, name) => {
+                tracing::warn!(link = %shown.display(), "a symbolic link on the key where a folder belongs: replaced by a folder");
+                rfs::unlinkat(dir, name, AtFlags::empty()).map_err(|e| refused(shown, e))?;
+            }
+            r => return r,
+        }
+    }
+    Err(refused(shown, Errno::LOOP))
+}
+
+/// Deletes the files a pulled write left in the key's real `tmp/` folder
+/// (the handle): regular files named `w-*` an hour old or more, by name in
+/// that folder (`unlinkat`). Nothing else there is touched.
+fn clean_tmp(tmp: BorrowedFd<'_>) {
+    let Ok(mut entries) = rfs::Dir::read_from(tmp) else {
+        return;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    while let Some(Ok(e)) = entries.read() {
+        let name = e.file_name();
+        if !name.to_bytes().starts_with(b"w-") {
+            continue;
+        }
+        let stale = rfs::statat(tmp, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                && now.saturating_sub(u64::try_from(st.st_mtime).unwrap_or(u64::MAX))
+                    >= STALE.as_secs()
+        });
+        if stale {
+            let _ = rfs::unlinkat(tmp, name, AtFlags::empty());
+        }
+    }
+}
+
+/// Reads `buf` whole; a file that ends early (it shrank after its length
+/// was checked) is bad data.
+fn read_all(r: &mut impl Read, buf: &mut [u8], shown: &Path) -> io::Result<()> {
+    r.read_exact(buf).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} ends before its length", shown.display()),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// Reads and checks a descriptor file of `len` bytes (its fstat length).
+/// Nothing is allocated for what the file cannot back: its header's count
+/// must fit its size (at least `ceil(size / MAX_CHUNK_LEN)`, at most
+/// `size`, at most [`MAX_CHUNKS`]) and its length exactly, before a record
+/// is read; records are then checked as they are read, so a file that
+/// backs its claim only with holes (a sparse file of zeros) fails at its
+/// first record.
+fn read_descriptor_file(f: File, len: u64, shown: &Path) -> io::Result<(u64, Vec<Descriptor>)> {
+    let bad = |why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}", shown.display()),
+        )
+    };
+    if !(HEAD..=HEAD + RECORD * u64::from(MAX_CHUNKS)).contains(&len) {
+        return Err(bad(format!("{len} bytes: not a descriptor file")));
+    }
+    let mut r = BufReader::with_capacity(64 << 10, f);
+    let mut head = [0u8; HEAD as usize];
+    read_all(&mut r, &mut head, shown)?;
+    if &head[..8] != MAGIC {
+        return Err(bad("not a descriptor file".into()));
+    }
+    let mut size = [0u8; 8];
+    size.copy_from_slice(&head[8..16]);
+    let size = u64::from_le_bytes(size);
+    let mut count = [0u8; 4];
+    count.copy_from_slice(&head[16..20]);
+    let count = u32::from_le_bytes(count);
+    if size > MAX_OBJECT_SIZE {
+        return Err(bad(format!("size {size} exceeds the limit")));
+    }
+    let fewest = size.div_ceil(u64::from(MAX_CHUNK_LEN));
+    if count > MAX_CHUNKS || u64::from(count) > size || u64::from(count) < fewest {
+        return Err(bad(format!("{count} chunks cannot make {size} bytes")));
+    }
+    let want = HEAD + RECORD * u64::from(count);
+    if len != want {
+        return Err(bad(format!(
+            "{len} bytes, where its {count} chunks take {want}"
+        )));
+    }
+    let mut descs = Vec::with_capacity(count.min(1 << 12) as usize);
+    let mut offset = 0u64;
+    let mut rec = [0u8; RECORD as usize];
+    for i in 0..count {
+        read_all(&mut r, &mut rec, shown)?;
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&rec[..32]);
+        let mut n = [0u8; 4];
+        n.copy_from_slice(&rec[32..]);
+        let n = u32::from_le_bytes(n);
+        if n == 0 || n > MAX_CHUNK_LEN || offset + u64::from(n) > size {
+            return Err(bad(format!(
+                "chunk {i} of {n} bytes at {offset} does not fit {size} bytes"
+            )));
+        }
+        descs.push(Descriptor {
+            hash: ChunkHash(hash),
+            offset,
+            len: n,
+        });
+        offset += u64::from(n);
+    }
+    check_descriptors(size, &descs).map_err(bad)?;
+    Ok((size, descs))
+}
+
+/// The folders of a key's store, open for writing (made if missing).
+struct Writable {
+    dot: OwnedFd,
+    chunks: OwnedFd,
+    objects: OwnedFd,
+    tmp: OwnedFd,
+}
+
 impl Device {
     /// The store on the filesystem mounted at `mount`.
     ///
     /// # Errors
-    /// When `mount` holds no `.dot` folder.
+    /// `NotFound` when `mount` holds no `.dot` folder; `InvalidData` when
+    /// its `.dot` is a symbolic link or on another filesystem;
+    /// `Unsupported` when the kernel lacks `openat2`.
     pub fn open(mount: &Path) -> io::Result<Device> {
-        let root = mount.join(DIR);
-        if !root.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{} holds no DOT store", mount.display()),
-            ));
-        }
-        Ok(Device { root })
+        let device = Device {
+            mount: mount.to_owned(),
+        };
+        device.dot()?;
+        Ok(device)
     }
 
-    /// The store on `mount`, made if missing.
+    /// The store on `mount`, made if missing; files a pulled write left in
+    /// its `tmp/` an hour ago or more are deleted.
     ///
     /// # Errors
-    /// When the folders cannot be made (read-only or full device).
+    /// As [`Device::open`]; when the folders cannot be made (read-only or
+    /// full device).
     pub fn create(mount: &Path) -> io::Result<Device> {
-        let root = mount.join(DIR);
-        for sub in ["chunks", "objects", "tmp"] {
-            fs::create_dir_all(root.join(sub))?;
+        let device = Device {
+            mount: mount.to_owned(),
+        };
+        match rfs::mkdirat(device.mount_fd()?, DIR, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(refused(&mount.join(DIR), e)),
         }
-        // Files left in tmp/ by a write the key was pulled from (an hour
-        // old: not a write going on now).
-        if let Ok(entries) = fs::read_dir(root.join("tmp")) {
-            for e in entries.flatten() {
-                let stale = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > std::time::Duration::from_secs(3600));
-                if stale {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
-        }
-        Ok(Device { root })
+        let w = device.writable()?;
+        clean_tmp(w.tmp.as_fd());
+        Ok(device)
     }
 
     /// Where the device is mounted.
     pub fn mount_point(&self) -> &Path {
-        self.root.parent().unwrap_or(&self.root)
+        &self.mount
     }
 
-    /// The file that holds (or would hold) the chunk with `hash`.
+    /// `rel` under the device's `.dot`, for messages.
+    fn shown(&self, rel: &str) -> PathBuf {
+        self.mount.join(DIR).join(rel)
+    }
+
+    /// The mount point: the agent's own path (its mount table, its
+    /// config, its client's command), the one path resolved as usual.
+    fn mount_fd(&self) -> io::Result<OwnedFd> {
+        rfs::open(
+            &self.mount,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            let e = io::Error::from(e);
+            io::Error::new(e.kind(), format!("{}: {e}", self.mount.display()))
+        })
+    }
+
+    /// The device's `.dot`, opened relative to the mount point: a real
+    /// folder on the mounted filesystem, never a symbolic link. Opened per
+    /// operation, not held, so that the key can be ejected.
+    fn dot(&self) -> io::Result<OwnedFd> {
+        let mount = self.mount_fd()?;
+        rfs::openat2(&mount, DIR, DIR_FLAGS, Mode::empty(), RESOLVE).map_err(|e| {
+            match link_or(mount.as_fd(), DIR, e) {
+                Errno::NOENT => io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} holds no DOT store", self.mount.display()),
+                ),
+                e => refused(&self.mount.join(DIR), e),
+            }
+        })
+    }
+
+    fn writable(&self) -> io::Result<Writable> {
+        let dot = self.dot()?;
+        let sub = |name: &str| make_dir(dot.as_fd(), name, &self.shown(name));
+        Ok(Writable {
+            chunks: sub("chunks")?,
+            objects: sub("objects")?,
+            tmp: sub("tmp")?,
+            dot,
+        })
+    }
+
+    /// The file that holds (or would hold) the chunk with `hash`, for
+    /// messages and tests: the device itself never opens a key's path.
     pub fn chunk_path(&self, hash: &ChunkHash) -> PathBuf {
-        let name = hex(&hash.0);
-        self.root.join("chunks").join(&name[..3]).join(name)
+        self.shown(&chunk_rel(hash))
     }
 
-    fn object_path(&self, oid: Oid) -> PathBuf {
-        self.root.join("objects").join(oid.to_string())
-    }
-
-    /// Writes `data` to `dest` through a temporary file and a rename.
-    fn write_file(&self, dest: &Path, data: &[u8]) -> io::Result<()> {
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)?;
+    /// Writes `data` to `name` in the folder `parent` through a new file in
+    /// `tmp/`, `fdatasync`ed, and a rename (which replaces whatever entry
+    /// had the name, a symbolic link itself and not what it points to).
+    fn write_file(
+        w: &Writable,
+        parent: BorrowedFd<'_>,
+        name: &str,
+        data: &[u8],
+        shown: &Path,
+    ) -> io::Result<()> {
+        let token = Token::random().map_err(|e| io::Error::other(e.to_string()))?;
+        let tmp = format!("w-{}", hex(&token.0));
+        let fd = rfs::openat2(
+            &w.tmp,
+            &tmp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+            RESOLVE,
+        )
+        .map_err(|e| refused(shown, e))?;
+        let mut f = File::from(fd);
+        let done = f
+            .write_all(data)
+            .and_then(|()| f.sync_data())
+            .and_then(|()| {
+                rfs::renameat(&w.tmp, &tmp, parent, name).map_err(|e| refused(shown, e))
+            });
+        if done.is_err() {
+            let _ = rfs::unlinkat(&w.tmp, &tmp, AtFlags::empty());
         }
-        let tmp_dir = self.root.join("tmp");
-        fs::create_dir_all(&tmp_dir)?;
-        let tmp = tempfile_in(&tmp_dir)?;
-        let mut f = File::create(&tmp)?;
-        let written = f.write_all(data).and_then(|()| f.sync_data());
-        if let Err(e) = written.and_then(|()| fs::rename(&tmp, dest)) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        Ok(())
+        done
     }
 
-    /// Whether the device holds the chunk with `hash` (by name only).
+    /// Whether the device holds a chunk file for `hash` (a regular file of
+    /// that name; not read).
     pub fn has_chunk(&self, hash: &ChunkHash) -> bool {
-        self.chunk_path(hash).is_file()
+        self.dot()
+            .is_ok_and(|dot| is_regular(dot.as_fd(), &chunk_rel(hash)))
+    }
+
+    /// Whether the device's `.dot/outbox` marks it as an outbox (a regular
+    /// file).
+    pub fn is_outbox(&self) -> bool {
+        self.dot().is_ok_and(|dot| is_regular(dot.as_fd(), OUTBOX))
     }
 
     /// Stores a chunk (replacing a file of that name).
@@ -136,7 +506,17 @@ impl Device {
     /// # Errors
     /// I/O errors of the device.
     pub fn write_chunk(&self, hash: &ChunkHash, data: &[u8]) -> io::Result<()> {
-        self.write_file(&self.chunk_path(hash), data)
+        self.write_chunk_in(&self.writable()?, hash, data)
+    }
+
+    fn write_chunk_in(&self, w: &Writable, hash: &ChunkHash, data: &[u8]) -> io::Result<()> {
+        let name = hex(&hash.0);
+        let fan = make_dir(
+            w.chunks.as_fd(),
+            &name[..3],
+            &self.shown(&format!("chunks/{}", &name[..3])),
+        )?;
+        Self::write_file(w, fan.as_fd(), &name, data, &self.chunk_path(hash))
     }
 
     /// Stores `oid`'s descriptor file.
@@ -144,7 +524,17 @@ impl Device {
     /// # Errors
     /// I/O errors of the device.
     pub fn write_descriptors(&self, oid: Oid, size: u64, descs: &[Descriptor]) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(20 + descs.len() * 36);
+        self.write_descriptors_in(&self.writable()?, oid, size, descs)
+    }
+
+    fn write_descriptors_in(
+        &self,
+        w: &Writable,
+        oid: Oid,
+        size: u64,
+        descs: &[Descriptor],
+    ) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(HEAD as usize + descs.len() * RECORD as usize);
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&size.to_le_bytes());
         buf.extend_from_slice(&(descs.len() as u32).to_le_bytes());
@@ -152,87 +542,94 @@ impl Device {
             buf.extend_from_slice(&d.hash.0);
             buf.extend_from_slice(&d.len.to_le_bytes());
         }
-        self.write_file(&self.object_path(oid), &buf)
+        let name = oid.to_string();
+        let shown = self.shown(&format!("objects/{name}"));
+        Self::write_file(w, w.objects.as_fd(), &name, &buf, &shown)
     }
 
-    /// The objects whose descriptor files the device holds.
+    /// The objects whose descriptor files the device holds (by name).
     pub fn objects(&self) -> Vec<Oid> {
-        fs::read_dir(self.root.join("objects"))
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let Ok(dot) = self.dot() else {
+            return Vec::new();
+        };
+        let Ok(dir) = open_dir(dot.as_fd(), "objects", &self.shown("objects")) else {
+            return Vec::new();
+        };
+        let Ok(mut entries) = rfs::Dir::new(dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        while let Some(Ok(e)) = entries.read() {
+            if let Some(oid) = e.file_name().to_str().ok().and_then(|n| n.parse().ok()) {
+                out.push(oid);
+            }
+        }
+        out
     }
 
     /// `oid`'s size and descriptors, checked.
     ///
     /// # Errors
     /// `NotFound` when the device lacks the object; `InvalidData` when its
-    /// descriptor file is malformed.
+    /// descriptor file is malformed, or not a regular file on the key.
     pub fn read_descriptors(&self, oid: Oid) -> io::Result<(u64, Vec<Descriptor>)> {
-        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
-        let mut f = File::open(self.object_path(oid))?;
-        let mut head = [0u8; 20];
-        f.read_exact(&mut head)
-            .map_err(|_| bad("descriptor file too short"))?;
-        if &head[..8] != MAGIC {
-            return Err(bad("not a descriptor file"));
-        }
-        let size = u64::from_le_bytes(head[8..16].try_into().map_err(|_| bad("size"))?);
-        let count = u32::from_le_bytes(head[16..20].try_into().map_err(|_| bad("count"))?);
-        if count > MAX_CHUNKS || u64::from(count) > size.max(1) {
-            return Err(bad("too many chunks"));
-        }
-        let want = u64::from(count) * 36;
-        if f.metadata()?.len() != 20 + want {
-            return Err(bad("descriptor file length does not match its count"));
-        }
-        let mut body = vec![0u8; want as usize];
-        f.read_exact(&mut body)?;
-        let mut descs = Vec::with_capacity(count as usize);
-        let mut offset = 0u64;
-        for rec in body.chunks_exact(36) {
-            let mut hash = [0u8; 32];
-            hash.copy_from_slice(&rec[..32]);
-            let len = u32::from_le_bytes(rec[32..36].try_into().map_err(|_| bad("length"))?);
-            descs.push(Descriptor {
-                hash: ChunkHash(hash),
-                offset,
-                len,
-            });
-            offset = offset.saturating_add(u64::from(len));
-        }
-        check_descriptors(size, &descs).map_err(|why| bad(&why))?;
-        Ok((size, descs))
+        let dot = self.dot()?;
+        let rel = format!("objects/{oid}");
+        let shown = self.shown(&rel);
+        let (f, len) = open_regular(dot.as_fd(), &rel, &shown)?;
+        read_descriptor_file(f, len, &shown)
     }
 
     /// The chunk `desc` names (chunk `index` of its object), verified;
     /// `Ok(None)` if the device lacks it.
     ///
     /// # Errors
-    /// `InvalidData` for a chunk file of the wrong length or hash (corrupt);
-    /// other I/O errors of the device (yanked: `EIO`, `ENOTCONN`...).
+    /// `InvalidData` for a chunk file of the wrong length or hash (corrupt)
+    /// or one that is not a regular file on the key (refused); other I/O
+    /// errors of the device (yanked: `EIO`, `ENOTCONN`...).
     pub fn read_chunk(&self, index: u32, desc: &Descriptor) -> io::Result<Option<VerifiedChunk>> {
-        let path = self.chunk_path(&desc.hash);
-        let mut f = match File::open(&path) {
-            Ok(f) => f,
+        let dot = match self.dot() {
+            Ok(dot) => dot,
+            // Unmounted: the store is no longer there.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let len = desc.len.min(MAX_CHUNK_LEN) as usize;
-        let mut data = Vec::with_capacity(len + 1);
-        // One byte more than wanted tells a too-long file.
-        (&mut f).take(len as u64 + 1).read_to_end(&mut data)?;
+        self.read_chunk_at(dot.as_fd(), index, desc)
+    }
+
+    fn read_chunk_at(
+        &self,
+        dot: BorrowedFd<'_>,
+        index: u32,
+        desc: &Descriptor,
+    ) -> io::Result<Option<VerifiedChunk>> {
+        let rel = chunk_rel(&desc.hash);
+        let shown = self.shown(&rel);
+        let (f, len) = match open_regular(dot, &rel, &shown) {
+            Ok(found) => found,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let corrupt = |why: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is corrupt: {why}", shown.display()),
+            )
+        };
+        if desc.len > MAX_CHUNK_LEN || len != u64::from(desc.len) {
+            return Err(corrupt(format!(
+                "{len} bytes, where its chunk has {}",
+                desc.len
+            )));
+        }
+        let mut data = Vec::with_capacity(desc.len as usize);
+        f.take(len).read_to_end(&mut data)?;
+        if data.len() as u64 != len {
+            return Err(corrupt(format!("ends at {} of {len} bytes", data.len())));
+        }
         VerifiedChunk::verify(index, *desc, data.into())
             .map(Some)
-            .map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} is corrupt: {e}", path.display()),
-                )
-            })
+            .map_err(|e| corrupt(e.to_string()))
     }
 
     /// Copies the complete local object `oid` from `store` to the device:
@@ -253,20 +650,27 @@ impl Device {
             return Err(ExportError::NotHere(oid));
         }
         let descs = store.descriptors(oid)?;
+        let w = self.writable()?;
         let mut done = 0u64;
         for (i, d) in descs.iter().enumerate() {
             // A chunk file already there is kept only if it verifies: an
             // export again repairs a damaged key.
-            if !matches!(self.read_chunk(i as u32, d), Ok(Some(_))) {
+            if !matches!(self.read_chunk_at(w.dot.as_fd(), i as u32, d), Ok(Some(_))) {
                 let data = store.read_chunk(oid, i as u32)?;
-                self.write_chunk(&d.hash, &data)?;
+                self.write_chunk_in(&w, &d.hash, &data)?;
             }
             done += u64::from(d.len);
             progress(done, info.size);
         }
-        self.write_descriptors(oid, info.size, &descs)?;
+        self.write_descriptors_in(&w, oid, info.size, &descs)?;
         Ok(info.size)
     }
+}
+
+/// Where the chunk file for `hash` is, under `.dot`.
+fn chunk_rel(hash: &ChunkHash) -> String {
+    let name = hex(&hash.0);
+    format!("chunks/{}/{name}", &name[..3])
 }
 
 /// Why an export failed.
@@ -278,15 +682,9 @@ pub enum ExportError {
     /// Reading the local store failed.
     #[error(transparent)]
     Store(#[from] dot_store::Error),
-    /// Writing the device failed (full, read-only, pulled).
+    /// Writing the device failed (full, read-only, pulled, refused).
     #[error("writing the device: {0}")]
     Device(#[from] io::Error),
-}
-
-/// A new file name in `dir` (not created).
-fn tempfile_in(dir: &Path) -> io::Result<PathBuf> {
-    let token = Token::random().map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(dir.join(format!("w-{}", hex(&token.0))))
 }
 
 /// A device as a transfer source: hands out the chunks it holds, each
@@ -329,7 +727,19 @@ impl Transfer for PortableSource {
         let device = self.device.clone();
         let name = self.name.clone();
         Box::pin(async move {
-            let read = tokio::task::spawn_blocking(move || device.read_descriptors(oid)).await;
+            // Off the async workers, and waited for only so long: a key
+            // that hangs is a failed source, never a stuck fetch.
+            let read = tokio::time::timeout(
+                DESCRIBE_DEADLINE,
+                tokio::task::spawn_blocking(move || device.read_descriptors(oid)),
+            )
+            .await;
+            let Ok(read) = read else {
+                return Err(TransferError::Connection {
+                    peer: name,
+                    message: format!("no description within {DESCRIBE_DEADLINE:?}"),
+                });
+            };
             match read {
                 Ok(Ok((size, descriptors))) => Ok(Described { size, descriptors }),
                 Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {

@@ -22,17 +22,28 @@
 //! [`chunk_files`], [`corrupt_chunk`] and [`thin_out`] change a key's
 //! chunks behind the agents' backs.
 //!
+//! Hostile keys (docs/security.md, "Keys") are built from [`old_file`],
+//! [`mkfifo`], [`mknod_null`] and symbolic links to folders off the key;
+//! [`snapshot`] and [`Untouched`] show that nothing off the key was
+//! changed, or even opened.
+//!
 //! Tests that make keys first call [`crate::require_loop`].
 
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::{Agent, find_tool};
 
 /// How long one `mkfs`/`losetup`/`mount` may take.
 const TOOL_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long [`Key::unmount`] tries again while the key is busy.
+const BUSY_LIMIT: Duration = Duration::from_secs(5);
 
 /// The filesystem of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,11 +167,23 @@ impl Key {
     }
 
     /// Unmounts the key cleanly (as a user ejecting it): everything
-    /// written is on the image afterwards. Fails if something has files
-    /// open on it.
+    /// written is on the image afterwards. Fails if something keeps files
+    /// open on it for [`BUSY_LIMIT`]: every agent of the test process sees
+    /// every key, and each look at one (a describe, an outbox check) holds
+    /// a handle on its `.dot` for a moment, so a busy key is tried again.
     pub fn unmount(&self) {
         let at = self.mounted_at().expect("the key is not mounted");
-        tool(&["umount", at.to_str().expect("utf-8 path")]);
+        let at = at.to_str().expect("utf-8 path");
+        let t0 = Instant::now();
+        loop {
+            match try_tool(&["umount", at]) {
+                Ok(_) => break,
+                Err(e) if e.contains("busy") && t0.elapsed() < BUSY_LIMIT => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("key: {e}"),
+            }
+        }
         lock(&self.mounts).pop();
     }
 
@@ -264,6 +287,181 @@ pub fn thin_out(mount: &Path, keep_one_in: usize) -> u64 {
         }
     }
     kept
+}
+
+/// Everything under `dir`, without following links: path -> (kind, bytes
+/// or link target, mtime). Two equal snapshots: nothing there changed.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (String, Vec<u8>, SystemTime)> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            let t = m.file_type();
+            let (kind, content) = if t.is_symlink() {
+                let to = std::fs::read_link(&p).expect("readlink");
+                ("link", to.into_os_string().into_encoded_bytes())
+            } else if t.is_dir() {
+                todo.push(p.clone());
+                ("dir", Vec::new())
+            } else if t.is_file() {
+                ("file", std::fs::read(&p).expect("read"))
+            } else {
+                ("special", Vec::new())
+            };
+            let mtime = m.modified().expect("mtime");
+            out.insert(p, (kind.to_owned(), content, mtime));
+        }
+    }
+    out
+}
+
+/// A file of `data` at `path`, its mtime two hours back (what a stale-tmp
+/// cleanup deletes).
+pub fn old_file(path: &Path, data: &[u8]) {
+    std::fs::write(path, data).expect("write");
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(two_hours_ago))
+        .expect("set mtime");
+}
+
+fn c_path(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_encoded_bytes()).expect("path without NUL")
+}
+
+/// A FIFO at `path` (an open for reading waits for a writer).
+pub fn mkfifo(path: &Path) {
+    let c = c_path(path);
+    // SAFETY: a valid NUL-terminated path.
+    let r = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
+    assert_eq!(
+        r,
+        0,
+        "mkfifo {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A character device like /dev/null (1:3) at `path` (needs root, and a
+/// filesystem mounted without `nodev` to be opened).
+pub fn mknod_null(path: &Path) {
+    let c = c_path(path);
+    // SAFETY: a valid NUL-terminated path.
+    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    assert_eq!(
+        r,
+        0,
+        "mknod {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// inotify on every folder under a root (links not followed): what was
+/// opened, read, written, made, deleted or moved there since. Stat calls
+/// do not show (they change nothing and read no content).
+pub struct Untouched {
+    fd: OwnedFd,
+    dirs: HashMap<i32, PathBuf>,
+}
+
+impl Untouched {
+    /// Watches `root` and every folder under it.
+    pub fn watch(root: &Path) -> Untouched {
+        // SAFETY: plain syscall; the fd is checked and owned below.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(
+            raw >= 0,
+            "inotify_init1: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a new fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mask = libc::IN_ACCESS
+            | libc::IN_MODIFY
+            | libc::IN_ATTRIB
+            | libc::IN_OPEN
+            | libc::IN_CLOSE_WRITE
+            | libc::IN_CREATE
+            | libc::IN_DELETE
+            | libc::IN_DELETE_SELF
+            | libc::IN_MOVED_FROM
+            | libc::IN_MOVED_TO
+            | libc::IN_MOVE_SELF
+            | libc::IN_DONT_FOLLOW;
+        let mut dirs = HashMap::new();
+        let mut todo = vec![root.to_owned()];
+        while let Some(d) = todo.pop() {
+            let c = c_path(&d);
+            // SAFETY: a valid fd and NUL-terminated path.
+            let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), mask) };
+            assert!(wd >= 0, "inotify_add_watch {}", d.display());
+            for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    todo.push(e.path());
+                }
+            }
+            dirs.insert(wd, d);
+        }
+        // Listing the folders above opened them: not the agents' doing.
+        let mut w = Untouched { fd, dirs };
+        w.events();
+        w
+    }
+
+    /// The events since the last call, as "WHAT path" lines.
+    pub fn events(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            // SAFETY: `buf` is valid for its length; the fd is non-blocking.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return out;
+            }
+            let mut at = 0usize;
+            let head = std::mem::size_of::<libc::inotify_event>();
+            while at + head <= n as usize {
+                // SAFETY: the kernel wrote whole events; read unaligned.
+                let ev: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
+                let name = &buf[at + head..at + head + ev.len as usize];
+                let name = String::from_utf8_lossy(name.split(|b| *b == 0).next().unwrap_or(&[]))
+                    .into_owned();
+                let dir = self
+                    .dirs
+                    .get(&ev.wd)
+                    .map_or_else(|| "?".into(), |d| d.display().to_string());
+                out.push(format!("{:#x} {dir}/{name}", ev.mask));
+                at += head + ev.len as usize;
+            }
+        }
+    }
+}
+
+/// Log lines of `agent` that say it refused the key mounted at `mount`.
+pub fn refused_count(agent: &Agent, mount: &Path) -> usize {
+    log_count(agent, "device refused", mount)
+}
+
+/// Waits until `agent` has logged that it refused the key mounted at
+/// `mount` (panics after `limit`).
+pub fn wait_refused(agent: &Agent, mount: &Path, limit: Duration) {
+    let t0 = Instant::now();
+    while refused_count(agent, mount) == 0 {
+        assert!(
+            t0.elapsed() < limit,
+            "agent {} did not refuse the key at {} within {limit:?}",
+            agent.peer,
+            mount.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Log lines of `agent` that say it attached the key mounted at `mount`.

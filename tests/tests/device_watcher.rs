@@ -1,8 +1,8 @@
 //! The device watcher (`dot-udev`) alone, against a real loop-device
 //! filesystem standing in for a USB key: mounted, it appears within a
 //! second; lazily unmounted and detached (yanked), it leaves; an unclaimed
-//! key is mounted read-only when asked, and unmounted when the watcher
-//! stops.
+//! key is mounted read-only (`nosuid,nodev,noexec,nosymfollow`) when
+//! asked, and unmounted when the watcher stops.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -85,6 +85,22 @@ fn an_unclaimed_key_is_mounted_read_only_when_asked_and_unmounted_at_the_end() {
     }
     let ro = std::fs::write(at.join("probe"), b"x");
     assert!(ro.is_err(), "mounted writable");
+    // A key is someone else's filesystem: no set-uid, no device nodes, no
+    // programs, and (Linux 5.10+) no symbolic link followed on it.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let point = at.to_str().expect("utf-8 path");
+    let options: Vec<&str> = mounts
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(4) == Some(&point))
+        .and_then(|f| f.get(5).map(|o| o.split(',').collect()))
+        .unwrap_or_else(|| panic!("{point} is not in the mount table"));
+    for want in ["ro", "nosuid", "nodev", "noexec", "nosymfollow"] {
+        assert!(
+            options.contains(&want),
+            "the watcher's mount has options {options:?}, without {want}"
+        );
+    }
     // (A loop device cannot be pulled while mounted, so the unmount on a
     // "remove" uevent is not exercised here.) A watcher that stops
     // unmounts what it mounted.

@@ -144,7 +144,7 @@ impl State {
         let mounts = read_mounts();
         let mut now: BTreeSet<PathBuf> = BTreeSet::new();
         for m in &mounts {
-            if m.source.starts_with("/dev/") && m.point.join(MARKER).is_dir() {
+            if m.source.starts_with("/dev/") && holds_store(&m.point) {
                 now.insert(m.point.clone());
             }
         }
@@ -154,7 +154,7 @@ impl State {
             };
             for e in entries.flatten() {
                 let p = e.path();
-                if p.join(MARKER).is_dir() {
+                if holds_store(&p) {
                     now.insert(p);
                 }
             }
@@ -304,6 +304,15 @@ fn run(
         // also catches what no signal announced.
         state.rescan();
     }
+}
+
+/// Whether `place` holds a [`MARKER`] folder, looked at without following
+/// a link: a `.dot` that is a symbolic link is reported too, for the agent
+/// to refuse it loudly (it reaches nothing on a key through a link), but
+/// nothing is looked up through it here.
+fn holds_store(place: &Path) -> bool {
+    std::fs::symlink_metadata(place.join(MARKER))
+        .is_ok_and(|m| m.is_dir() || m.file_type().is_symlink())
 }
 
 /// One mount table entry.
@@ -470,6 +479,11 @@ fn watch_folders(folders: &[PathBuf], wake: Arc<OwnedFd>) -> Option<notify::Reco
     Some(w)
 }
 
+/// Mounts `dev` at `point` read-only, `nosuid`, `nodev`, `noexec` and
+/// `nosymfollow` (Linux 5.10+: the kernel follows no symbolic link on the
+/// key, whoever asks), trying the filesystems keys come with. A kernel that
+/// refuses `nosymfollow` (`EINVAL`) gets the mount without it, logged: the
+/// agent's own key I/O follows no link either way (plugins/src/portable.rs).
 fn mount_read_only(dev: &Path, point: &Path) -> io::Result<()> {
     std::fs::create_dir_all(point)?;
     let c = |p: &Path| {
@@ -477,23 +491,40 @@ fn mount_read_only(dev: &Path, point: &Path) -> io::Result<()> {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
     };
     let (src, dst) = (c(dev)?, c(point)?);
+    let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no filesystem type fits");
     for fstype in ["ext4", "vfat", "exfat", "ext2", "ext3", "btrfs", "xfs"] {
         let ty = CString::new(fstype).map_err(|_| io::ErrorKind::InvalidInput)?;
-        // SAFETY: all pointers are valid NUL-terminated strings; no data.
-        let r = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                dst.as_ptr(),
-                ty.as_ptr(),
-                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                std::ptr::null(),
-            )
+        let mount = |flags: libc::c_ulong| {
+            // SAFETY: all pointers are valid NUL-terminated strings; no data.
+            let r = unsafe {
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    ty.as_ptr(),
+                    flags,
+                    std::ptr::null(),
+                )
+            };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
         };
-        if r == 0 {
-            return Ok(());
+        match mount(flags | libc::MS_NOSYMFOLLOW) {
+            Ok(()) => return Ok(()),
+            // Also what a wrong filesystem type gives: the retry without
+            // nosymfollow tells the two apart.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match mount(flags) {
+                Ok(()) => {
+                    tracing::warn!(device = %dev.display(), fstype, "the kernel refused nosymfollow (before Linux 5.10?): mounted without it");
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            },
+            Err(e) => last = e,
         }
-        last = io::Error::last_os_error();
     }
     Err(last)
 }

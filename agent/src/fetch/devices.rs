@@ -14,31 +14,24 @@ use dot_store::{Descriptor, Oid};
 use super::sources::Source;
 use super::{Fetches, Target, lock};
 
-/// The file in a key's `.dot/` that marks it as an outbox.
-pub const OUTBOX: &str = "outbox";
-
 impl Fetches {
     /// A new local object: in outbox mode, copied in the background to
     /// every attached outbox key (a failure is logged; the put stands).
+    /// Everything that touches the key, the outbox marker included, runs
+    /// on a blocking thread.
     pub fn put_done(&self, oid: Oid) {
         if !self.outbox {
             return;
         }
         for device in self.devices() {
             let mount = device.mount_point().to_owned();
-            if !mount
-                .join(dot_plugins::portable::DIR)
-                .join(OUTBOX)
-                .is_file()
-            {
-                continue;
-            }
             let store = self.store.clone();
             tokio::task::spawn_blocking(move || {
-                let done = Device::open(&mount)
-                    .map_err(|e| e.to_string())
-                    .and_then(|d| d.export(&store, oid, |_, _| {}).map_err(|e| e.to_string()));
-                match done {
+                let device = match Device::open(&mount) {
+                    Ok(d) if d.is_outbox() => d,
+                    _ => return,
+                };
+                match device.export(&store, oid, |_, _| {}) {
                     Ok(size) => {
                         tracing::info!(%oid, size, device = %mount.display(), "put copied to outbox")
                     }
@@ -56,8 +49,12 @@ impl Fetches {
     pub fn device_appeared(&self, mount: &Path) {
         let device = match Device::open(mount) {
             Ok(d) => Arc::new(PortableSource::new(d)),
-            Err(e) => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::info!(mount = %mount.display(), error = %e, "not a DOT device");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(mount = %mount.display(), error = %e, "device refused");
                 return;
             }
         };
