@@ -520,3 +520,33 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
         n
     }
 }
+
+/// Fails the test with `what` and the command's stderr unless it succeeded.
+pub fn assert_ok(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `gtc get TARGET -o OUT` against `agent`, killed after `limit`; its
+/// output and wall time.
+pub fn get_within(agent: &Agent, target: &str, out: &Path, limit: Duration) -> (Output, Duration) {
+    let mut cmd = Command::new(gtc_bin());
+    cmd.args(["get", target, "-o", out.to_str().expect("utf-8 path")])
+        .env("GTC_SOCKET", agent.socket());
+    let t0 = Instant::now();
+    let got = output_within(cmd, limit);
+    (got, t0.elapsed())
+}
+
+/// Writes `data` into `agent`'s folder as `name` and puts it; (file, OID,
+/// ticket).
+pub fn put_bytes(agent: &Agent, name: &str, data: &[u8]) -> (PathBuf, String, String) {
+    let src = agent.dir.join(name);
+    std::fs::write(&src, data).expect("write");
+    let put = agent.put(&src);
+    let field = |k: &str| put[k].as_str().expect(k).to_owned();
+    (src, field("oid"), field("ticket"))
+}
