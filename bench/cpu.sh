@@ -14,9 +14,16 @@
 # and nginx in the sender namespace, agent L and the clients in the
 # receiver namespace.
 #
+# DURABLE says how the receiving agent's store runs: `on` (the agent's
+# default: received chunks flushed to disk before they are recorded), `off`
+# (started with a config file holding `durable = false`), or `both` (the
+# default: a cold get of each kind in every run, interleaved, each reported
+# on its own lines). The sender holds the file by reference either way.
+#
 #   bash bench/cpu.sh                              # 1 GiB, 7 runs, 1000 Mbit/s
 #   SIZE_MB=256 RUNS=3 LINK_MBIT=0 bash bench/cpu.sh
 #   GTC=/path/to/gtc bash bench/cpu.sh             # skip the cargo build
+#   DURABLE=off bash bench/cpu.sh                  # only a non-durable receiver
 #
 # Needs root for the link part; installs nginx, curl and bc from Debian when
 # missing. It starts its own nginx and agents and stops exactly those (by
@@ -27,6 +34,13 @@ cd "$(dirname "$0")/.."
 SIZE_MB=${SIZE_MB:-1024}
 RUNS=${RUNS:-7}
 LINK_MBIT=${LINK_MBIT:-1000}
+DURABLE=${DURABLE:-both}
+case $DURABLE in
+  on) modes=(durable) ;;
+  off) modes=(not-durable) ;;
+  both) modes=(durable not-durable) ;;
+  *) echo "cpu.sh: DURABLE must be on, off or both, not '$DURABLE'" >&2; exit 2 ;;
+esac
 
 # --- tools -------------------------------------------------------------------
 missing=()
@@ -120,17 +134,20 @@ EOF
 }
 
 export RUST_LOG=warn
-# start_agent NAME PORT [NAMESPACE [ADVERTISE]]: fresh start, no mount.
+printf 'durable = false\n' > "$work/not-durable.toml"
+# start_agent NAME PORT [NAMESPACE [ADVERTISE [MODE]]]: fresh start, no
+# mount; MODE `not-durable` gives it the config file with `durable = false`.
 start_agent() {
-  local name=$1 port=$2 ns=${3:-} listen=127.0.0.1 pre=() adv=()
+  local name=$1 port=$2 ns=${3:-} listen=127.0.0.1 pre=() adv=() conf=()
   if [[ -n $ns ]]; then
     pre=(nsenter --net="/run/netns/$ns")
     listen=0.0.0.0
   fi
   [[ -z ${4:-} ]] || adv=(--advertise "$4")
+  [[ ${5:-durable} == durable ]] || conf=(--config "$work/not-durable.toml")
   : > "$work/$name.out"
   "${pre[@]}" "$GTC" agent --no-mount --data-dir "$work/$name" --socket "$work/$name.sock" \
-    --listen "$listen:$port" "${adv[@]}" > "$work/$name.out" 2>> "$work/$name.log" &
+    --listen "$listen:$port" "${adv[@]}" "${conf[@]}" > "$work/$name.out" 2>> "$work/$name.log" &
   pids[$name]=$!
   agent_ready() {
     kill -0 "${pids[$name]}" 2> /dev/null || fail "agent $name exited"
@@ -147,31 +164,34 @@ check() {   # check TOOL: the output must equal the source
 }
 
 # measure SENDER RECEIVER NGINX URL TICKET [NAMESPACE]: RUNS interleaved
-# pairs of a cold gtc get and a curl; appends "wall recv send client" and
-# "wall curl nginx" lines (seconds) to $work/gtc.txt and $work/curl.txt.
+# rounds of a cold gtc get per receiver mode (DURABLE) and a curl; appends
+# "wall recv send client" and "wall curl nginx" lines (seconds) to
+# $work/gtc-MODE.txt and $work/curl.txt.
 measure() {
-  local snd=$1 rcv=$2 ngx=$3 url=$4 ticket=$5 ns=${6:-} pre=() run port
+  local snd=$1 rcv=$2 ngx=$3 url=$4 ticket=$5 ns=${6:-} pre=() run port mode
   [[ -z $ns ]] || pre=(nsenter --net="/run/netns/$ns")
   port=${rcv_port[$rcv]}
-  : > "$work/gtc.txt"
+  for mode in "${modes[@]}"; do : > "$work/gtc-$mode.txt"; done
   : > "$work/curl.txt"
-  for run in $(seq 0 "$RUNS"); do   # run 0: untimed warm-up pair
-    stop "$rcv"
-    rm -rf "$work/$rcv"
-    start_agent "$rcv" "$port" "$ns"
+  for run in $(seq 0 "$RUNS"); do   # run 0: untimed warm-up round
     local r0 s0 r1 s1 t n0 n1 c
-    sync
-    r0=$(cpu_secs "${pids[$rcv]}")
-    s0=$(cpu_secs "${pids[$snd]}")
-    t=$(time_cpu env GTC_SOCKET="$work/$rcv.sock" "${pre[@]}" "$GTC" get "$ticket" -o "$out")
-    # B checks the whole OID after handing out the verified chunks: its
-    # CPU counts until that is done.
-    wait_for "agent $rcv idle" 3000 idle "$rcv"
-    r1=$(cpu_secs "${pids[$rcv]}")
-    s1=$(cpu_secs "${pids[$snd]}")
-    check "gtc get"
-    ((run == 0)) || echo "${t%% *} $(echo "$r1 - $r0" | bc -l) $(echo "$s1 - $s0" | bc -l) ${t##* }" \
-      >> "$work/gtc.txt"
+    for mode in "${modes[@]}"; do
+      stop "$rcv"
+      rm -rf "$work/$rcv"
+      start_agent "$rcv" "$port" "$ns" "" "$mode"
+      sync
+      r0=$(cpu_secs "${pids[$rcv]}")
+      s0=$(cpu_secs "${pids[$snd]}")
+      t=$(time_cpu env GTC_SOCKET="$work/$rcv.sock" "${pre[@]}" "$GTC" get "$ticket" -o "$out")
+      # B checks the whole OID after handing out the verified chunks: its
+      # CPU counts until that is done.
+      wait_for "agent $rcv idle" 3000 idle "$rcv"
+      r1=$(cpu_secs "${pids[$rcv]}")
+      s1=$(cpu_secs "${pids[$snd]}")
+      check "gtc get ($mode)"
+      ((run == 0)) || echo "${t%% *} $(echo "$r1 - $r0" | bc -l) $(echo "$s1 - $s0" | bc -l) ${t##* }" \
+        >> "$work/gtc-$mode.txt"
+    done
     n0=$(cpu_secs "${pids[$ngx]}")
     c=$(time_cpu "${pre[@]}" curl -sf -o "$out" "$url")
     n1=$(cpu_secs "${pids[$ngx]}")
@@ -183,21 +203,26 @@ col() { awk -v c="$2" '{ print $c }' "$1" | median; }
 per_gib() { echo "$1 * 1024 / $SIZE_MB" | bc -l; }
 # report TITLE: the table of the last measure.
 report() {
-  local gw gr gs gc cw cc cn
-  gw=$(col "$work/gtc.txt" 1) gr=$(col "$work/gtc.txt" 2) gs=$(col "$work/gtc.txt" 3)
-  gc=$(col "$work/gtc.txt" 4)
+  local gw gr gs gc cw cc cn mode
   cw=$(col "$work/curl.txt" 1) cc=$(col "$work/curl.txt" 2) cn=$(col "$work/curl.txt" 3)
   echo
   echo "$1: ${SIZE_MB} MiB, median of $RUNS runs (each column its own median)"
-  printf '%-34s %8s %8s %14s\n' "process" "wall s" "MiB/s" "CPU s per GiB"
-  printf '%-34s %8.3f %8.0f %14s\n' "gtc get (cold receiver)" "$gw" "$(echo "$SIZE_MB / $gw" | bc -l)" ""
-  printf '%-34s %8s %8s %14.2f\n' "  receiving agent" "" "" "$(per_gib "$gr")"
-  printf '%-34s %8s %8s %14.2f\n' "  sending agent" "" "" "$(per_gib "$gs")"
-  printf '%-34s %8s %8s %14.2f\n' "  gtc get client" "" "" "$(per_gib "$gc")"
-  printf '%-34s %8.3f %8.0f %14s\n' "curl (nginx, sendfile)" "$cw" "$(echo "$SIZE_MB / $cw" | bc -l)" ""
-  printf '%-34s %8s %8s %14.2f\n' "  curl" "" "" "$(per_gib "$cc")"
-  printf '%-34s %8s %8s %14.2f\n' "  nginx" "" "" "$(per_gib "$cn")"
-  printf 'gtc speed / curl speed: %.2fx\n' "$(echo "$cw / $gw" | bc -l)"
+  printf '%-38s %8s %8s %14s\n' "process" "wall s" "MiB/s" "CPU s per GiB"
+  for mode in "${modes[@]}"; do
+    gw=$(col "$work/gtc-$mode.txt" 1) gr=$(col "$work/gtc-$mode.txt" 2)
+    gs=$(col "$work/gtc-$mode.txt" 3) gc=$(col "$work/gtc-$mode.txt" 4)
+    printf '%-38s %8.3f %8.0f %14s\n' "gtc get (cold receiver, $mode)" "$gw" "$(echo "$SIZE_MB / $gw" | bc -l)" ""
+    printf '%-38s %8s %8s %14.2f\n' "  receiving agent" "" "" "$(per_gib "$gr")"
+    printf '%-38s %8s %8s %14.2f\n' "  sending agent" "" "" "$(per_gib "$gs")"
+    printf '%-38s %8s %8s %14.2f\n' "  gtc get client" "" "" "$(per_gib "$gc")"
+  done
+  printf '%-38s %8.3f %8.0f %14s\n' "curl (nginx, sendfile)" "$cw" "$(echo "$SIZE_MB / $cw" | bc -l)" ""
+  printf '%-38s %8s %8s %14.2f\n' "  curl" "" "" "$(per_gib "$cc")"
+  printf '%-38s %8s %8s %14.2f\n' "  nginx" "" "" "$(per_gib "$cn")"
+  for mode in "${modes[@]}"; do
+    gw=$(col "$work/gtc-$mode.txt" 1)
+    printf 'gtc speed / curl speed (%s): %.2fx\n' "$mode" "$(echo "$cw / $gw" | bc -l)"
+  done
 }
 
 # --- loopback -------------------------------------------------------------------
@@ -232,4 +257,4 @@ if ((LINK_MBIT > 0)); then
 fi
 
 echo
-echo "reproduce: SIZE_MB=$SIZE_MB RUNS=$RUNS LINK_MBIT=$LINK_MBIT bash bench/cpu.sh"
+echo "reproduce: SIZE_MB=$SIZE_MB RUNS=$RUNS LINK_MBIT=$LINK_MBIT DURABLE=$DURABLE bash bench/cpu.sh"

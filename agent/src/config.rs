@@ -14,7 +14,7 @@
 //! | `advertise` | `--advertise` | none: hints name `listen` once bound |
 //! | `chunker` | | `cdc:16384:65536:262144` |
 //! | `cache-bytes` | | no budget |
-//! | `durable` | | off |
+//! | `durable` | | on |
 //! | `mount` | `--mount`, `--no-mount` | root: `/mnt/dot`; others: no mount |
 //! | `read-timeout-secs` | `--read-timeout` | 60 (at least 1) |
 //! | `passthrough` | | on |
@@ -61,9 +61,9 @@ pub struct RawConfig {
     pub chunker: Option<String>,
     /// Store budget in bytes.
     pub cache_bytes: Option<u64>,
-    /// Flush received chunks to disk before recording them (default: off;
-    /// after a machine crash the store re-verifies recently used objects
-    /// instead).
+    /// Flush received chunks to disk before recording them (default: on;
+    /// off, a machine crash is caught at the next start instead, by
+    /// re-verifying the objects written since the last clean stop).
     pub durable: Option<bool>,
     /// Where to mount the FUSE namespace; `""` for no mount. Default:
     /// `/mnt/dot` for root, none for other users.
@@ -360,7 +360,7 @@ impl RawConfig {
             outbox: self.outbox.unwrap_or(false),
             chunker,
             cache_bytes: self.cache_bytes.unwrap_or(u64::MAX),
-            durable: self.durable.unwrap_or(false),
+            durable: self.durable.unwrap_or(true),
             mount: match self.mount {
                 Some(m) if m.as_os_str().is_empty() => None,
                 Some(m) => Some(m),
@@ -434,6 +434,9 @@ mod tests {
         assert_eq!(c.listen.port(), DEFAULT_PORT);
         assert_eq!(c.chunker, ChunkerSpec::default());
         assert!(c.data_dir.is_absolute() && c.socket.is_absolute());
+        assert!(c.durable, "durable is the default");
+        let c: RawConfig = toml::from_str("durable = false").expect("parse");
+        assert!(!c.validate().expect("valid").durable);
     }
 
     #[test]

@@ -8,18 +8,21 @@
 //! takes the whole list into its next transaction. Before that transaction
 //! commits, the object files the marks name are flushed to disk
 //! (`fdatasync`) when the store is durable, so the index never claims bytes
-//! that a power cut could take back. The SQL
-//! itself is in `index.rs`.
+//! that a power cut could take back. Opening starts a new generation of
+//! the store (`index::begin_generation`), committed durably whatever the
+//! mode. The SQL itself is in `index.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
+use crate::index::{self, Generations};
 use crate::oid::Oid;
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -50,11 +53,15 @@ type Marks = Arc<Mutex<Vec<Mark>>>;
 pub(crate) struct Db {
     tx: mpsc::Sender<Msg>,
     marks: Marks,
+    /// The index's write-ahead log, flushed by [`Db::sync`].
+    wal: Arc<PathBuf>,
+    durable: bool,
 }
 
 impl Db {
-    /// Opens (creating if needed) the index at `path` and starts its thread.
-    pub(crate) fn open(path: &Path, durable: bool) -> Result<Db> {
+    /// Opens (creating if needed) the index at `path`, starts a new
+    /// generation (committed durably) and starts the index thread.
+    pub(crate) fn open(path: &Path, durable: bool) -> Result<(Db, Generations)> {
         let mut conn = Connection::open(path)?;
         // The write-ahead log and shared-memory files take the database
         // file's mode: all private.
@@ -64,9 +71,13 @@ impl Db {
                 .map_err(|e| Error::io("chmod", path, e))?;
         }
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&mut conn)?;
+        let gens = index::begin_generation(&mut conn)?;
+        if !durable {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
         let (tx, rx) = mpsc::channel();
         let marks = Marks::default();
         let m = marks.clone();
@@ -74,7 +85,15 @@ impl Db {
             .name("dot-store-index".into())
             .spawn(move || run(conn, rx, m, durable))
             .map_err(|e| Error::io("start index thread for", path, e))?;
-        Ok(Db { tx, marks })
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let db = Db {
+            tx,
+            marks,
+            wal: Arc::new(PathBuf::from(wal)),
+            durable,
+        };
+        Ok((db, gens))
     }
 
     /// Runs `f` on the index thread inside a transaction; its writes are
@@ -114,6 +133,23 @@ impl Db {
     /// Waits until every message sent before has been committed.
     pub(crate) fn flush(&self) -> Result<()> {
         self.call(|_| Ok(()))
+    }
+
+    /// Waits until every message sent before has been committed and is on
+    /// disk: a durable index commits with `synchronous=FULL`; otherwise
+    /// its write-ahead log is flushed here.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.flush()?;
+        if self.durable {
+            return Ok(());
+        }
+        match File::open(&*self.wal).and_then(|f| f.sync_data()) {
+            Ok(()) => Ok(()),
+            // No log: everything is in the database file, which SQLite
+            // flushed when it moved the log there.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("sync", &*self.wal, e)),
+        }
     }
 }
 
@@ -204,6 +240,7 @@ fn run_batch(
                 }
             }
             Msg::Marks => {
+                let mut written = HashSet::new();
                 for mark in taken.next().into_iter().flatten() {
                     if durable
                         && !synced
@@ -213,7 +250,11 @@ fn run_batch(
                     {
                         continue;
                     }
-                    crate::index::mark_present(conn, &mark.oid, mark.index)?;
+                    index::mark_present(conn, &mark.oid, mark.index)?;
+                    written.insert(mark.oid);
+                }
+                for oid in written {
+                    index::mark_written(conn, &oid)?;
                 }
             }
         }

@@ -18,6 +18,68 @@ fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The current generation, as SQL (see [`begin_generation`]).
+macro_rules! current_generation {
+    () => {
+        "(SELECT generation FROM generations WHERE id = 1)"
+    };
+}
+
+/// What opening the index found and started: sessions are numbered
+/// generations, and `clean` is the last one whose writes are known to be on
+/// disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Generations {
+    /// The generation this open started.
+    pub current: i64,
+    /// The last generation whose writes are known to be on disk.
+    pub clean: i64,
+}
+
+impl Generations {
+    /// The previous session ended without its writes being known to be on
+    /// disk (no clean close, not durable).
+    pub(crate) fn unclean(self) -> bool {
+        self.clean < self.current - 1
+    }
+}
+
+/// Starts a new generation: one more than the last one opened. Committed
+/// before the store does anything else.
+pub(crate) fn begin_generation(c: &mut Connection) -> Result<Generations> {
+    // Immediate: a read turned write could not wait for another
+    // connection still closing (a store just dropped).
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let (last, clean): (i64, i64) = tx.query_row(
+        "SELECT generation, clean FROM generations WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let current = last + 1;
+    tx.execute(
+        "UPDATE generations SET generation = ?1 WHERE id = 1",
+        [current],
+    )?;
+    tx.commit()?;
+    Ok(Generations { current, clean })
+}
+
+/// Records that every write of generations up to `generation` is on disk.
+pub(crate) fn set_clean(c: &Connection, generation: i64) -> Result<()> {
+    c.execute(
+        "UPDATE generations SET clean = max(clean, ?1) WHERE id = 1",
+        [generation],
+    )?;
+    Ok(())
+}
+
+/// Owned objects written in a generation after `generation`.
+pub(crate) fn owned_written_after(c: &Connection, generation: i64) -> Result<Vec<Oid>> {
+    let mut st = c.prepare("SELECT oid FROM objects WHERE backing IS NULL AND written > ?1")?;
+    let rows = st.query_map([generation], |r| oid_col(r, 0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 /// Reads an OID column.
 pub(crate) fn oid_col(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Oid> {
     let v: Vec<u8> = row.get(i)?;
@@ -139,10 +201,16 @@ pub(crate) fn is_complete(c: &Connection, oid: &Oid) -> Result<bool> {
     .unwrap_or(false))
 }
 
-/// Objects whose bytes the store owns, with their complete flag.
-pub(crate) fn owned_objects(c: &Connection) -> Result<Vec<(Oid, bool)>> {
-    let mut st = c.prepare("SELECT oid, complete FROM objects WHERE backing IS NULL")?;
-    let rows = st.query_map([], |r| Ok((oid_col(r, 0)?, r.get::<_, bool>(1)?)))?;
+/// Objects whose bytes the store owns, with their size and complete flag.
+pub(crate) fn owned_objects(c: &Connection) -> Result<Vec<(Oid, u64, bool)>> {
+    let mut st = c.prepare("SELECT oid, size, complete FROM objects WHERE backing IS NULL")?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            oid_col(r, 0)?,
+            r.get::<_, i64>(1)? as u64,
+            r.get::<_, bool>(2)?,
+        ))
+    })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
@@ -174,8 +242,12 @@ pub(crate) fn insert_complete(
     delete_object(c, oid)?;
     let stamp = referenced.map(|(_, s)| s);
     c.execute(
-        "INSERT INTO objects (oid, size, chunk_count, complete, backing, b_dev, b_ino, b_size, b_mtime_ns, last_use)
-         VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9)",
+        concat!(
+            "INSERT INTO objects (oid, size, chunk_count, complete, backing, b_dev, b_ino, b_size, b_mtime_ns, last_use, written)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ",
+            current_generation!(),
+            ")"
+        ),
         params![
             oid.as_bytes(),
             size as i64,
@@ -203,7 +275,12 @@ pub(crate) fn insert_partial(
     descs: &[Descriptor],
 ) -> Result<()> {
     c.execute(
-        "INSERT INTO objects (oid, size, chunk_count, complete, last_use) VALUES (?1, ?2, ?3, 0, ?4)",
+        concat!(
+            "INSERT INTO objects (oid, size, chunk_count, complete, last_use, written)
+             VALUES (?1, ?2, ?3, 0, ?4, ",
+            current_generation!(),
+            ")"
+        ),
         params![oid.as_bytes(), size as i64, descs.len() as i64, now_secs()],
     )?;
     insert_chunks(c, oid, descs, false)
@@ -233,6 +310,17 @@ pub(crate) fn mark_present(c: &Connection, oid: &Oid, index: u32) -> rusqlite::R
     Ok(())
 }
 
+/// Records that `oid`'s bytes changed in the current generation.
+pub(crate) fn mark_written(c: &Connection, oid: &Oid) -> rusqlite::Result<()> {
+    c.prepare_cached(concat!(
+        "UPDATE objects SET written = ",
+        current_generation!(),
+        " WHERE oid = ?1"
+    ))?
+    .execute([oid.as_bytes()])?;
+    Ok(())
+}
+
 /// Marks chunks missing again and the object incomplete.
 pub(crate) fn mark_damaged(c: &Connection, oid: &Oid, damaged: &[u32]) -> Result<()> {
     let mut st = c.prepare_cached("UPDATE chunks SET present = 0 WHERE oid = ?1 AND idx = ?2")?;
@@ -243,12 +331,17 @@ pub(crate) fn mark_damaged(c: &Connection, oid: &Oid, damaged: &[u32]) -> Result
         "UPDATE objects SET complete = 0 WHERE oid = ?1",
         [oid.as_bytes()],
     )?;
+    mark_written(c, oid)?;
     Ok(())
 }
 
 pub(crate) fn mark_complete(c: &Connection, oid: &Oid) -> Result<()> {
     c.execute(
-        "UPDATE objects SET complete = 1, last_use = ?2 WHERE oid = ?1",
+        concat!(
+            "UPDATE objects SET complete = 1, last_use = ?2, written = ",
+            current_generation!(),
+            " WHERE oid = ?1"
+        ),
         params![oid.as_bytes(), now_secs()],
     )?;
     Ok(())

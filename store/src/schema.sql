@@ -41,3 +41,19 @@ CREATE TABLE files (
 -- step 2
 -- The access token a peer must present to learn the object's descriptors.
 ALTER TABLE objects ADD COLUMN token BLOB;
+
+-- step 3
+-- Generations: every open of the store starts a new one. `generation` is
+-- the current (or last) session's; `clean` the last one whose writes are
+-- known to be on disk (closed cleanly, durable, or re-verified and flushed
+-- after an unclean stop). After an unclean stop, the owned objects written
+-- in a generation after `clean` are re-verified: no wall clock involved.
+CREATE TABLE generations (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL,
+    clean      INTEGER NOT NULL
+);
+INSERT INTO generations (id, generation, clean) VALUES (1, 0, 0);
+-- The generation in which an object's bytes or chunk marks last changed
+-- (put, fill started, chunks written, completed, damage marked).
+ALTER TABLE objects ADD COLUMN written INTEGER NOT NULL DEFAULT 0;

@@ -73,6 +73,9 @@ pub(super) struct Handle {
     cv: Condvar,
     /// While it fills: SHA-256 of the verified prefix.
     pub whole: Mutex<Option<WholeHash>>,
+    /// Chunks marked missing when it was opened because its file was too
+    /// short to hold them; taken by the next `verify` for its report.
+    pub lost_at_open: Mutex<Vec<u32>>,
 }
 
 pub(super) struct HandleState {
@@ -330,7 +333,7 @@ impl Store {
     }
 
     fn load_handle(&self, oid: Oid) -> Result<Handle> {
-        let row = self
+        let mut row = self
             .inner
             .db
             .call(move |c| index::load_object(c, &oid))?
@@ -339,8 +342,8 @@ impl Store {
         if let Err(reason) = check_descriptors(row.size, &descs) {
             return Err(Error::BadDescriptors { oid, reason });
         }
-        let mut present: Vec<bool> = row.chunks.iter().map(|(_, p)| *p).collect();
-        let (backing, file) = match row.referenced {
+        let mut lost = Vec::new();
+        let (backing, file) = match row.referenced.take() {
             Some((path, stamp)) => {
                 let path = PathBuf::from(path);
                 let opened = File::open(&path).and_then(|f| f.metadata().map(|m| (f, m)));
@@ -357,18 +360,13 @@ impl Store {
             }
             None => {
                 let path = self.object_path(&oid);
-                let file = match self.open_owned(&path, row.size, row.complete) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        tracing::warn!(oid = %oid, "object file is gone; forgetting the object");
-                        self.remove(oid)?;
-                        return Err(Error::UnknownObject(oid));
-                    }
-                    Err(e) => return Err(Error::io("open", &path, e)),
+                let Some(file) = self.open_owned(oid, &path, &mut row, &mut lost)? else {
+                    return Err(Error::UnknownObject(oid));
                 };
                 (Backing::Owned { path }, file)
             }
         };
+        let mut present: Vec<bool> = row.chunks.iter().map(|(_, p)| *p).collect();
         let handle = Handle {
             oid,
             size: row.size,
@@ -386,6 +384,7 @@ impl Store {
             }),
             cv: Condvar::new(),
             whole: Mutex::new((!row.complete).then(WholeHash::new)),
+            lost_at_open: Mutex::new(lost),
         };
         if !row.complete {
             self.recover_written(&handle, &mut present)?;
@@ -399,23 +398,80 @@ impl Store {
 
     /// Opens the store's own file of an object: read-only once complete;
     /// while it fills, read-write and grown to the object's size (sparse).
-    fn open_owned(&self, path: &Path, size: u64, complete: bool) -> io::Result<File> {
-        if complete {
-            return File::open(path);
+    /// A file shorter than the object first has the chunks it does not
+    /// hold marked missing (`repair_short`, which makes the object
+    /// incomplete; they are listed in `lost`), so growing it never makes
+    /// zeros pass for chunks. A file that cannot be opened, or a complete
+    /// object left with nothing, drops the object (`None`) with a log line
+    /// rather than failing whoever asked; only errors of the store as a
+    /// whole (no descriptors, no space, ...) are returned.
+    fn open_owned(
+        &self,
+        oid: Oid,
+        path: &Path,
+        row: &mut index::ObjectRow,
+        lost: &mut Vec<u32>,
+    ) -> Result<Option<File>> {
+        let unusable = |e: io::Error, what: &str| -> Result<Option<File>> {
+            if super::recover::is_store_wide(&e) {
+                return Err(Error::io("open", path, e));
+            }
+            if e.kind() == io::ErrorKind::NotFound {
+                tracing::warn!(oid = %oid, "object file is gone; forgetting the object");
+            } else {
+                tracing::warn!(oid = %oid, path = %path.display(), error = %e, "cannot {what} the object file; dropping the object");
+            }
+            self.drop_object(oid)?;
+            Ok(None)
+        };
+        let mut file = match open_file(path, row.complete) {
+            Ok(f) => f,
+            Err(e) => return unusable(e, "open"),
+        };
+        let len = match file.metadata() {
+            Ok(m) if m.is_file() => m.len(),
+            Ok(_) => return unusable(io::Error::other("not a regular file"), "use"),
+            Err(e) => return unusable(e, "examine"),
+        };
+        if len < row.size {
+            let was_complete = row.complete;
+            match self.repair_short(oid, row, len)? {
+                Some(l) => *lost = l,
+                None => return Ok(None),
+            }
+            if was_complete {
+                // Opened read-only as complete; it fills again now.
+                file = match open_file(path, false) {
+                    Ok(f) => f,
+                    Err(e) => return unusable(e, "reopen"),
+                };
+            }
         }
-        if let Some(fan) = path.parent() {
-            fs::create_dir_all(fan)?;
+        if !row.complete
+            && len != row.size
+            && let Err(e) = file.set_len(row.size)
+        {
+            // Reads then use pread, and writes extend the file.
+            tracing::warn!(oid = %oid, path = %path.display(), error = %e, "cannot size the object file; it grows as chunks arrive");
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
-        if file.metadata()?.len() != size {
-            file.set_len(size)?;
-        }
-        Ok(file)
+        Ok(Some(file))
     }
+}
+
+/// An object's file: read-only once complete; read-write (created if
+/// missing, in its fan-out folder) while it fills.
+fn open_file(path: &Path, complete: bool) -> io::Result<File> {
+    if complete {
+        return File::open(path);
+    }
+    if let Some(fan) = path.parent() {
+        fs::create_dir_all(fan)?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
 }

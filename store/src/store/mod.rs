@@ -73,8 +73,9 @@ pub struct StoreOptions {
     /// Flush object files before the index records their chunks, and the
     /// index with `synchronous=FULL`, so a power cut loses nothing the index
     /// claims. Without it a killed process still loses nothing, and after a
-    /// machine crash the next open re-verifies the objects used since the
-    /// last clean [`Store::close`]. Default: on.
+    /// machine crash the next open re-verifies the objects written since the
+    /// last clean [`Store::close`] (counted in generations, one per open, not
+    /// by the clock). Default: on.
     pub durable: bool,
 }
 
@@ -142,6 +143,8 @@ struct Inner {
     pins: Mutex<HashMap<Oid, u32>>,
     /// The secret access tokens are derived from (`tokens.rs`).
     token_key: [u8; 32],
+    /// The generation this open started (see `recover`).
+    generation: i64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -175,8 +178,12 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 
 impl Store {
     /// Opens the store in `dir`, creating it if needed. Cleans up what a
-    /// killed process left: temporary files, object files the index does not
-    /// know, and index rows whose owned file is gone.
+    /// killed process or a power cut left: temporary files, object files the
+    /// index does not know, index rows whose owned file is gone, and chunks
+    /// an owned file no longer holds (marked missing, to be fetched again).
+    /// After an unclean stop, re-verifies the objects written since the last
+    /// clean close. A damaged object never fails the open: it is repaired or
+    /// dropped, with a log line.
     ///
     /// # Errors
     /// If the folder or index cannot be created or opened, or the index is
@@ -192,7 +199,7 @@ impl Store {
             std::fs::create_dir_all(d).map_err(|e| Error::io("create", d, e))?;
         }
         let token_key = tokens::load_or_make_key(dir)?;
-        let db = Db::open(&dir.join("index.sqlite"), opts.durable)?;
+        let (db, generations) = Db::open(&dir.join("index.sqlite"), opts.durable)?;
         // Tokens are derived now; none written by an older version stays.
         db.call(crate::index::forget_stored_tokens)?;
         let store = Store {
@@ -206,12 +213,11 @@ impl Store {
                 ticks: AtomicU64::new(0),
                 pins: Mutex::new(HashMap::new()),
                 token_key,
+                generation: generations.current,
             }),
         };
         store.clean_up()?;
-        if !store.inner.opts.durable {
-            store.check_after_unclean_stop()?;
-        }
+        store.check_after_unclean_stop(generations)?;
         Ok(store)
     }
 

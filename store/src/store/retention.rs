@@ -81,12 +81,16 @@ impl Store {
     }
 
     /// Removes `oid`: its index rows, and its file if the store owns it.
+    /// The rows are gone on disk before the file goes, so a power cut can
+    /// never bring back rows that describe a file made again since (a
+    /// new, sparse file of the same object).
     ///
     /// # Errors
     /// I/O and index errors.
     pub fn remove(&self, oid: Oid) -> Result<()> {
         self.forget_handle(oid);
         self.inner.db.call(move |c| index::delete_object(c, &oid))?;
+        self.inner.db.sync()?;
         let path = self.object_path(&oid);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),

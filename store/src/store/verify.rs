@@ -1,8 +1,9 @@
 //! Verify: re-reading what the store holds and checking it against its
 //! hashes. Each present chunk is read once, checking its chunk hash and,
 //! for complete objects, the whole hash in the same pass. Damaged chunks
-//! are marked missing (so they are fetched again); objects whose whole hash
-//! is wrong, and referenced files that changed, are removed.
+//! (wrong bytes, past the end of a file cut short, or unreadable) are
+//! marked missing (so they are fetched again); objects whose whole hash is
+//! wrong, and referenced files that changed, are removed.
 
 use std::path::PathBuf;
 
@@ -73,7 +74,16 @@ impl Store {
                 Err(Error::UnknownObject(_)) => continue,
                 Err(e) => return Err(e),
             };
-            match self.reread(&h, info.complete, &mut report)? {
+            // Chunks its opening found past the end of a short file.
+            let lost = std::mem::take(&mut *super::lock(&h.lost_at_open));
+            if !lost.is_empty() {
+                report
+                    .damaged_chunks
+                    .extend(lost.iter().map(|&i| (info.oid, i)));
+            }
+            // As it is now: opening may have made it incomplete.
+            let complete = h.lock().complete;
+            match self.reread(&h, complete, &mut report)? {
                 Found::Clean => {}
                 Found::Changed(path) => {
                     report.changed_files.push((info.oid, path));
@@ -107,6 +117,13 @@ impl Store {
             let data = match h.read_raw(d.offset, d.len as usize) {
                 Ok(data) => data,
                 Err(Error::FileChanged { path, .. }) => return Ok(Found::Changed(path)),
+                // The store's own file cut short, or unreadable there: the
+                // chunk is not held.
+                Err(e) if h.is_owned() => {
+                    tracing::warn!(oid = %h.oid, index = i, error = %e, "cannot read a chunk back");
+                    damaged.push(i as u32);
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             report.chunks += 1;
@@ -130,13 +147,15 @@ impl Store {
     }
 
     /// Marks chunks missing and the object incomplete; the next use reopens
-    /// it for writing, so the chunks can be fetched again.
+    /// it for writing, so the chunks can be fetched again. On disk before
+    /// it returns, as reopening may grow a short file with zeros.
     fn mark_damaged(&self, h: &Handle, damaged: &[u32]) -> Result<()> {
         let oid = h.oid;
         let damaged = damaged.to_vec();
         self.inner
             .db
             .call(move |c| index::mark_damaged(c, &oid, &damaged))?;
+        self.inner.db.sync()?;
         self.forget_handle(oid);
         Ok(())
     }
