@@ -254,10 +254,13 @@ pub struct PeerCounters {
     pub chunks_served: u64,
     /// Chunk bytes sent to peers.
     pub bytes_sent: u64,
-    /// Descriptor requests refused for a wrong token.
+    /// Descriptor requests refused (a wrong token, or an object not held).
     pub refused: u64,
-    /// Connections closed for protocol violations.
+    /// Connections closed for a protocol violation or a missed deadline.
     pub violations: u64,
+    /// Connections shed (idle, to make room) or refused at a cap.
+    #[serde(default)]
+    pub shed: u64,
 }
 
 /// Errors of the local API.

@@ -26,12 +26,17 @@
 //! | `outbox` | | off |
 //! | `peers` | `--peer` | none |
 //! | `open-to` | `--open-to` | none |
+//! | `max-peers` | | 1024 peer connections at once |
+//! | `max-peers-per-address` | | 64 peer connections at once from one address |
+//! | `peer-idle-secs` | | 300: a peer connection with nothing asked is closed after this |
+//! | `peer-write-timeout-secs` | | 30: a peer that takes no bytes for this long is dropped |
 //!
 //! A flag given replaces its key; a list flag (`--advertise`, `--peer`,
 //! `--open-to`) given at least once replaces the whole list.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dot_store::ChunkerSpec;
@@ -96,6 +101,15 @@ pub struct RawConfig {
     /// Addresses or prefixes (`10.0.0.0/8`) that may fetch objects of this
     /// agent by OID alone, without the ticket's token (default: none).
     pub open_to: Option<Vec<String>>,
+    /// Peer connections at once, in all (past it the longest-idle one is
+    /// shed, or the new one refused).
+    pub max_peers: Option<usize>,
+    /// Peer connections at once from one address.
+    pub max_peers_per_address: Option<usize>,
+    /// Seconds a peer connection with nothing asked may stay silent.
+    pub peer_idle_secs: Option<u64>,
+    /// Seconds one write to a peer may take.
+    pub peer_write_timeout_secs: Option<u64>,
 }
 
 /// The flags of `gtc agent`: the configuration file, and keys that
@@ -181,6 +195,9 @@ pub struct Config {
     pub peers: Vec<dot_store::Hint>,
     /// Who may fetch by OID alone.
     pub open_to: Vec<dot_plugins::gtc::access::IpPrefix>,
+    /// What peers are allowed: connection caps and deadlines (its
+    /// `policy` is `open_to`).
+    pub serve: dot_plugins::gtc::server::ServeOptions,
 }
 
 fn is_root() -> bool {
@@ -334,6 +351,7 @@ impl RawConfig {
             .iter()
             .map(|p| p.parse().with_context(|| "open-to"))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let serve = dot_plugins::gtc::server::ServeOptions::default();
         let chunker = match self.chunker.as_deref() {
             None => ChunkerSpec::default(),
             Some(c) => c.parse().with_context(|| "chunker")?,
@@ -372,6 +390,23 @@ impl RawConfig {
             passthrough: self.passthrough.unwrap_or(true),
             put_limit: self.put_limit.unwrap_or(DEFAULT_PUT_LIMIT),
             peers,
+            serve: dot_plugins::gtc::server::ServeOptions {
+                policy: dot_plugins::gtc::access::Policy {
+                    open_to: open_to.clone(),
+                },
+                max_connections: self.max_peers.unwrap_or(serve.max_connections).max(1),
+                max_per_address: self
+                    .max_peers_per_address
+                    .unwrap_or(serve.max_per_address)
+                    .max(1),
+                idle_timeout: self
+                    .peer_idle_secs
+                    .map_or(serve.idle_timeout, |s| Duration::from_secs(s.max(1))),
+                write_timeout: self
+                    .peer_write_timeout_secs
+                    .map_or(serve.write_timeout, |s| Duration::from_secs(s.max(1))),
+                ..serve
+            },
             open_to,
         })
     }

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use anyhow::{Context, bail};
-use dot_plugins::gtc::access::Policy;
 use dot_plugins::gtc::server::{ServerStats, serve_with};
 use dot_store::{Store, StoreOptions};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
@@ -80,10 +79,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.advertise.clone()
     };
     let stats = Arc::new(ServerStats::default());
-    let policy = Policy {
-        open_to: config.open_to.clone(),
-    };
-    tokio::spawn(serve_with(peers, store.clone(), stats.clone(), policy));
+    tokio::spawn(serve_with(
+        peers,
+        store.clone(),
+        stats.clone(),
+        config.serve.clone(),
+    ));
     let access = local_access::LocalAccess::new(config.socket_group);
     let clients = bind_socket(&config.socket, &access).await?;
     let socket = config.socket.clone();
@@ -148,15 +149,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     tracing::info!(peer = %listen, socket = %socket.display(), "agent ready");
 
+    let mut pause = std::time::Duration::ZERO;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             accepted = clients.accept() => match accepted {
                 Ok((stream, _)) => {
+                    pause = std::time::Duration::ZERO;
                     tokio::spawn(clients::client_task(agent.clone(), stream));
                 }
-                Err(e) => tracing::warn!(error = %e, "accepting a client failed"),
+                Err(e) => {
+                    // Out of descriptors: wait instead of spinning.
+                    pause = dot_plugins::gtc::server::backoff(pause);
+                    tracing::warn!(error = %e, pause = ?pause, "accepting a client failed");
+                    tokio::time::sleep(pause).await;
+                }
             },
             _ = term.recv() => break,
             _ = int.recv() => break,

@@ -58,6 +58,7 @@ pub(super) async fn status(agent: &Agent) -> anyhow::Result<Status> {
             bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
             refused: s.refused.load(Ordering::Relaxed),
             violations: s.violations.load(Ordering::Relaxed),
+            shed: s.shed.load(Ordering::Relaxed),
         },
         transfers,
         clients: agent.clients.load(Ordering::Relaxed),

@@ -24,6 +24,9 @@ use super::{Fetch, FetchState, Fetches, Target, lock};
 
 /// A fetch with nothing wanted and nothing in flight ends after this.
 pub const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// A source with chunks asked of it that delivers nothing for this long
+/// has failed (the next one takes over).
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Chunk events a fetch's sources may have queued (each holds a chunk).
 const EVENTS: usize = 512;
@@ -203,10 +206,12 @@ impl Fetches {
         run.in_flight = carried.iter().copied().collect();
         submit(carried);
         let mut batch = Vec::with_capacity(BATCH);
+        let mut progress = tokio::time::Instant::now();
         while run.left > 0 {
             tokio::select! {
                 biased;
                 _ = events.recv_many(&mut batch, BATCH) => {
+                    progress = tokio::time::Instant::now();
                     for (from, ev) in batch.drain(..) {
                         let name = if from == SOURCE { None } else { devices.get(from - 1) };
                         self.take(fetch, source, run, name, ev)?;
@@ -230,6 +235,9 @@ impl Fetches {
                     submit(batch);
                 }
                 () = tokio::time::sleep(IDLE), if run.in_flight.is_empty() => return Ok(false),
+                () = tokio::time::sleep_until(progress + STALL), if !run.in_flight.is_empty() => {
+                    bail!("{} sent nothing for {} s", source.name(), STALL.as_secs());
+                }
             }
         }
         Ok(true)

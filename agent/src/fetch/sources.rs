@@ -106,9 +106,12 @@ pub(super) async fn describe(target: &Target, order: &[Hint]) -> anyhow::Result<
         let group = priority_group(order, start);
         start = group.end;
         let (tx, mut rx) = mpsc::unbounded_channel();
+        // Dropped (and so aborted) when this returns: the slower hints'
+        // describes end with the fetch that started them.
+        let mut asking = tokio::task::JoinSet::new();
         for at in group {
             let (tx, hint, token) = (tx.clone(), order[at].clone(), target.token);
-            tokio::spawn(async move {
+            asking.spawn(async move {
                 let mut why = Vec::new();
                 let answer = match plugin_for(&hint, &mut why).await {
                     Some(plugin) => Some(

@@ -28,6 +28,13 @@ use crate::transfer::{BoxFuture, ChunkEvent, ChunkSink, Described, Transfer};
 
 /// Chunk requests in flight per connection unless configured otherwise.
 pub const DEFAULT_WINDOW: usize = 256;
+/// How long a connection may take to open.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a peer may take to answer for a page of descriptors.
+pub const DESCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The most chunks a described object may have (as for a key's
+/// descriptor file): bounds what a peer can make the list cost.
+pub const MAX_CHUNKS: u32 = 1 << 24;
 /// Most chunk requests sent together (see `Inner::group`).
 const REQUEST_GROUP: usize = 16;
 
@@ -139,10 +146,16 @@ impl Inner {
         if let Some(c) = slot.as_ref().filter(|c| !c.out.is_closed()) {
             return Ok(c.clone());
         }
-        let mut stream = self
-            .connect()
-            .await
-            .map_err(|e| self.err(format!("connect: {e}")))?;
+        let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(self.err(format!("connect: {e}"))),
+            Err(_) => {
+                return Err(self.err(format!(
+                    "connect: no answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )));
+            }
+        };
         let _ = stream.set_nodelay(true);
         let mut hello = Vec::new();
         Frame::Hello { version: VERSION }.encode(&mut hello);
@@ -196,7 +209,19 @@ impl Inner {
                 first,
             })
             .map_err(|_| self.err("connection closed"))?;
-        let page = rx.await.map_err(|_| self.err("connection closed"))??;
+        let page = match tokio::time::timeout(DESCRIBE_TIMEOUT, rx).await {
+            Ok(answer) => answer.map_err(|_| self.err("connection closed"))??,
+            Err(_) => {
+                conn.waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&req);
+                return Err(self.err(format!(
+                    "no descriptors within {} s (not a gtc peer, or a stalled one)",
+                    DESCRIBE_TIMEOUT.as_secs()
+                )));
+            }
+        };
         let mut authorized = conn.authorized.lock().unwrap_or_else(|p| p.into_inner());
         if authorized.len() >= MAX_TOKENS {
             authorized.clear();
@@ -255,9 +280,14 @@ impl Inner {
             if page.descs.is_empty() && first < page.total {
                 return Err(bad("empty page before the end"));
             }
-            // Bound the list by what the object can hold before growing it.
-            if u64::from(page.total) > page.size.max(1) {
-                return Err(bad("more chunks than bytes"));
+            // Bound the list by what the object can hold before growing it:
+            // no more chunks than bytes (nor than MAX_CHUNKS), no fewer than
+            // the largest chunks allow.
+            if u64::from(page.total) > page.size.max(1) || page.total > MAX_CHUNKS {
+                return Err(bad("more chunks than the object can hold"));
+            }
+            if u64::from(page.total) < page.size.div_ceil(u64::from(dot_store::MAX_CHUNK_LEN)) {
+                return Err(bad("fewer chunks than the object needs"));
             }
             size = Some(page.size);
             descriptors.extend(page.descs);
