@@ -160,6 +160,20 @@ async fn a_wrong_token_learns_nothing_and_gets_no_chunk() {
     }
     assert_eq!(stats.chunks_served.load(Ordering::Relaxed), 0);
     assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+    // An object the server does not hold gets the very same answer: a
+    // probe cannot tell which objects it holds.
+    let wrong = match src.get_descriptors(oid, Some(Token([2; 16]))).await {
+        Err(TransferError::Refused { code, message, .. }) => (code, message),
+        other => panic!("{other:?}"),
+    };
+    let absent = match src
+        .get_descriptors(Oid::of(b"not here"), Some(Token([2; 16])))
+        .await
+    {
+        Err(TransferError::Refused { code, message, .. }) => (code, message),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(wrong, absent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
