@@ -191,7 +191,8 @@ pub struct Status {
     pub data_dir: String,
     /// Peer address it listens on.
     pub listen: String,
-    /// Hints it puts in tickets.
+    /// Its hints, each naming its peer key if its tickets do (what a
+    /// peer's `peers` or `--hint` gives to reach it).
     pub hints: Vec<String>,
     /// Objects in the store.
     pub objects: u64,

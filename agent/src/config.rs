@@ -30,6 +30,7 @@
 //! | `max-peers-per-address` | | 64 peer connections at once from one address |
 //! | `peer-idle-secs` | | 300: a peer connection with nothing asked is closed after this |
 //! | `peer-write-timeout-secs` | | 30: a peer that takes no bytes for this long is dropped |
+//! | `plain-peers` | | off: peers speak TLS only, and tickets name this agent's peer key |
 //!
 //! A flag given replaces its key; a list flag (`--advertise`, `--peer`,
 //! `--open-to`) given at least once replaces the whole list.
@@ -110,6 +111,10 @@ pub struct RawConfig {
     pub peer_idle_secs: Option<u64>,
     /// Seconds one write to a peer may take.
     pub peer_write_timeout_secs: Option<u64>,
+    /// Serve peers over plain TCP too, and hand out tickets without the
+    /// peer key (receivers then speak plain TCP): for a trusted network
+    /// where TLS's CPU is not worth it.
+    pub plain_peers: Option<bool>,
 }
 
 /// The flags of `gtc agent`: the configuration file, and keys that
@@ -196,8 +201,10 @@ pub struct Config {
     /// Who may fetch by OID alone.
     pub open_to: Vec<dot_plugins::gtc::access::IpPrefix>,
     /// What peers are allowed: connection caps and deadlines (its
-    /// `policy` is `open_to`).
+    /// `policy` is `open_to`; the agent adds its TLS identity).
     pub serve: dot_plugins::gtc::server::ServeOptions,
+    /// Serve plain TCP too; tickets without the peer key.
+    pub plain_peers: bool,
 }
 
 fn is_root() -> bool {
@@ -408,6 +415,7 @@ impl RawConfig {
                 ..serve
             },
             open_to,
+            plain_peers: self.plain_peers.unwrap_or(false),
         })
     }
 }

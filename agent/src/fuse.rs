@@ -15,7 +15,7 @@ use dot_fusefs::{Done, Meta, Name, ObjError, Objects, Put, Vouched};
 use dot_store::{Bytes, Oid, Store};
 
 use crate::fetch::{Fetch, Fetches, Target};
-use crate::tickets::make_ticket;
+use crate::tickets::Issuer;
 
 /// Readahead starts at this many bytes past a sequential read and doubles
 /// with each further sequential read up to [`MAX_AHEAD`].
@@ -44,7 +44,7 @@ struct Stream {
 pub struct AgentObjects {
     rt: tokio::runtime::Handle,
     fetches: Fetches,
-    hints: Vec<String>,
+    issuer: Issuer,
     timeout: Duration,
     streams: Arc<Mutex<HashMap<Oid, Stream>>>,
     /// Objects seen complete (so a read needs no index query).
@@ -56,13 +56,13 @@ impl AgentObjects {
     pub fn new(
         rt: tokio::runtime::Handle,
         fetches: Fetches,
-        hints: Vec<String>,
+        issuer: Issuer,
         timeout: Duration,
     ) -> Arc<AgentObjects> {
         Arc::new(AgentObjects {
             rt,
             fetches,
-            hints,
+            issuer,
             timeout,
             streams: Arc::new(Mutex::new(HashMap::new())),
             complete: Arc::new(Mutex::new(std::collections::HashSet::new())),
@@ -323,8 +323,10 @@ impl Objects for AgentObjects {
             .store()
             .put_reader(&mut file)
             .map_err(|e| e.to_string())?;
-        let ticket =
-            make_ticket(self.store(), &self.hints, out.oid).map_err(|e| format!("{e:#}"))?;
+        let ticket = self
+            .issuer
+            .ticket(self.store(), out.oid)
+            .map_err(|e| format!("{e:#}"))?;
         tracing::info!(oid = %out.oid, size = out.size, "put through the mount");
         let _guard = self.rt.enter();
         self.fetches.put_done(out.oid);
@@ -336,7 +338,8 @@ impl Objects for AgentObjects {
     }
 
     fn ticket(&self, oid: Oid) -> Option<String> {
-        make_ticket(self.store(), &self.hints, oid)
+        self.issuer
+            .ticket(self.store(), oid)
             .ok()
             .map(|t| t.to_string())
     }

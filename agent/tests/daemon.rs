@@ -2,6 +2,7 @@
 //! queried with `gtc status`, stopped with SIGTERM.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,10 +87,22 @@ fn agent_answers_status_and_stops_cleanly_on_sigterm() {
     let st = status_json(dir.path());
     assert_eq!(st["listen"].as_str(), Some(peer.as_str()));
     assert_eq!(st["objects"].as_u64(), Some(0));
-    assert_eq!(
-        st["hints"][0].as_str(),
-        Some(format!("gtc://{peer}").as_str())
+    // The hint names the peer key the agent made at its first start.
+    let hint = st["hints"][0].as_str().expect("a hint");
+    let (key, addr) = hint
+        .strip_prefix("gtc://")
+        .and_then(|h| h.split_once('@'))
+        .expect("gtc://KEY@host:port");
+    assert_eq!(addr, peer);
+    assert!(
+        key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{key}"
     );
+    let mode = std::fs::metadata(dir.path().join("data/peer.key"))
+        .expect("a key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     let exit = sigterm_and_wait(&mut agent);
     assert!(exit.success(), "agent exited with {exit}");
     assert!(!dir.path().join("gtc.sock").exists(), "socket left behind");

@@ -219,7 +219,13 @@ async fn start_lying_server(store: Store, bad: u32) -> SocketAddr {
         corrupt: Some(bad),
         ..Behaviour::default()
     };
-    tokio::spawn(double::serve(listener, store, behaviour, Arc::default()));
+    tokio::spawn(double::serve(
+        listener,
+        store,
+        behaviour,
+        Arc::default(),
+        None,
+    ));
     addr
 }
 

@@ -9,6 +9,13 @@
 //! Text form: the URI, optionally followed by `?p=<priority>` and/or
 //! `&w=<weight>` (`gtc://10.0.0.1:7000?p=1&w=5`); omitted values take the
 //! defaults [`DEFAULT_PRIORITY`] and [`DEFAULT_WEIGHT`].
+//!
+//! A gtc hint may name the agent's peer key before its address
+//! (`gtc://<32 hex digits>@host:port`, see [`PeerKey`]): a receiver then
+//! speaks TLS to it and refuses a server that cannot prove that key. A
+//! ticket's key is written into each of its gtc hints that names none
+//! ([`Hint::with_key`]); a gtc hint with no key is spoken to over plain
+//! TCP.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,6 +24,7 @@ use std::str::FromStr;
 use crate::descriptor::parse_decimal;
 use crate::error::ParseError;
 use crate::oid::clip;
+use crate::peer_key::PeerKey;
 
 /// Priority of a hint that does not give one.
 pub const DEFAULT_PRIORITY: u16 = 10;
@@ -77,9 +85,28 @@ impl Hint {
         self.uri.split_once("://").map_or("", |(s, _)| s)
     }
 
-    /// For a `gtc://host:port` hint, `host:port`.
+    /// For a `gtc://host:port` hint, `host:port` (without a peer key).
     pub fn gtc_authority(&self) -> Option<&str> {
-        self.uri.strip_prefix("gtc://")
+        let rest = self.uri.strip_prefix("gtc://")?;
+        Some(rest.split_once('@').map_or(rest, |(_, addr)| addr))
+    }
+
+    /// The peer key a gtc hint names (`gtc://KEY@host:port`), if any.
+    pub fn peer_key(&self) -> Option<PeerKey> {
+        let rest = self.uri.strip_prefix("gtc://")?;
+        rest.split_once('@')?.0.parse().ok()
+    }
+
+    /// The same hint naming `key`, if it is a gtc hint that names none yet
+    /// (a key it names already stays).
+    #[must_use]
+    pub fn with_key(mut self, key: Option<PeerKey>) -> Hint {
+        if let (Some(key), Some(addr)) = (key, self.gtc_authority())
+            && self.peer_key().is_none()
+        {
+            self.uri = format!("gtc://{key}@{addr}");
+        }
+        self
     }
 }
 
@@ -109,6 +136,14 @@ fn check_uri(uri: &str) -> Result<(), ParseError> {
         return Err(err("bad characters after the scheme"));
     }
     if scheme == "gtc" {
+        let rest = match rest.split_once('@') {
+            Some((key, addr)) => {
+                key.parse::<PeerKey>()
+                    .map_err(|_| err("a gtc hint's key is 32 hex digits"))?;
+                addr
+            }
+            None => rest,
+        };
         let (host, port) = rest
             .rsplit_once(':')
             .ok_or_else(|| err("gtc hints need host:port"))?;
@@ -224,6 +259,27 @@ pub fn order_hints(hints: &[Hint], mut random: impl FnMut() -> u64) -> Vec<&Hint
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gtc_hint_may_name_a_peer_key() {
+        let key = PeerKey::of_spki(b"k");
+        let plain: Hint = "gtc://10.0.0.1:7420?p=2".parse().expect("parse");
+        assert_eq!(plain.peer_key(), None);
+        let keyed = plain.clone().with_key(Some(key));
+        assert_eq!(keyed.peer_key(), Some(key));
+        assert_eq!(keyed.gtc_authority(), Some("10.0.0.1:7420"));
+        assert_eq!(keyed.priority, 2);
+        let text = keyed.to_string();
+        assert_eq!(text, format!("gtc://{key}@10.0.0.1:7420?p=2"));
+        assert_eq!(text.parse::<Hint>(), Ok(keyed.clone()));
+        // A key already named stays; no key changes nothing.
+        let other = PeerKey::of_spki(b"other");
+        assert_eq!(keyed.clone().with_key(Some(other)).peer_key(), Some(key));
+        assert_eq!(plain.clone().with_key(None), plain);
+        for bad in ["gtc://@h:1", "gtc://xyz@h:1", "gtc://a@b@h:1"] {
+            assert!(bad.parse::<Hint>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn text_form_round_trips_and_defaults_are_implicit() {

@@ -13,6 +13,8 @@
 //!   hashing again).
 //! - [`hint`]: [`Hint`] (method URI, SRV-style priority and weight) and the
 //!   order in which a receiver tries them.
+//! - [`peer_key`]: [`PeerKey`], the name of an agent's TLS key that its
+//!   tickets and hints carry.
 //! - [`ticket`]: [`Ticket`] (OID + hints + access token in one shell-safe
 //!   word of at most 255 bytes) and [`Token`].
 //! - [`chunker`]: the [`Chunker`] trait, fixed-size and FastCDC chunkers, and
@@ -41,6 +43,7 @@ pub mod hint;
 mod index;
 mod ingest;
 pub mod oid;
+pub mod peer_key;
 pub mod store;
 pub mod ticket;
 
@@ -51,5 +54,6 @@ pub use descriptor::{Descriptor, MAX_CHUNK_LEN};
 pub use error::{Error, ParseError, Result};
 pub use hint::Hint;
 pub use oid::{ChunkHash, Oid};
+pub use peer_key::PeerKey;
 pub use store::{ObjectInfo, PutOutcome, PutWriter, Store, StoreOptions, VerifyReport};
 pub use ticket::{Ticket, Token};

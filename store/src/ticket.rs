@@ -10,6 +10,9 @@
 //!   0x03 hint: priority u16 BE, weight u16 BE, form u8, address
 //!        form 0: URI as UTF-8; form 1: gtc IPv4 (4 bytes + port u16 BE);
 //!        form 2: gtc IPv6 (16 bytes + port u16 BE)
+//!   0x04 the sender's peer key, 16 bytes (see [`PeerKey`]): the key
+//!        of each gtc hint that names none itself (see [`Hint::peer_key`]);
+//!        without one, those hints are spoken to over plain TCP
 //! ```
 //!
 //! Tags at or above 0x80 are optional and skipped by readers that do not
@@ -24,6 +27,7 @@ use std::str::FromStr;
 use crate::error::ParseError;
 use crate::hint::Hint;
 use crate::oid::{Oid, clip, hex};
+use crate::peer_key::PeerKey;
 
 /// Prefix of a ticket's text form.
 pub const TICKET_PREFIX: &str = "dot1.";
@@ -33,6 +37,7 @@ pub const MAX_TICKET_LEN: usize = 255;
 const TAG_TOKEN: u8 = 0x01;
 const TAG_LIST: u8 = 0x02;
 const TAG_HINT: u8 = 0x03;
+const TAG_KEY: u8 = 0x04;
 
 /// A secret that entitles its holder to fetch one object from a peer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,6 +87,7 @@ pub struct Ticket {
     oid: Oid,
     token: Option<Token>,
     list_digest: Option<[u8; 32]>,
+    key: Option<PeerKey>,
     hints: Vec<Hint>,
 }
 
@@ -99,12 +105,33 @@ impl Ticket {
             oid,
             token,
             list_digest,
+            key: None,
             hints,
         };
-        while t.encoded_len() > MAX_TICKET_LEN {
-            t.hints.pop();
-        }
+        t.fit();
         t
+    }
+
+    /// The same ticket naming the sender's peer key: its receivers speak
+    /// TLS to the hints and refuse a server that cannot prove that key.
+    #[must_use]
+    pub fn with_key(mut self, key: PeerKey) -> Ticket {
+        self.key = Some(key);
+        self.fit();
+        self
+    }
+
+    /// Drops hints from the end until the text fits [`MAX_TICKET_LEN`].
+    fn fit(&mut self) {
+        while self.encoded_len() > MAX_TICKET_LEN {
+            self.hints.pop();
+        }
+    }
+
+    /// The sender's peer key, if the ticket names one (then its hints are
+    /// spoken to over TLS, and must prove it).
+    pub fn key(&self) -> Option<PeerKey> {
+        self.key
     }
 
     /// The object.
@@ -136,11 +163,19 @@ impl Ticket {
         if let Some(d) = self.list_digest {
             field(&mut out, TAG_LIST, &d);
         }
+        if let Some(k) = self.key {
+            field(&mut out, TAG_KEY, &k.0);
+        }
         for h in &self.hints {
             let mut v = Vec::with_capacity(32);
             v.extend_from_slice(&h.priority.to_be_bytes());
             v.extend_from_slice(&h.weight.to_be_bytes());
-            match h.gtc_authority().and_then(|a| a.parse::<SocketAddr>().ok()) {
+            // A hint naming its own key keeps its URI form.
+            let compact = h
+                .gtc_authority()
+                .filter(|_| h.peer_key().is_none())
+                .and_then(|a| a.parse::<SocketAddr>().ok());
+            match compact {
                 Some(SocketAddr::V4(a)) => {
                     v.push(1);
                     v.extend_from_slice(&a.ip().octets());
@@ -202,6 +237,7 @@ impl FromStr for Ticket {
             oid: Oid(oid),
             token: None,
             list_digest: None,
+            key: None,
             hints: Vec::new(),
         };
         let mut rest = &bytes[32..];
@@ -230,10 +266,17 @@ impl FromStr for Ticket {
                             .map_err(|_| err("list digest must be 32 bytes"))?,
                     );
                 }
+                TAG_KEY if t.key.is_none() => {
+                    t.key = Some(PeerKey(
+                        value
+                            .try_into()
+                            .map_err(|_| err("peer key must be 16 bytes"))?,
+                    ));
+                }
                 TAG_HINT => t
                     .hints
                     .push(decode_hint(value).ok_or_else(|| err("malformed hint"))?),
-                TAG_TOKEN | TAG_LIST => return Err(err("repeated field")),
+                TAG_TOKEN | TAG_LIST | TAG_KEY => return Err(err("repeated field")),
                 tag if tag >= 0x80 => {}
                 _ => return Err(err("unknown required field")),
             }
@@ -343,6 +386,27 @@ mod tests {
             "{s}"
         );
         assert_eq!(s.parse::<Ticket>(), Ok(t));
+    }
+
+    #[test]
+    fn a_peer_key_round_trips_and_a_typical_ticket_still_fits() {
+        let key = PeerKey::of_spki(b"some public key");
+        let t = Ticket::new(
+            Oid::of(b"hello"),
+            Some(Token([7; 16])),
+            Some([9; 32]),
+            vec![
+                Hint::gtc("192.168.100.200:7420".parse().expect("addr")),
+                Hint::gtc("[2001:db8::1234]:7420".parse().expect("addr")),
+            ],
+        )
+        .with_key(key);
+        let s = t.to_string();
+        assert!(s.len() <= MAX_TICKET_LEN, "{}", s.len());
+        assert_eq!(t.hints().len(), 2, "a hint was dropped for the key");
+        let back: Ticket = s.parse().expect("parses");
+        assert_eq!(back.key(), Some(key));
+        assert_eq!(back, t);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The end-to-end test harness: real `gtc` agent processes on temporary
 //! folders and loopback ports, test data, and peer doubles that speak the
 //! gtc protocol (one that lies about a chunk, one that is slow), a network
-//! test bed of two shaped paths between two namespaces ([`netbed`]), and USB
-//! keys on loop devices ([`key`]).
+//! test bed of two shaped paths between two namespaces ([`netbed`]), USB
+//! keys on loop devices ([`key`]), and a raw TLS link to an agent's peer
+//! port for attacks ([`link`]).
 //!
 //! Every process, folder, namespace, mount and loop device a test makes is
 //! removed when its handle drops, also when the test fails.
@@ -14,6 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod key;
+pub mod link;
 pub mod netbed;
 pub mod peer;
 
@@ -207,9 +209,21 @@ impl Agent {
         self.dir.join("gtc.sock")
     }
 
-    /// Its hint, `gtc://ADDR`.
+    /// Its hint, `gtc://KEY@ADDR` (`gtc://ADDR` when its tickets name no
+    /// key: `plain-peers`).
     pub fn hint(&self) -> String {
-        format!("gtc://{}", self.peer)
+        match self.peer_key() {
+            Some(key) => format!("gtc://{key}@{}", self.peer),
+            None => format!("gtc://{}", self.peer),
+        }
+    }
+
+    /// The peer key its hints name (from `gtc status`), if any.
+    pub fn peer_key(&self) -> Option<String> {
+        let st = self.status();
+        let hint = st["hints"][0].as_str()?;
+        let (key, _) = hint.strip_prefix("gtc://")?.split_once('@')?;
+        Some(key.to_owned())
     }
 
     /// PID of the agent process.

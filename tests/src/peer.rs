@@ -19,6 +19,8 @@ pub struct PeerDouble {
     pub oids: Vec<Oid>,
     /// The digests of their descriptor lists (what a ticket carries).
     pub list_digests: Vec<[u8; 32]>,
+    /// The peer key it proves over TLS (it serves plain TCP too).
+    pub key: dot_store::PeerKey,
     rt: Option<tokio::runtime::Runtime>,
     _dir: tempfile::TempDir,
 }
@@ -57,19 +59,35 @@ impl PeerDouble {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        rt.spawn(double::serve(listener, store, behaviour, counters.clone()));
+        let identity = dot_plugins::gtc::tls::Identity::load_or_create(
+            &dir.path().join(dot_plugins::gtc::tls::KEY_FILE),
+        )
+        .expect("double's key");
+        rt.spawn(double::serve(
+            listener,
+            store,
+            behaviour,
+            counters.clone(),
+            Some(identity.server_config()),
+        ));
         PeerDouble {
             addr,
             counters,
             oids,
             list_digests,
+            key: identity.key(),
             rt: Some(rt),
             _dir: dir,
         }
     }
 
-    /// Its hint, `gtc://ADDR`.
+    /// Its hint, `gtc://KEY@ADDR`: reached over TLS, proving its own key.
     pub fn hint(&self) -> String {
+        format!("gtc://{}@{}", self.key, self.addr)
+    }
+
+    /// Its hint without a key, `gtc://ADDR`: reached over plain TCP.
+    pub fn plain_hint(&self) -> String {
         format!("gtc://{}", self.addr)
     }
 }

@@ -1,6 +1,7 @@
 //! Hostile peers against a real agent over real sockets: a flood of
 //! requests whose answers are never read, thousands of idle connections, a
-//! peer that stops reading, a peer that never says Hello. The agent stays
+//! peer that stops reading, a peer that never says Hello. The attackers
+//! that ask for chunks speak TLS, as they must to be heard. The agent stays
 //! small and honest gets complete (docs/security.md, "Peers").
 
 use std::io::{Read, Write};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use dot_plugins::gtc::proto::{Frame, VERSION};
 use dot_store::{Oid, Token};
-use dot_tests::{Agent, get_within, put_bytes, random_bytes};
+use dot_tests::{Agent, get_within, link, put_bytes, random_bytes};
 
 /// Encodes `frames` back to back.
 fn wire(frames: &[Frame]) -> Vec<u8> {
@@ -37,10 +38,7 @@ fn rss(pid: u32) -> u64 {
 }
 
 fn peer_addr(a: &Agent) -> SocketAddr {
-    a.hint()
-        .trim_start_matches("gtc://")
-        .parse()
-        .expect("agent address")
+    a.peer
 }
 
 /// Raises this process's open-file limit to at least `n` (as root).
@@ -83,18 +81,18 @@ fn a_flood_of_unread_requests_keeps_the_agent_small_and_an_honest_get_going() {
     let data = random_bytes(64 << 20, 701);
     let (_, _, ticket) = put_bytes(&a, "honest", &data);
     let calm = cold_get(&ticket, &data);
-    // Four connections asking for chunks of random objects as fast as they
+    // Four TLS links asking for chunks of random objects as fast as they
     // can, never reading an answer.
-    let addr = peer_addr(&a);
+    let hint = a.hint();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flooders: Vec<_> = (0..4u64)
         .map(|n| {
-            let stop = stop.clone();
+            let (stop, hint) = (stop.clone(), hint.clone());
             std::thread::spawn(move || {
-                let Ok(mut s) = TcpStream::connect(addr) else {
+                let timeout = Some(Duration::from_millis(200));
+                let Ok(mut s) = link::connect_hint(&hint, timeout) else {
                     return 0u64;
                 };
-                let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
                 let _ = s.write_all(&wire(&[hello()]));
                 let mut sent = 0u64;
                 let mut req = 0u32;
@@ -115,10 +113,9 @@ fn a_flood_of_unread_requests_keeps_the_agent_small_and_an_honest_get_going() {
                         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
                         Err(_) => {
                             // Dropped: come back, as a flooder would.
-                            match TcpStream::connect(addr) {
+                            match link::connect_hint(&hint, timeout) {
                                 Ok(new) => {
                                     s = new;
-                                    let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
                                     let _ = s.write_all(&wire(&[hello()]));
                                 }
                                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -192,7 +189,7 @@ fn a_peer_that_stops_reading_is_dropped_after_the_write_deadline() {
     let (_, oid, ticket) = put_bytes(&a, "big", &data);
     let oid: Oid = oid.parse().expect("OID");
     let token = token_of(&ticket);
-    let mut s = TcpStream::connect(peer_addr(&a)).expect("connect");
+    let mut s = link::connect_hint(&a.hint(), None).expect("connect");
     let chunks = a.put(&a.dir.join("big"))["chunks"]
         .as_u64()
         .expect("chunks") as u32;
@@ -230,7 +227,7 @@ fn a_peer_that_stops_reading_is_dropped_after_the_write_deadline() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // What is left on the socket ends (the agent closed it).
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = s.sock.set_read_timeout(Some(Duration::from_secs(10)));
     let mut sink = vec![0u8; 1 << 20];
     loop {
         match s.read(&mut sink) {

@@ -123,7 +123,8 @@ fn a_wrong_token_is_refused_and_garbage_is_a_clear_error() {
         Some(dot_store::Token([0; 16])),
         None,
         ticket.hints().to_vec(),
-    );
+    )
+    .with_key(ticket.key().expect("the ticket names the key"));
     let get = b.gtc(&["get", &forged.to_string()]);
     assert!(!get.status.success());
     assert!(

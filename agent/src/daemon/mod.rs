@@ -18,13 +18,15 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use anyhow::{Context, bail};
-use dot_plugins::gtc::server::{ServerStats, serve_with};
+use dot_plugins::gtc::server::{ServeOptions, ServerStats, serve_with};
+use dot_plugins::gtc::tls;
 use dot_store::{Store, StoreOptions};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
 use crate::fetch::Fetches;
+use crate::tickets::Issuer;
 
 mod clients;
 mod devices;
@@ -39,7 +41,8 @@ struct Agent {
     store: Store,
     config: Config,
     listen: std::net::SocketAddr,
-    hints: Vec<String>,
+    /// What its tickets say of it.
+    issuer: Issuer,
     stats: Arc<ServerStats>,
     fetches: Fetches,
     clients: AtomicU64,
@@ -68,7 +71,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let listen = peers.local_addr()?;
-    let hints = if config.advertise.is_empty() {
+    let addrs = if config.advertise.is_empty() {
         let ip = if listen.ip().is_unspecified() {
             std::net::Ipv4Addr::LOCALHOST.into()
         } else {
@@ -78,13 +81,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         config.advertise.clone()
     };
+    let key_file = config.data_dir.join(tls::KEY_FILE);
+    let identity = tokio::task::spawn_blocking(move || tls::Identity::load_or_create(&key_file))
+        .await?
+        .context("the agent's peer key")?;
+    let issuer = Issuer::new(addrs, (!config.plain_peers).then(|| identity.key()));
+    let serve = ServeOptions {
+        tls: Some(identity.server_config()),
+        plain: config.plain_peers,
+        ..config.serve.clone()
+    };
     let stats = Arc::new(ServerStats::default());
-    tokio::spawn(serve_with(
-        peers,
-        store.clone(),
-        stats.clone(),
-        config.serve.clone(),
-    ));
+    tokio::spawn(serve_with(peers, store.clone(), stats.clone(), serve));
     let access = local_access::LocalAccess::new(config.socket_group);
     let clients = bind_socket(&config.socket, &access).await?;
     let socket = config.socket.clone();
@@ -96,7 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store,
         config,
         listen,
-        hints,
+        issuer,
         stats,
         clients: AtomicU64::new(0),
         access,
@@ -106,7 +114,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let objects = crate::fuse::AgentObjects::new(
                 tokio::runtime::Handle::current(),
                 agent.fetches.clone(),
-                agent.hints.clone(),
+                agent.issuer.clone(),
                 agent.config.read_timeout,
             );
             let drafts = agent.config.data_dir.join("drafts");

@@ -10,11 +10,10 @@ use tokio::sync::mpsc;
 
 use super::Agent;
 use crate::api::{self, Message, PutResult, Request};
-use crate::tickets::make_ticket;
 
 /// The ticket and answer for a put.
 fn put_result(agent: &Agent, out: &PutOutcome) -> anyhow::Result<PutResult> {
-    let ticket = make_ticket(&agent.store, &agent.hints, out.oid)?;
+    let ticket = agent.issuer.ticket(&agent.store, out.oid)?;
     agent.fetches.put_done(out.oid);
     tracing::info!(oid = %out.oid, size = out.size, hashed = out.hashed, "put");
     Ok(PutResult {

@@ -48,7 +48,7 @@ pub(super) async fn status(agent: &Agent) -> anyhow::Result<Status> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         data_dir: agent.config.data_dir.display().to_string(),
         listen: agent.listen.to_string(),
-        hints: agent.hints.iter().map(|h| format!("gtc://{h}")).collect(),
+        hints: agent.issuer.hints().iter().map(|h| h.to_string()).collect(),
         objects: list.len() as u64,
         complete: list.iter().filter(|o| o.complete).count() as u64,
         pinned: list.iter().filter(|o| o.pins > 0).count() as u64,

@@ -179,7 +179,8 @@ pub(super) async fn paths(
         if let [bind] = binds
             && let Some(addr) = resolve(&order[at], &mut Vec::new()).await
         {
-            let plugin = GtcSource::bound(addr, Some(*bind), DEFAULT_WINDOW);
+            let plugin =
+                GtcSource::bound(addr, Some(*bind), DEFAULT_WINDOW).secured(order[at].peer_key());
             plugin.grant(oid, token, chunks);
             return (
                 Source {
@@ -206,7 +207,7 @@ pub(super) async fn paths(
             if plugins.is_empty() && bind.is_none() {
                 plugins.push(first.plugin.clone());
             } else {
-                let path = GtcSource::bound(addr, *bind, DEFAULT_WINDOW);
+                let path = GtcSource::bound(addr, *bind, DEFAULT_WINDOW).secured(hint.peer_key());
                 path.grant(oid, token, chunks);
                 plugins.push(Arc::new(path));
             }
@@ -246,7 +247,7 @@ pub(super) async fn connect(
 
 async fn plugin_for(hint: &Hint, failures: &mut Vec<String>) -> Option<GtcSource> {
     let addr = resolve(hint, failures).await?;
-    Some(GtcSource::new(addr, DEFAULT_WINDOW))
+    Some(GtcSource::new(addr, DEFAULT_WINDOW).secured(hint.peer_key()))
 }
 
 /// The address of a gtc hint.

@@ -11,7 +11,8 @@ pub struct Target {
     pub token: Option<Token>,
     /// Digest of its descriptor list, from the ticket.
     pub list_digest: Option<[u8; 32]>,
-    /// Where to fetch it.
+    /// Where to fetch it (each gtc hint naming the peer key it must
+    /// prove, if the ticket names one).
     pub hints: Vec<Hint>,
 }
 
@@ -21,7 +22,11 @@ impl From<&Ticket> for Target {
             oid: t.oid(),
             token: t.token(),
             list_digest: t.list_digest(),
-            hints: t.hints().to_vec(),
+            hints: t
+                .hints()
+                .iter()
+                .map(|h| h.clone().with_key(t.key()))
+                .collect(),
         }
     }
 }
@@ -37,21 +42,23 @@ impl Target {
         }
     }
 
-    /// Parses a ticket or OID; `hints`, if not empty, replace the ticket's.
+    /// Parses a ticket or OID; `hints`, if not empty, replace the ticket's
+    /// (and name the ticket's peer key unless they name their own).
     ///
     /// # Errors
     /// A clear message for a malformed ticket, OID or hint.
     pub fn parse(text: &str, hints: &[String]) -> anyhow::Result<Target> {
         let text = text.trim();
-        let mut t = if text.starts_with(dot_store::oid::OID_PREFIX) {
-            Target::bare(text.parse()?)
+        let (mut t, key) = if text.starts_with(dot_store::oid::OID_PREFIX) {
+            (Target::bare(text.parse()?), None)
         } else {
-            Target::from(&text.parse::<Ticket>()?)
+            let ticket = text.parse::<Ticket>()?;
+            (Target::from(&ticket), ticket.key())
         };
         if !hints.is_empty() {
             t.hints = hints
                 .iter()
-                .map(|h| h.parse::<Hint>())
+                .map(|h| h.parse::<Hint>().map(|h| h.with_key(key)))
                 .collect::<Result<_, _>>()?;
         }
         Ok(t)

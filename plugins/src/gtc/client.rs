@@ -11,17 +11,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dot_store::descriptor::check_descriptors;
-use dot_store::{Descriptor, Oid, Token, VerifiedChunk};
+use dot_store::{Descriptor, Oid, PeerKey, Token, VerifiedChunk};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::framed::{FrameReader, FrameWriter};
+use super::link::{self, Reader, Writer};
 use super::proto::{DescPage, Frame, VERSION};
 use crate::error::TransferError;
 use crate::transfer::{BoxFuture, ChunkEvent, ChunkSink, Described, Transfer};
@@ -78,6 +78,8 @@ struct Inner {
     /// Each object's token, and its chunk count (asking for the page
     /// past the last descriptor authorises a connection for a few bytes).
     tokens: Mutex<HashMap<Oid, (Token, u32)>>,
+    /// The peer key a TLS connection must prove; `None`: plain TCP.
+    key: Option<PeerKey>,
 }
 
 impl GtcSource {
@@ -104,8 +106,20 @@ impl GtcSource {
                 next_req: AtomicU32::new(1),
                 conn: tokio::sync::Mutex::new(None),
                 tokens: Mutex::new(HashMap::new()),
+                key: None,
             }),
         }
+    }
+
+    /// This source speaking TLS and accepting only a server that proves
+    /// `key` (the key a ticket names); `None` keeps plain TCP. Call before
+    /// first use.
+    #[must_use]
+    pub fn secured(mut self, key: Option<PeerKey>) -> GtcSource {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.key = key;
+        }
+        self
     }
 }
 
@@ -146,7 +160,7 @@ impl Inner {
         if let Some(c) = slot.as_ref().filter(|c| !c.out.is_closed()) {
             return Ok(c.clone());
         }
-        let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(self.err(format!("connect: {e}"))),
             Err(_) => {
@@ -156,19 +170,24 @@ impl Inner {
                 )));
             }
         };
-        let _ = stream.set_nodelay(true);
+        let link::Opened {
+            rd,
+            mut wr,
+            low_water_fd,
+        } = link::connect(stream, self.key, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| self.err(e))?;
         let mut hello = Vec::new();
         Frame::Hello { version: VERSION }.encode(&mut hello);
-        stream
-            .write_all(&hello)
+        wr.write_all(&hello)
             .await
             .map_err(|e| self.err(format!("send: {e}")))?;
-        let (rd, wr) = stream.into_split();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let waiters = Arc::new(Mutex::new(HashMap::new()));
         tokio::spawn(write_task(wr, out_rx));
         tokio::spawn(read_task(
             rd,
+            low_water_fd,
             waiters.clone(),
             self.name.clone(),
             out_tx.clone(),
@@ -382,7 +401,7 @@ impl Transfer for GtcSource {
     }
 }
 
-async fn write_task(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Frame>) {
+async fn write_task(wr: Writer, mut rx: mpsc::UnboundedReceiver<Frame>) {
     let mut wr = FrameWriter::new(wr);
     while let Some(f) = rx.recv().await {
         if wr.frame(&f).await.is_err() {
@@ -400,13 +419,17 @@ async fn write_task(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Unbounded
 }
 
 async fn read_task(
-    rd: tokio::net::tcp::OwnedReadHalf,
+    rd: Reader,
+    fd: Option<std::os::fd::RawFd>,
     waiters: Arc<Mutex<HashMap<u32, Waiter>>>,
     peer: String,
     out: mpsc::UnboundedSender<Frame>,
 ) {
-    let fd = rd.as_ref().as_raw_fd();
-    let failure = read_loop(FrameReader::with_low_water(rd, fd), &waiters, &peer).await;
+    let frames = match fd {
+        Some(fd) => FrameReader::with_low_water(rd, fd),
+        None => FrameReader::new(rd),
+    };
+    let failure = read_loop(frames, &waiters, &peer).await;
     tracing::debug!(%peer, error = %failure, "peer connection ended");
     // Stop the writer, and tell everyone still waiting.
     drop(out);
@@ -429,7 +452,7 @@ async fn read_task(
 }
 
 async fn read_loop(
-    mut frames: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    mut frames: FrameReader<Reader>,
     waiters: &Mutex<HashMap<u32, Waiter>>,
     peer: &str,
 ) -> TransferError {

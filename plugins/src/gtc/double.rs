@@ -11,6 +11,7 @@ use dot_store::Store;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::framed::{FrameReader, FrameWriter};
+use super::link;
 use super::proto::{DescPage, ErrorCode, Frame, MAX_DESC_PAGE};
 
 /// How the double misbehaves.
@@ -43,15 +44,36 @@ impl Sent {
 }
 
 /// Serves every connection to `listener` from `store` with `behaviour`,
-/// counting into `sent`, until the runtime stops.
-pub async fn serve(listener: TcpListener, store: Store, behaviour: Behaviour, sent: Arc<Sent>) {
+/// counting into `sent`, until the runtime stops: over TLS with `tls` (a
+/// key of its own, as a mirror has), and over plain TCP.
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    behaviour: Behaviour,
+    sent: Arc<Sent>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     while let Ok((s, _)) = listener.accept().await {
-        tokio::spawn(connection(s, store.clone(), behaviour, sent.clone()));
+        tokio::spawn(connection(
+            s,
+            store.clone(),
+            behaviour,
+            sent.clone(),
+            tls.clone(),
+        ));
     }
 }
 
-async fn connection(s: TcpStream, store: Store, b: Behaviour, sent: Arc<Sent>) {
-    let (rd, wr) = s.into_split();
+async fn connection(
+    s: TcpStream,
+    store: Store,
+    b: Behaviour,
+    sent: Arc<Sent>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let Ok((rd, wr)) = link::accept(s, tls.as_ref(), true, Duration::from_secs(10)).await else {
+        return;
+    };
     let (mut frames, mut out) = (FrameReader::new(rd), FrameWriter::new(wr));
     let real = |oid| match b.alias {
         Some((from, to)) if oid == from => to,

@@ -9,11 +9,16 @@
 //! - [`server`]: the tokio driver that serves peers from a store.
 //! - [`client`]: [`client::GtcSource`], the tokio driver that fetches.
 //! - [`double`]: a peer that misbehaves on purpose, for tests.
+//! - [`tls`]: the encrypted peer link's keys and TLS settings (TLS 1.3,
+//!   raw public keys pinned by the ticket).
+//! - [`link`]: opening a link over TCP, TLS or plain, at either end.
 
 pub mod access;
 pub mod client;
 pub mod double;
 pub mod framed;
+pub mod link;
 pub mod proto;
 pub mod server;
 pub mod session;
+pub mod tls;

@@ -24,7 +24,7 @@ use dot_store::{Bytes, ChunkHash, Descriptor, MAX_CHUNK_LEN, Oid, Token};
 /// Protocol magic sent in `Hello`.
 pub const MAGIC: [u8; 4] = *b"DOT1";
 /// Protocol version this build speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Largest frame body: one maximal chunk plus its header.
 pub const MAX_FRAME_LEN: usize = MAX_CHUNK_LEN as usize + 64;
 /// Most descriptors in one `Desc` page.

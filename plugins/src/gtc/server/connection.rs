@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::limits::Slot;
 use super::{MAX_CANCELLED, MAX_QUEUED, ServeOptions, ServerStats};
 use crate::gtc::framed::{FrameReader, FrameWriter};
+use crate::gtc::link::{self, Writer};
 use crate::gtc::proto::{DescPage, ErrorCode, Frame, MAX_DESC_PAGE};
 use crate::gtc::session::{Action, ServerSession};
 
@@ -64,8 +65,7 @@ async fn serve(
     slot: &Slot,
     open: bool,
 ) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = link::accept(stream, opts.tls.as_ref(), opts.plain, opts.hello_timeout).await?;
     let (out_tx, out_rx) = mpsc::channel::<Out>(MAX_QUEUED);
     let cancelled = Arc::new(Mutex::new(HashSet::new()));
     let mut writer = tokio::spawn(writer_task(
@@ -210,7 +210,7 @@ async fn describe(
 }
 
 async fn writer_task(
-    wr: tokio::net::tcp::OwnedWriteHalf,
+    wr: Writer,
     mut rx: mpsc::Receiver<Out>,
     store: Store,
     stats: Arc<ServerStats>,

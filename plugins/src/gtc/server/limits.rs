@@ -125,22 +125,32 @@ mod tests {
     fn a_full_house_sheds_its_longest_idle_connection_never_a_busy_one() {
         let limits = Arc::new(Limits::new(3, 2));
         let stats = ServerStats::default();
-        let a: IpAddr = "10.0.0.1".parse().expect("ip");
-        let b: IpAddr = "10.0.0.2".parse().expect("ip");
-        let s1 = limits.admit(a, &stats).expect("first");
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let held = |slot: &Slot| limits.conns.lock().expect("lock").contains_key(&slot.id);
+        let s1 = limits.admit(ip("10.0.0.1"), &stats).expect("first");
         s1.shared.busy.store(1, Ordering::Relaxed);
-        let s2 = limits.admit(a, &stats).expect("second");
-        // a is at its cap: its idle connection (s2) makes room.
-        let s3 = limits.admit(a, &stats).expect("third, shedding s2");
-        assert!(limits.conns.lock().expect("lock").get(&s2.id).is_none());
-        // Three in all: b's arrival sheds the idle s3 (s1 is busy).
-        let _s4 = limits.admit(b, &stats).expect("b");
-        assert!(limits.conns.lock().expect("lock").get(&s3.id).is_none());
-        s3.shared.busy.store(0, Ordering::Relaxed);
-        // a again: its only connection in the map is busy; refused.
-        drop(s2);
-        drop(s3);
-        assert!(limits.admit(a, &stats).is_some() || limits.conns.lock().expect("lock").len() <= 3);
-        assert!(stats.shed.load(Ordering::Relaxed) >= 2);
+        let s2 = limits.admit(ip("10.0.0.1"), &stats).expect("second");
+        // 10.0.0.1 is at its cap: its idle connection (s2) makes room.
+        let s3 = limits
+            .admit(ip("10.0.0.1"), &stats)
+            .expect("third, shedding s2");
+        assert!(!held(&s2) && held(&s1) && held(&s3));
+        let s4 = limits
+            .admit(ip("10.0.0.2"), &stats)
+            .expect("room for another address");
+        // Three in all: the next sheds the longest idle (s3; s1 is busy).
+        s3.shared.last_active.store(10, Ordering::Relaxed);
+        s4.shared.last_active.store(20, Ordering::Relaxed);
+        let s5 = limits.admit(ip("10.0.0.3"), &stats).expect("shedding s3");
+        assert!(!held(&s3) && held(&s4) && held(&s5) && held(&s1));
+        // All busy: a newcomer is refused, no busy one is dropped.
+        s4.shared.busy.store(1, Ordering::Relaxed);
+        s5.shared.busy.store(1, Ordering::Relaxed);
+        assert!(limits.admit(ip("10.0.0.4"), &stats).is_none());
+        assert!(held(&s1) && held(&s4) && held(&s5));
+        assert_eq!(stats.shed.load(Ordering::Relaxed), 3);
+        // A slot given back makes room.
+        drop(s5);
+        assert!(limits.admit(ip("10.0.0.4"), &stats).is_some());
     }
 }

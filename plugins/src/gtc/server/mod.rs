@@ -62,6 +62,12 @@ pub struct ServeOptions {
     /// How long one write to a peer may take (a peer that stops reading
     /// is dropped after it). Default 30 s.
     pub write_timeout: Duration,
+    /// The TLS identity peers must speak to (see [`tls`](super::tls));
+    /// `None`: no TLS. Default none.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether plain TCP is served too. Default on (an agent turns it off
+    /// unless its config asks for it).
+    pub plain: bool,
 }
 
 impl Default for ServeOptions {
@@ -73,6 +79,8 @@ impl Default for ServeOptions {
             hello_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             write_timeout: Duration::from_secs(30),
+            tls: None,
+            plain: true,
         }
     }
 }
