@@ -2,8 +2,9 @@
 //! folders and loopback ports, test data, and peer doubles that speak the
 //! gtc protocol (one that lies about a chunk, one that is slow), a network
 //! test bed of two shaped paths between two namespaces ([`netbed`]), USB
-//! keys on loop devices ([`key`]), and a raw TLS link to an agent's peer
-//! port for attacks ([`link`]).
+//! keys on loop devices ([`key`]), a raw TLS link to an agent's peer port
+//! for attacks ([`link`]), and a recording relay and a man in the middle
+//! for the peer link ([`relay`]).
 //!
 //! Every process, folder, namespace, mount and loop device a test makes is
 //! removed when its handle drops, also when the test fails.
@@ -18,6 +19,7 @@ pub mod key;
 pub mod link;
 pub mod netbed;
 pub mod peer;
+pub mod relay;
 
 /// The `gtc` binary under test: `$GTC_BIN`, else the one cargo built next
 /// to this test (building it if needed).

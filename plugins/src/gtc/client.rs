@@ -479,6 +479,14 @@ async fn read_loop(
                     greeted = true;
                     continue;
                 }
+                Frame::Hello { version } => {
+                    return conn_err(format!(
+                        "the peer speaks protocol version {version}, this agent {VERSION}"
+                    ));
+                }
+                Frame::Error { message, .. } => {
+                    return conn_err(format!("the peer refused the connection: {message}"));
+                }
                 _ => return conn_err("peer did not answer Hello".into()),
             }
         }

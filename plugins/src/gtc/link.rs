@@ -10,6 +10,7 @@ use std::time::Duration;
 use dot_store::PeerKey;
 use tokio::net::TcpStream;
 
+use super::proto::{ErrorCode, Frame};
 use super::tls;
 
 /// The reading half of a link, plain or TLS.
@@ -114,8 +115,30 @@ pub async fn accept(
         return Ok((Box::new(rd), Box::new(wr)));
     }
     if !plain {
+        refuse_plain(&stream);
         return Err("plain TCP refused: this agent speaks TLS only".into());
     }
     let (rd, wr) = stream.into_split();
     Ok((Box::new(rd), Box::new(wr)))
 }
+
+/// Tells a plain-TCP client, in its own protocol, why it is turned away:
+/// reads what it sent (its `Hello`, so closing does not reset the
+/// connection before the answer is read), then one `Error` frame, without
+/// waiting on either.
+fn refuse_plain(stream: &TcpStream) {
+    let mut sent = [0u8; 512];
+    let _ = stream.try_read(&mut sent);
+    let mut frame = Vec::new();
+    Frame::Error {
+        req: 0,
+        code: ErrorCode::Unauthorized,
+        message: PLAIN_REFUSED.into(),
+    }
+    .encode(&mut frame);
+    let _ = stream.try_write(&frame);
+}
+
+/// What a plain-TCP client of a TLS-only agent is told.
+pub const PLAIN_REFUSED: &str =
+    "this agent speaks TLS only: fetch with a ticket it issued (the ticket names its key)";
