@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Loopback transfer: `gtc get` of a ticket from a second agent versus curl
-# (nginx, sendfile), scp and rsync (sshd) of the same file, all on 127.0.0.1,
-# hot page cache for the source, the receiver writing into the work dir,
-# median of RUNS interleaved runs (whole processes, wall time). Before each
-# gtc get the receiving agent B is restarted with an empty data dir (cold
-# receiver). Then a small-object test: put + get pairs of fresh 4 KiB objects
-# per second, against curl of 4 KiB files from nginx.
+# Loopback transfer: `gtc get` of a ticket from a second agent, over the
+# encrypted peer link (TLS 1.3, the default) and over plain TCP (agents with
+# `plain-peers`), versus curl over HTTPS (nginx, TLS 1.3) and over HTTP
+# (nginx, sendfile), scp and rsync (sshd) of the same file, all on
+# 127.0.0.1, hot page cache for the source, the receiver writing into the
+# work dir, median of RUNS interleaved runs (whole processes, wall time),
+# and the CPU seconds per GiB of every process of each transfer (client and
+# server ends: on 2 shared cores CPU is what decides). Before each gtc get
+# the receiving agent B is restarted with an empty data dir (cold
+# receiver). Then a small-object test: put + get pairs of fresh 4 KiB
+# objects per second, against curl of 4 KiB files from nginx.
 #
 #   bash bench/loopback.sh                       # 1 GiB file, 3 runs
 #   SIZE_MB=256 RUNS=5 OPS_N=500 OPS_SECONDS=10 bash bench/loopback.sh
 #   GTC=/path/to/gtc bash bench/loopback.sh      # skip the cargo build
 #
-# It installs nginx, openssh-server/-client, rsync, curl and bc from Debian
-# when missing; it starts its own nginx, sshd and two agents on free loopback
-# ports and stops exactly those (by PID) on exit.
+# It installs nginx, openssh-server/-client, rsync, curl, openssl and bc
+# from Debian when missing; it starts its own nginx, sshd and three agents
+# on free loopback ports and stops exactly those (by PID) on exit.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -31,6 +35,7 @@ command -v ssh > /dev/null && command -v scp > /dev/null && command -v ssh-keyge
 command -v rsync > /dev/null || missing+=(rsync)
 command -v curl > /dev/null || missing+=(curl)
 command -v bc > /dev/null || missing+=(bc)
+command -v openssl > /dev/null || missing+=(openssl)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}" >&2
   # Keep the packages' own services from starting (nginx on :80, sshd on :22).
@@ -91,12 +96,18 @@ for i in $(seq "$OPS_N"); do head -c 4096 /dev/urandom > "$www/small/$i.bin"; do
 cat "$file" > /dev/null   # hot page cache
 
 http_port=$(free_port 18080)
+https_port=$(free_port 18443)
 ssh_port=$(free_port 12222)
 a_port=$(free_port 17420)
 b_port=$(free_port 17421)
+p_port=$(free_port 17422)
 
 # --- nginx ----------------------------------------------------------------------
 mkdir -p "$work/nginx"
+# A P-256 certificate for 127.0.0.1, which curl checks (--cacert).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+  -keyout "$work/nginx/tls.key" -out "$work/nginx/tls.crt" 2> /dev/null
 cat > "$work/nginx/nginx.conf" << EOF
 user root;
 daemon off;
@@ -118,13 +129,23 @@ http {
     listen 127.0.0.1:$http_port;
     root $www;
   }
+  server {
+    listen 127.0.0.1:$https_port ssl;
+    ssl_certificate $work/nginx/tls.crt;
+    ssl_certificate_key $work/nginx/tls.key;
+    ssl_protocols TLSv1.3;
+    root $www;
+  }
 }
 EOF
 "$NGINX" -p "$work/nginx/" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" \
   > "$work/nginx/stdout.log" 2>&1 &
 pids[nginx]=$!
 url=http://127.0.0.1:$http_port
+https_url=https://127.0.0.1:$https_port
+curl_tls=(curl -sf --cacert "$work/nginx/tls.crt")
 wait_for nginx 500 curl -sf -o /dev/null "$url/small/1.bin"
+wait_for "nginx TLS" 500 "${curl_tls[@]}" -o /dev/null "$https_url/small/1.bin"
 
 # --- sshd -----------------------------------------------------------------------
 mkdir -p "$work/ssh" /run/sshd
@@ -154,12 +175,14 @@ wait_for sshd 500 ssh_up
 rsync_rsh="ssh ${key_opts[*]} -p $ssh_port"   # no spaces in the work dir path (mktemp)
 
 # --- gtc agents -----------------------------------------------------------------
-export RUST_LOG=warn
-start_agent() {   # start_agent NAME PORT: fresh start; waits for the ready line
+# Warnings, and the cipher suite of each TLS link B opens.
+export RUST_LOG=warn,dot_plugins::gtc::link=debug
+start_agent() {   # start_agent NAME PORT [FLAGS...]: fresh start; waits for the ready line
   local name=$1 port=$2
+  shift 2
   : > "$work/$name.out"
   "$GTC" agent --no-mount --data-dir "$work/$name" --socket "$work/$name.sock" --listen "127.0.0.1:$port" \
-    > "$work/$name.out" 2>> "$work/$name.log" &
+    "$@" > "$work/$name.out" 2>> "$work/$name.log" &
   pids[$name]=$!
   agent_ready() {
     kill -0 "${pids[$name]}" 2> /dev/null || fail "agent $name exited"
@@ -167,10 +190,18 @@ start_agent() {   # start_agent NAME PORT: fresh start; waits for the ready line
   }
   wait_for "agent $name" 1500 agent_ready
 }
-start_agent a "$a_port"
+put_ticket() {   # put_ticket AGENT FILE: the ticket of a put by reference
+  local t
+  t=$(GTC_SOCKET=$work/$1.sock "$GTC" put "$2" 2>> "$work/put.log" | tail -n 1)
+  [[ $t == dot1.* ]] || fail "put into $1 printed no ticket: $t"
+  echo "$t"
+}
+printf 'plain-peers = true\n' > "$work/plain.toml"
+start_agent a "$a_port"                                 # TLS only (the default)
+start_agent p "$p_port" --config "$work/plain.toml"     # plain TCP offered
 start_agent b "$b_port"
-ticket=$(GTC_SOCKET=$work/a.sock "$GTC" put "$file" 2>> "$work/put.log" | tail -n 1)
-[[ $ticket == dot1.* ]] || fail "put printed no ticket: $ticket"
+ticket=$(put_ticket a "$file")
+plain_ticket=$(put_ticket p "$file")
 
 # --- large object -------------------------------------------------------------------
 check() {   # check TOOL: the output must equal the source
@@ -180,39 +211,81 @@ check() {   # check TOOL: the output must equal the source
 b_idle() {
   GTC_SOCKET=$work/b.sock "$GTC" status --json | grep -q '"transfers":\[\]'
 }
-declare -a gtc_t curl_t scp_t rsync_t
-for _ in $(seq "$RUNS"); do
-  # Interleave the tools so drift on a noisy machine hits all of them.
+# measure NAME SERVER CMD...: one run of CMD with SERVER (a name in pids)
+# as the other end; appends its wall seconds to NAME_t and the CPU
+# seconds of CMD and SERVER (and their children) to NAME_c.
+measure() {
+  local name=$1 server=$2 s0 s1 wc
+  shift 2
+  s0=$(cpu_secs "${pids[$server]}")
+  wc=$(time_cpu "$@")
+  s1=$(cpu_secs "${pids[$server]}")
+  eval "${name}_t+=(${wc% *})"
+  eval "${name}_c+=($(echo "${wc#* } + $s1 - $s0" | bc -l))"
+}
+# gtc_get NAME SENDER TICKET: a cold get by B; B's CPU counts too, through
+# the check of the whole OID it makes after handing out the chunks.
+gtc_get() {
+  local name=$1 sender=$2 t=$3 b0 b1
   stop b
   rm -rf "$work/b"
   start_agent b "$b_port"   # cold receiver: empty store
-  gtc_t+=("$(time_cmd env GTC_SOCKET="$work/b.sock" "$GTC" get "$ticket" -o "$out")")
-  # B checks the whole OID after handing out the verified chunks; let that
-  # finish before the next tool runs.
+  b0=$(cpu_secs "${pids[b]}")
+  measure "$name" "$sender" env GTC_SOCKET="$work/b.sock" "$GTC" get "$t" -o "$out"
   wait_for "agent b idle" 3000 b_idle
-  check gtc
-  curl_t+=("$(time_cmd curl -sf -o "$out" "$url/object.bin")")
-  check curl
-  scp_t+=("$(time_cmd scp -q "${key_opts[@]}" -P "$ssh_port" "root@127.0.0.1:$file" "$out")")
+  b1=$(cpu_secs "${pids[b]}")
+  local last
+  eval "last=\${${name}_c[-1]}"
+  eval "${name}_c[-1]=$(echo "$last + $b1 - $b0" | bc -l)"
+  check "$name"
+}
+tools=(gtc plain https http scp rsync)
+declare -a gtc_t gtc_c plain_t plain_c https_t https_c http_t http_c scp_t scp_c rsync_t rsync_c
+for _ in $(seq "$RUNS"); do
+  # Interleave the tools so drift on a noisy machine hits all of them.
+  gtc_get gtc a "$ticket"
+  gtc_get plain p "$plain_ticket"
+  measure https nginx "${curl_tls[@]}" -o "$out" "$https_url/object.bin"
+  check https
+  measure http nginx curl -sf -o "$out" "$url/object.bin"
+  check http
+  measure scp sshd scp -q "${key_opts[@]}" -P "$ssh_port" "root@127.0.0.1:$file" "$out"
   check scp
-  rsync_t+=("$(time_cmd rsync -e "$rsync_rsh" "root@127.0.0.1:$file" "$out")")
+  measure rsync sshd rsync -e "$rsync_rsh" "root@127.0.0.1:$file" "$out"
   check rsync
 done
 
-g=$(printf '%s\n' "${gtc_t[@]}" | median)
-c=$(printf '%s\n' "${curl_t[@]}" | median)
-s=$(printf '%s\n' "${scp_t[@]}" | median)
-r=$(printf '%s\n' "${rsync_t[@]}" | median)
+declare -A wall cpu
+for t in "${tools[@]}"; do
+  eval "wall[$t]=\$(printf '%s\n' \"\${${t}_t[@]}\" | median)"
+  eval "cpu[$t]=\$(printf '%s\n' \"\${${t}_c[@]}\" | median)"
+done
+g=${wall[gtc]}
+gib=$(echo "$SIZE_MB / 1024" | bc -l)
 mbps() { echo "$SIZE_MB / $1" | bc -l; }
-row() { printf '%-40s %9.3f %10.0f %22.2f\n' "$1" "$2" "$(mbps "$2")" "$(echo "$2 / $g" | bc -l)"; }
+row() {   # row LABEL TOOL
+  printf '%-44s %8.3f %7.0f %12.2f %12.2f\n' "$1" "${wall[$2]}" "$(mbps "${wall[$2]}")" \
+    "$(echo "${wall[$2]} / $g" | bc -l)" "$(echo "${cpu[$2]} / $gib" | bc -l)"
+}
+# The ciphers each encrypted tool agreed on.
+tls_cipher=$(grep -o 'cipher=[A-Z0-9_]*' "$work/b.log" | tail -n 1 || true)
+curl_cipher=$("${curl_tls[@]}" -v -o /dev/null "$https_url/small/1.bin" 2>&1 \
+  | sed -n 's/.*SSL connection using \(.*\)$/\1/p' | head -n 1)
+ssh_cipher=$(ssh -v "${key_opts[@]}" -p "$ssh_port" root@127.0.0.1 true 2>&1 \
+  | sed -n 's/.*kex: server->client cipher: \([^ ]*\).*/\1/p' | head -n 1)
 echo
-echo "get of a ${SIZE_MB} MiB file over 127.0.0.1, hot source cache, median of $RUNS runs (whole processes, wall time)"
-printf '%-40s %9s %10s %22s\n' "tool" "seconds" "MiB/s" "gtc speed / tool speed"
-printf '%-40s %9.3f %10.0f %22s\n' "gtc get (agent B cold, from agent A)" "$g" "$(mbps "$g")" "1.00"
-row "curl (nginx, sendfile)" "$c"
-row "scp (sshd)" "$s"
-row "rsync -e ssh (no delta)" "$r"
-printf 'goal: gtc >= 0.80x curl (now %.2fx)\n' "$(echo "$c / $g" | bc -l)"
+echo "get of a ${SIZE_MB} MiB file over 127.0.0.1, hot source cache, median of $RUNS runs (whole processes, wall time;"
+echo "CPU: user+system of every process of the transfer, both ends, per GiB)"
+printf '%-44s %8s %7s %12s %12s\n' "tool" "seconds" "MiB/s" "gtc TLS x" "CPU s/GiB"
+row "gtc get, TLS 1.3 (agent B cold, from A)" gtc
+row "gtc get, plain TCP (plain-peers)" plain
+row "curl HTTPS (nginx, TLS 1.3)" https
+row "curl HTTP (nginx, sendfile)" http
+row "scp (sshd)" scp
+row "rsync -e ssh (no delta)" rsync
+echo "ciphers: gtc ${tls_cipher#cipher=}; curl/nginx $curl_cipher; scp/ssh $ssh_cipher"
+printf 'goals: gtc TLS >= 0.80x curl HTTPS (now %.2fx), >= 2x scp (now %.2fx)\n' \
+  "$(echo "${wall[https]} / $g" | bc -l)" "$(echo "${wall[scp]} / $g" | bc -l)"
 
 # --- small objects --------------------------------------------------------------------
 # put + get pairs of fresh 4 KiB objects, at most OPS_N of them or for

@@ -24,7 +24,7 @@
 //! | `device-folders` | | none |
 //! | `device-mount` | | none |
 //! | `outbox` | | off |
-//! | `peers` | `--peer` | none |
+//! | `peers` | `--peer` | none (each `host:port`, or `KEY@host:port` to speak TLS to a peer that must prove the peer key `KEY`, as `gtc status` shows it) |
 //! | `open-to` | `--open-to` | none |
 //! | `max-peers` | | 1024 peer connections at once |
 //! | `max-peers-per-address` | | 64 peer connections at once from one address |

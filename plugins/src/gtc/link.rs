@@ -13,6 +13,12 @@ use tokio::net::TcpStream;
 use super::proto::{ErrorCode, Frame};
 use super::tls;
 
+/// Bytes read off the socket at once under TLS. rustls reads a record at
+/// a time, in steps of 4 KiB from an empty buffer: several system calls a
+/// 16 KiB record. Under a buffer of this size they are copies instead, and
+/// the socket is read as a plain link reads it.
+const TLS_READ_AHEAD: usize = 256 << 10;
+
 /// The reading half of a link, plain or TLS.
 pub type Reader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 /// The writing half of a link, plain or TLS.
@@ -54,12 +60,16 @@ pub async fn connect(
         });
     };
     let connector = tokio_rustls::TlsConnector::from(tls::client_config(key));
+    let stream = tokio::io::BufReader::with_capacity(TLS_READ_AHEAD, stream);
     let link =
         match tokio::time::timeout(deadline, connector.connect(tls::server_name(), stream)).await {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => return Err(tls_failure(key, &e)),
             Err(_) => return Err(format!("TLS: no handshake within {} s", deadline.as_secs())),
         };
+    if let Some(suite) = link.get_ref().1.negotiated_cipher_suite() {
+        tracing::debug!(%key, cipher = ?suite.suite(), "TLS link open");
+    }
     let (rd, wr) = tokio::io::split(link);
     Ok(Opened {
         rd: Box::new(rd),
@@ -105,6 +115,7 @@ pub async fn accept(
         let Some(config) = tls else {
             return Err("TLS asked of a server that speaks plain TCP only".into());
         };
+        let stream = tokio::io::BufReader::with_capacity(TLS_READ_AHEAD, stream);
         let accept = tokio_rustls::TlsAcceptor::from(config.clone()).accept(stream);
         let link = match tokio::time::timeout(deadline, accept).await {
             Ok(Ok(t)) => t,

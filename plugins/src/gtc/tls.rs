@@ -120,8 +120,20 @@ fn unreachable_tls13<T>() -> T {
     panic!("rustls with ring supports TLS 1.3")
 }
 
+/// ring's TLS 1.3 suites, AES-128-GCM first: both ends are agents, so
+/// this is what they agree on. It is the cheapest of the three on CPUs
+/// with AES instructions (a quarter fewer AES rounds than AES-256) and
+/// leaves no key-size margin that matters for a link's lifetime.
 fn provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    use rustls::crypto::ring::cipher_suite;
+    rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    }
 }
 
 /// The TLS client configuration that accepts only a server proving the
