@@ -14,6 +14,9 @@
 #   bash bench/loopback.sh                       # 1 GiB file, 3 runs
 #   SIZE_MB=256 RUNS=5 OPS_N=500 OPS_SECONDS=10 bash bench/loopback.sh
 #   GTC=/path/to/gtc bash bench/loopback.sh      # skip the cargo build
+#   GTC_BEFORE=/path/to/old/gtc bash bench/loopback.sh
+#                      # and a row for an older build's get (a pair of its
+#                      # own agents, default settings), measured alongside
 #
 # It installs nginx, openssh-server/-client, rsync, curl, openssl and bc
 # from Debian when missing; it starts its own nginx, sshd and three agents
@@ -177,11 +180,11 @@ rsync_rsh="ssh ${key_opts[*]} -p $ssh_port"   # no spaces in the work dir path (
 # --- gtc agents -----------------------------------------------------------------
 # Warnings, and the cipher suite of each TLS link B opens.
 export RUST_LOG=warn,dot_plugins::gtc::link=debug
-start_agent() {   # start_agent NAME PORT [FLAGS...]: fresh start; waits for the ready line
+start_agent() {   # start_agent NAME PORT [FLAGS...]: fresh start ($BIN, else $GTC); waits for the ready line
   local name=$1 port=$2
   shift 2
   : > "$work/$name.out"
-  "$GTC" agent --no-mount --data-dir "$work/$name" --socket "$work/$name.sock" --listen "127.0.0.1:$port" \
+  "${BIN:-$GTC}" agent --no-mount --data-dir "$work/$name" --socket "$work/$name.sock" --listen "127.0.0.1:$port" \
     "$@" > "$work/$name.out" 2>> "$work/$name.log" &
   pids[$name]=$!
   agent_ready() {
@@ -190,7 +193,7 @@ start_agent() {   # start_agent NAME PORT [FLAGS...]: fresh start; waits for the
   }
   wait_for "agent $name" 1500 agent_ready
 }
-put_ticket() {   # put_ticket AGENT FILE: the ticket of a put by reference
+put_ticket() {   # put_ticket AGENT FILE: the ticket of a put by reference (by $GTC)
   local t
   t=$(GTC_SOCKET=$work/$1.sock "$GTC" put "$2" 2>> "$work/put.log" | tail -n 1)
   [[ $t == dot1.* ]] || fail "put into $1 printed no ticket: $t"
@@ -202,14 +205,23 @@ start_agent p "$p_port" --config "$work/plain.toml"     # plain TCP offered
 start_agent b "$b_port"
 ticket=$(put_ticket a "$file")
 plain_ticket=$(put_ticket p "$file")
+tools=(gtc plain https http scp rsync)
+if [[ -n ${GTC_BEFORE:-} ]]; then
+  GTC_BEFORE=$(realpath "$GTC_BEFORE")
+  BIN=$GTC_BEFORE start_agent oa "$(free_port 17423)"
+  ob_port=$(free_port 17424)
+  BIN=$GTC_BEFORE start_agent ob "$ob_port"
+  before_ticket=$(GTC=$GTC_BEFORE put_ticket oa "$file")
+  tools+=(before)
+fi
 
 # --- large object -------------------------------------------------------------------
 check() {   # check TOOL: the output must equal the source
   cmp -s "$out" "$file" || fail "$1: $out differs from $file"
   rm -f "$out"
 }
-b_idle() {
-  GTC_SOCKET=$work/b.sock "$GTC" status --json | grep -q '"transfers":\[\]'
+rcv_idle() {   # rcv_idle AGENT BIN: no transfer in flight
+  GTC_SOCKET=$work/$1.sock "$2" status --json | grep -q '"transfers":\[\]'
 }
 # measure NAME SERVER CMD...: one run of CMD with SERVER (a name in pids)
 # as the other end; appends its wall seconds to NAME_t and the CPU
@@ -223,28 +235,30 @@ measure() {
   eval "${name}_t+=(${wc% *})"
   eval "${name}_c+=($(echo "${wc#* } + $s1 - $s0" | bc -l))"
 }
-# gtc_get NAME SENDER TICKET: a cold get by B; B's CPU counts too, through
-# the check of the whole OID it makes after handing out the chunks.
+# gtc_get NAME SENDER TICKET [RECEIVER PORT BIN]: a cold get by RECEIVER
+# (default B, by $GTC); its CPU counts too, through the check of the whole
+# OID it makes after handing out the chunks.
 gtc_get() {
-  local name=$1 sender=$2 t=$3 b0 b1
-  stop b
-  rm -rf "$work/b"
-  start_agent b "$b_port"   # cold receiver: empty store
-  b0=$(cpu_secs "${pids[b]}")
-  measure "$name" "$sender" env GTC_SOCKET="$work/b.sock" "$GTC" get "$t" -o "$out"
-  wait_for "agent b idle" 3000 b_idle
-  b1=$(cpu_secs "${pids[b]}")
+  local name=$1 sender=$2 t=$3 rcv=${4:-b} port=${5:-$b_port} bin=${6:-$GTC} b0 b1
+  stop "$rcv"
+  rm -rf "${work:?}/$rcv"
+  BIN=$bin start_agent "$rcv" "$port"   # cold receiver: empty store
+  b0=$(cpu_secs "${pids[$rcv]}")
+  measure "$name" "$sender" env GTC_SOCKET="$work/$rcv.sock" "$bin" get "$t" -o "$out"
+  wait_for "agent $rcv idle" 3000 rcv_idle "$rcv" "$bin"
+  b1=$(cpu_secs "${pids[$rcv]}")
   local last
   eval "last=\${${name}_c[-1]}"
   eval "${name}_c[-1]=$(echo "$last + $b1 - $b0" | bc -l)"
   check "$name"
 }
-tools=(gtc plain https http scp rsync)
 declare -a gtc_t gtc_c plain_t plain_c https_t https_c http_t http_c scp_t scp_c rsync_t rsync_c
+declare -a before_t before_c
 for _ in $(seq "$RUNS"); do
   # Interleave the tools so drift on a noisy machine hits all of them.
   gtc_get gtc a "$ticket"
   gtc_get plain p "$plain_ticket"
+  if [[ -n ${GTC_BEFORE:-} ]]; then gtc_get before oa "$before_ticket" ob "$ob_port" "$GTC_BEFORE"; fi
   measure https nginx "${curl_tls[@]}" -o "$out" "$https_url/object.bin"
   check https
   measure http nginx curl -sf -o "$out" "$url/object.bin"
@@ -283,9 +297,14 @@ row "curl HTTPS (nginx, TLS 1.3)" https
 row "curl HTTP (nginx, sendfile)" http
 row "scp (sshd)" scp
 row "rsync -e ssh (no delta)" rsync
+if [[ -n ${GTC_BEFORE:-} ]]; then row "gtc get, GTC_BEFORE build" before; fi
 echo "ciphers: gtc ${tls_cipher#cipher=}; curl/nginx $curl_cipher; scp/ssh $ssh_cipher"
 printf 'goals: gtc TLS >= 0.80x curl HTTPS (now %.2fx), >= 2x scp (now %.2fx)\n' \
   "$(echo "${wall[https]} / $g" | bc -l)" "$(echo "${wall[scp]} / $g" | bc -l)"
+if [[ -n ${GTC_BEFORE:-} ]]; then
+  printf 'plain TCP vs the GTC_BEFORE build: %.2fx its speed (goal >= 0.90x)\n' \
+    "$(echo "${wall[before]} / ${wall[plain]}" | bc -l)"
+fi
 
 # --- small objects --------------------------------------------------------------------
 # put + get pairs of fresh 4 KiB objects, at most OPS_N of them or for

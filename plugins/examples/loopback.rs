@@ -2,13 +2,17 @@
 //! one process, and reports the rate: a probe of the plugin's own speed
 //! (the agent-to-agent benchmark is bench/loopback.sh, with the agent).
 //!
-//! `cargo run --release -p dot-plugins --example loopback -- FILE [WINDOW]`
+//! `cargo run --release -p dot-plugins --example loopback -- FILE [WINDOW] [tls]`
+//!
+//! With `tls`, the link is TLS 1.3 with the server's key pinned, as between
+//! agents by default; without, plain TCP.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use dot_plugins::gtc::client::GtcSource;
-use dot_plugins::gtc::server::{ServerStats, serve};
+use dot_plugins::gtc::server::{ServeOptions, ServerStats, serve_with};
+use dot_plugins::gtc::tls::Identity;
 use dot_plugins::transfer::ChunkSink;
 use dot_plugins::{ChunkEvent, Transfer};
 use dot_store::{Store, StoreOptions};
@@ -17,7 +21,7 @@ use dot_store::{Store, StoreOptions};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(file) = args.first() else {
-        eprintln!("usage: loopback FILE [WINDOW]");
+        eprintln!("usage: loopback FILE [WINDOW] [tls]");
         std::process::exit(2);
     };
     let window: usize = args
@@ -35,10 +39,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let token = a.token(put.oid)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(serve(listener, a.clone(), Arc::new(ServerStats::default())));
+    let tls = args.get(2).is_some_and(|a| a == "tls");
+    let identity = Identity::load_or_create(&a_dir.path().join("peer.key"))?;
+    let opts = ServeOptions {
+        tls: Some(identity.server_config()),
+        plain: !tls,
+        ..ServeOptions::default()
+    };
+    let stats = Arc::new(ServerStats::default());
+    tokio::spawn(serve_with(listener, a.clone(), stats, opts));
 
     let t = Instant::now();
-    let src = GtcSource::new(addr, window);
+    let src = GtcSource::new(addr, window).secured(tls.then(|| identity.key()));
     let d = src.get_descriptors(put.oid, Some(token)).await?;
     b.begin_fill(put.oid, d.size, &d.descriptors)?;
     let wanted: Vec<_> = d
@@ -65,7 +77,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total = t.elapsed().as_secs_f64();
     let mib = put.size as f64 / (1 << 20) as f64;
     println!(
-        "{mib:.0} MiB, window {window}: chunks verified and written in {transfer:.3} s ({:.0} MiB/s); with the whole-object check {total:.3} s ({:.0} MiB/s)",
+        "{mib:.0} MiB, window {window}, {}: chunks verified and written in {transfer:.3} s ({:.0} MiB/s); with the whole-object check {total:.3} s ({:.0} MiB/s)",
+        if tls { "TLS" } else { "plain TCP" },
         mib / transfer,
         mib / total
     );
