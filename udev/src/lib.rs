@@ -401,6 +401,27 @@ impl Uevent {
     }
 }
 
+/// The parsers of what the kernel hands this crate (uevent datagrams, the
+/// mount table), reachable by the fuzz targets of `fuzz/` and nothing else.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::PathBuf;
+
+    /// A uevent datagram as `(action, subsystem, devname)`, or `None` for
+    /// one that is not a kernel uevent.
+    pub fn uevent(msg: &[u8]) -> Option<(String, String, String)> {
+        super::Uevent::parse(msg).map(|e| (e.action, e.subsystem, e.devname))
+    }
+
+    /// A mount table as `(mount point, source)` per entry.
+    pub fn mountinfo(text: &str) -> Vec<(PathBuf, String)> {
+        super::parse_mountinfo(text)
+            .into_iter()
+            .map(|m| (m.point, m.source))
+            .collect()
+    }
+}
+
 /// A non-blocking socket bound to the kernel's uevent multicast group.
 fn uevent_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket call; the result is checked.
