@@ -589,7 +589,10 @@ mod tests {
     fn an_escape_past_a_byte_is_kept_as_written() {
         // Found by the `mountinfo` fuzz target: `\777` overflowed the
         // byte it was decoded into (a panic with overflow checks).
-        assert_eq!(unescape("/mnt/a\\777b\\040c\\377"), "/mnt/a\\777b c\u{fffd}");
+        assert_eq!(
+            unescape("/mnt/a\\777b\\040c\\377"),
+            "/mnt/a\\777b c\u{fffd}"
+        );
         assert_eq!(unescape("\\400\\0"), "\\400\\0");
         let m = parse_mountinfo("36 35 98:0 / /mnt/\\777 rw - ext4 /dev/sdb1 rw\n");
         assert_eq!(m[0].point, PathBuf::from("/mnt/\\777"));
