@@ -30,8 +30,12 @@ use crate::peer_key::PeerKey;
 pub const DEFAULT_PRIORITY: u16 = 10;
 /// Weight of a hint that does not give one.
 pub const DEFAULT_WEIGHT: u16 = 1;
-/// Longest URI a hint may carry.
+/// Longest URI a hint may carry, not counting the `KEY@` of a gtc hint
+/// that names its peer key (so naming the key never makes a valid hint
+/// one that no longer parses).
 pub const MAX_URI_LEN: usize = 200;
+/// Bytes the `KEY@` of a gtc hint adds: 32 hex digits and the `@`.
+const KEY_PART_LEN: usize = 33;
 
 /// A source of an object: method URI, SRV-style priority and weight.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -48,7 +52,8 @@ impl Hint {
     ///
     /// # Errors
     /// If `uri` is not `scheme://rest` with a lowercase scheme and at most
-    /// [`MAX_URI_LEN`] printable ASCII characters, or a `gtc` URI without a
+    /// [`MAX_URI_LEN`] printable ASCII characters (besides a gtc hint's
+    /// `KEY@`), or a `gtc` URI without a
     /// valid `host:port`.
     pub fn new(uri: &str) -> Result<Hint, ParseError> {
         check_uri(uri)?;
@@ -112,7 +117,7 @@ impl Hint {
 
 fn check_uri(uri: &str) -> Result<(), ParseError> {
     let err = |reason: &str| ParseError::new("hint", format!("{reason}: {:?}", clip(uri)));
-    if uri.len() > MAX_URI_LEN {
+    if uri.len() > MAX_URI_LEN + KEY_PART_LEN {
         return Err(err("URI too long"));
     }
     let Some((scheme, rest)) = uri.split_once("://") else {
@@ -135,6 +140,9 @@ fn check_uri(uri: &str) -> Result<(), ParseError> {
     {
         return Err(err("bad characters after the scheme"));
     }
+    if scheme != "gtc" && uri.len() > MAX_URI_LEN {
+        return Err(err("URI too long"));
+    }
     if scheme == "gtc" {
         let rest = match rest.split_once('@') {
             Some((key, addr)) => {
@@ -144,6 +152,9 @@ fn check_uri(uri: &str) -> Result<(), ParseError> {
             }
             None => rest,
         };
+        if "gtc://".len() + rest.len() > MAX_URI_LEN {
+            return Err(err("URI too long"));
+        }
         let (host, port) = rest
             .rsplit_once(':')
             .ok_or_else(|| err("gtc hints need host:port"))?;
@@ -259,6 +270,25 @@ pub fn order_hints(hints: &[Hint], mut random: impl FnMut() -> u64) -> Vec<&Hint
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn naming_the_peer_key_keeps_a_long_hint_valid() {
+        // Found by the `hint` fuzz target: a gtc hint of MAX_URI_LEN
+        // characters grew past the limit when its key was named, and so
+        // no longer parsed (nor did a ticket carrying it).
+        let host = "h".repeat(MAX_URI_LEN - "gtc://:7420".len());
+        let h = Hint::new(&format!("gtc://{host}:7420")).expect("at the limit");
+        let keyed = h.with_key(Some(PeerKey([7; 16])));
+        assert_eq!(keyed.uri().len(), MAX_URI_LEN + KEY_PART_LEN);
+        assert_eq!(keyed.to_string().parse::<Hint>(), Ok(keyed.clone()));
+        // One more character of address is still too long, key or not.
+        let over = format!("gtc://{}h:7420", host);
+        assert!(Hint::new(&over).is_err());
+        assert!(Hint::new(&format!("gtc://{}@{}h:7420", PeerKey([7; 16]), host)).is_err());
+        // Other schemes have no key allowance, even with an `@`.
+        let user = format!("ssh://{}@x", "u".repeat(MAX_URI_LEN));
+        assert!(Hint::new(&user).is_err());
+    }
 
     #[test]
     fn a_gtc_hint_may_name_a_peer_key() {

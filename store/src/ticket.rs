@@ -170,11 +170,15 @@ impl Ticket {
             let mut v = Vec::with_capacity(32);
             v.extend_from_slice(&h.priority.to_be_bytes());
             v.extend_from_slice(&h.weight.to_be_bytes());
-            // A hint naming its own key keeps its URI form.
+            // A hint naming its own key keeps its URI form, and so does
+            // one whose address is not written the way the compact form
+            // decodes (`[0::1]` for `[::1]`): a ticket decodes to the
+            // hints it was made with.
             let compact = h
                 .gtc_authority()
                 .filter(|_| h.peer_key().is_none())
-                .and_then(|a| a.parse::<SocketAddr>().ok());
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+                .filter(|a| Hint::gtc(*a).uri() == h.uri());
             match compact {
                 Some(SocketAddr::V4(a)) => {
                     v.push(1);
@@ -203,7 +207,8 @@ impl Ticket {
 }
 
 fn field(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
-    // Hint URIs are at most MAX_URI_LEN (200) bytes, so every value fits.
+    // Hint URIs are at most MAX_URI_LEN (200) bytes plus a gtc hint's
+    // 33-byte `KEY@`, so every value fits.
     out.push(tag);
     out.push(u8::try_from(value.len()).unwrap_or(u8::MAX));
     out.extend_from_slice(&value[..value.len().min(255)]);
@@ -361,6 +366,24 @@ fn b64_decode(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hint_written_unlike_its_compact_form_round_trips() {
+        // Found by the `ticket-payload` fuzz target: `gtc://[0::1]:5` was
+        // sent in the compact form and came back as `gtc://[::1]:5`, so a
+        // ticket did not decode to the ticket it was made from.
+        for uri in [
+            "gtc://[0::1]:5",
+            "gtc://[::FFFF:1.2.3.4]:5",
+            "gtc://[::1]:5",
+        ] {
+            let hint = Hint::new(uri).expect("hint");
+            let t = Ticket::new(Oid([1; 32]), None, None, vec![hint]);
+            let back: Ticket = t.to_string().parse().expect("parses");
+            assert_eq!(back, t, "{uri}");
+            assert_eq!(back.hints()[0].uri(), uri);
+        }
+    }
 
     fn sample() -> Ticket {
         Ticket::new(

@@ -345,7 +345,8 @@ fn parse_mountinfo(text: &str) -> Vec<Mount> {
         .collect()
 }
 
-/// Undoes the octal escapes (`\040` for a space) of the mount table.
+/// Undoes the octal escapes (`\040` for a space) of the mount table; one
+/// past a byte's range (`\777`) is kept as it stands.
 fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -353,7 +354,8 @@ fn unescape(s: &str) -> String {
     while i < b.len() {
         if b[i] == b'\\'
             && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+            && (b'0'..=b'3').contains(&b[i + 1])
+            && b[i + 2..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
@@ -398,6 +400,27 @@ impl Uevent {
             }
         }
         Some(ev)
+    }
+}
+
+/// The parsers of what the kernel hands this crate (uevent datagrams, the
+/// mount table), reachable by the fuzz targets of `fuzz/` and nothing else.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::PathBuf;
+
+    /// A uevent datagram as `(action, subsystem, devname)`, or `None` for
+    /// one that is not a kernel uevent.
+    pub fn uevent(msg: &[u8]) -> Option<(String, String, String)> {
+        super::Uevent::parse(msg).map(|e| (e.action, e.subsystem, e.devname))
+    }
+
+    /// A mount table as `(mount point, source)` per entry.
+    pub fn mountinfo(text: &str) -> Vec<(PathBuf, String)> {
+        super::parse_mountinfo(text)
+            .into_iter()
+            .map(|m| (m.point, m.source))
+            .collect()
     }
 }
 
@@ -560,6 +583,19 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn an_escape_past_a_byte_is_kept_as_written() {
+        // Found by the `mountinfo` fuzz target: `\777` overflowed the
+        // byte it was decoded into (a panic with overflow checks).
+        assert_eq!(
+            unescape("/mnt/a\\777b\\040c\\377"),
+            "/mnt/a\\777b c\u{fffd}"
+        );
+        assert_eq!(unescape("\\400\\0"), "\\400\\0");
+        let m = parse_mountinfo("36 35 98:0 / /mnt/\\777 rw - ext4 /dev/sdb1 rw\n");
+        assert_eq!(m[0].point, PathBuf::from("/mnt/\\777"));
     }
 
     #[test]

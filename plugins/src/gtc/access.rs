@@ -8,6 +8,9 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 /// An address prefix: `10.0.0.0/8`, `192.168.1.7` (one host), `fd00::/8`.
+/// An IPv4-mapped prefix (`::ffff:10.0.0.0/104`) is kept as the IPv4
+/// prefix it names (`10.0.0.0/8`), since peers' addresses are compared in
+/// their canonical form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IpPrefix {
     addr: IpAddr,
@@ -54,6 +57,15 @@ impl FromStr for IpPrefix {
             None => max,
             Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(bad)?,
         };
+        if let IpAddr::V6(v6) = addr
+            && let Some(v4) = v6.to_ipv4_mapped()
+            && len >= 96
+        {
+            return Ok(IpPrefix {
+                addr: IpAddr::V4(v4),
+                len: len - 96,
+            });
+        }
         Ok(IpPrefix { addr, len })
     }
 }
@@ -110,6 +122,22 @@ mod tests {
             assert!(bad.parse::<IpPrefix>().is_err(), "{bad}");
         }
         assert_eq!(lan.to_string(), "10.1.0.0/16");
+    }
+
+    #[test]
+    fn an_ipv4_mapped_prefix_matches_its_ipv4_peers() {
+        // Found by the `ip-prefix` fuzz target: `::ffff:a.b.c.d` prefixes
+        // were kept as IPv6 while peers are compared in canonical (IPv4)
+        // form, so such a prefix matched nobody, not even its own address.
+        let p: IpPrefix = "::ffff:10.1.0.0/112".parse().expect("prefix");
+        assert_eq!(p.to_string(), "10.1.0.0/16");
+        assert!(p.contains(ip("10.1.2.3")) && p.contains(ip("::ffff:10.1.2.3")));
+        assert!(!p.contains(ip("10.2.0.1")));
+        let host: IpPrefix = "::ffff:15.0.0.8".parse().expect("host");
+        assert!(host.contains(ip("::ffff:f00:8")) && host.contains(ip("15.0.0.8")));
+        // A wider IPv6 prefix stays IPv6 and opens nothing to IPv4 peers.
+        let wide: IpPrefix = "::ffff:0.0.0.0/80".parse().expect("prefix");
+        assert!(!wide.contains(ip("10.0.0.1")));
     }
 
     #[test]

@@ -14,12 +14,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dot_store::descriptor::check_descriptors;
 use dot_store::{Descriptor, Oid, PeerKey, Token, VerifiedChunk};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use super::desc_list::DescList;
 use super::framed::{FrameReader, FrameWriter};
 use super::link::{self, Reader, Writer};
 use super::proto::{DescPage, Frame, VERSION};
@@ -282,43 +282,27 @@ impl Inner {
     async fn describe(&self, oid: Oid, token: Option<Token>) -> Result<Described, TransferError> {
         let conn = self.conn().await?;
         let token = token.unwrap_or(Token([0; 16]));
-        let mut descriptors: Vec<Descriptor> = Vec::new();
-        let mut size = None;
+        let mut list = DescList::new();
         loop {
-            let first = descriptors.len() as u32;
-            let page = self.desc_page(&conn, oid, token, first).await?;
+            let page = self.desc_page(&conn, oid, token, list.next_first()).await?;
             // A token the peer accepted, for the connections to come.
             self.remember(oid, token, page.total);
-            let bad = |reason: &str| TransferError::BadDescriptors {
-                peer: self.name.clone(),
-                reason: reason.into(),
-            };
-            if page.first != first || size.is_some_and(|s| s != page.size) {
-                return Err(bad("pages do not fit together"));
-            }
-            if page.descs.is_empty() && first < page.total {
-                return Err(bad("empty page before the end"));
-            }
-            // Bound the list by what the object can hold before growing it:
-            // no more chunks than bytes (nor than MAX_CHUNKS), no fewer than
-            // the largest chunks allow.
-            if u64::from(page.total) > page.size.max(1) || page.total > MAX_CHUNKS {
-                return Err(bad("more chunks than the object can hold"));
-            }
-            if u64::from(page.total) < page.size.div_ceil(u64::from(dot_store::MAX_CHUNK_LEN)) {
-                return Err(bad("fewer chunks than the object needs"));
-            }
-            size = Some(page.size);
-            descriptors.extend(page.descs);
-            if descriptors.len() as u32 >= page.total {
+            let whole = list
+                .add(page)
+                .map_err(|reason| TransferError::BadDescriptors {
+                    peer: self.name.clone(),
+                    reason: reason.into(),
+                })?;
+            if whole {
                 break;
             }
         }
-        let size = size.unwrap_or(0);
-        check_descriptors(size, &descriptors).map_err(|reason| TransferError::BadDescriptors {
-            peer: self.name.clone(),
-            reason,
-        })?;
+        let (size, descriptors) =
+            list.finish()
+                .map_err(|reason| TransferError::BadDescriptors {
+                    peer: self.name.clone(),
+                    reason,
+                })?;
         Ok(Described { size, descriptors })
     }
 }

@@ -8,6 +8,8 @@
 //! - [`session`]: the serving side's rules per connection (sans-IO).
 //! - [`server`]: the tokio driver that serves peers from a store.
 //! - [`client`]: [`client::GtcSource`], the tokio driver that fetches.
+//! - [`desc_list`]: an object's descriptor list put together from the
+//!   pages a peer sends (sans-IO).
 //! - [`double`]: a peer that misbehaves on purpose, for tests.
 //! - [`tls`]: the encrypted peer link's keys and TLS settings (TLS 1.3,
 //!   raw public keys pinned by the ticket).
@@ -15,6 +17,7 @@
 
 pub mod access;
 pub mod client;
+pub mod desc_list;
 pub mod double;
 pub mod framed;
 pub mod link;

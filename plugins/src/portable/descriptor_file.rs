@@ -2,8 +2,7 @@
 //! (u64 LE), its chunk count (u32 LE), then per chunk its hash (32 bytes)
 //! and length (u32 LE). Read bounded by what was checked first.
 
-use std::fs::File;
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use dot_store::descriptor::{MAX_OBJECT_SIZE, check_descriptors};
@@ -25,7 +24,7 @@ pub(super) const RECORD: u64 = 36;
 /// backs its claim only with holes (a sparse file of zeros) fails at its
 /// first record.
 pub(super) fn read_descriptor_file(
-    f: File,
+    f: impl Read,
     len: u64,
     shown: &Path,
 ) -> io::Result<(u64, Vec<Descriptor>)> {
@@ -87,4 +86,18 @@ pub(super) fn read_descriptor_file(
     }
     check_descriptors(size, &descs).map_err(bad)?;
     Ok((size, descs))
+}
+
+/// The bytes of a descriptor file for an object of `size` bytes cut as
+/// `descs` (what [`read_descriptor_file`] reads back).
+pub(super) fn encode_descriptor_file(size: u64, descs: &[Descriptor]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEAD as usize + descs.len() * RECORD as usize);
+    buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(&size.to_le_bytes());
+    buf.extend_from_slice(&(descs.len() as u32).to_le_bytes());
+    for d in descs {
+        buf.extend_from_slice(&d.hash.0);
+        buf.extend_from_slice(&d.len.to_le_bytes());
+    }
+    buf
 }

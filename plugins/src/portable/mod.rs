@@ -71,6 +71,22 @@ pub const MAX_CHUNKS: u32 = 1 << 24;
 /// failed source (the read goes on in its blocking thread, unwaited for).
 pub const DESCRIBE_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Reads a descriptor file held in memory, as [`Device`] reads one it
+/// opened on a key: for the fuzz targets of `fuzz/`.
+///
+/// # Errors
+/// `InvalidData` for bytes that are not a valid descriptor file.
+#[doc(hidden)]
+pub fn parse_descriptor_file(bytes: &[u8]) -> io::Result<(u64, Vec<Descriptor>)> {
+    read_descriptor_file(bytes, bytes.len() as u64, Path::new("descriptor file"))
+}
+
+/// The bytes [`Device::write_descriptors`] writes for `size` and `descs`.
+#[doc(hidden)]
+pub fn descriptor_file_bytes(size: u64, descs: &[Descriptor]) -> Vec<u8> {
+    encode_descriptor_file(size, descs)
+}
+
 /// A DOT store on a mounted device.
 #[derive(Debug, Clone)]
 pub struct Device {
@@ -260,14 +276,7 @@ impl Device {
         size: u64,
         descs: &[Descriptor],
     ) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(HEAD as usize + descs.len() * RECORD as usize);
-        buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&size.to_le_bytes());
-        buf.extend_from_slice(&(descs.len() as u32).to_le_bytes());
-        for d in descs {
-            buf.extend_from_slice(&d.hash.0);
-            buf.extend_from_slice(&d.len.to_le_bytes());
-        }
+        let buf = encode_descriptor_file(size, descs);
         let name = oid.to_string();
         let shown = self.shown(&format!("objects/{name}"));
         Self::write_file(w, w.objects.as_fd(), &name, &buf, &shown)
