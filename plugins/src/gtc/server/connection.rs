@@ -220,8 +220,22 @@ async fn writer_task(
 ) {
     let mut wr = FrameWriter::new(wr);
     let mut batch: Vec<Out> = Vec::with_capacity(READ_BATCH);
-    while rx.recv_many(&mut batch, READ_BATCH).await > 0 {
-        let answers = resolve(&store, &cancelled, std::mem::take(&mut batch)).await;
+    if rx.recv_many(&mut batch, READ_BATCH).await == 0 {
+        let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
+        return;
+    }
+    let mut resolving = resolve(&store, &cancelled, std::mem::take(&mut batch));
+    loop {
+        let answers = resolving.await;
+        // The next batch is read from disk while this one goes out.
+        while batch.len() < READ_BATCH {
+            match rx.try_recv() {
+                Ok(out) => batch.push(out),
+                Err(_) => break,
+            }
+        }
+        let next =
+            (!batch.is_empty()).then(|| resolve(&store, &cancelled, std::mem::take(&mut batch)));
         for answer in answers {
             let written = match answer {
                 Answer::Frame(f) => tokio::time::timeout(write_timeout, wr.frame(&f)).await,
@@ -241,14 +255,23 @@ async fn writer_task(
                 return;
             }
         }
-        if rx.is_empty()
-            && !matches!(
-                tokio::time::timeout(write_timeout, wr.flush()).await,
-                Ok(Ok(()))
-            )
-        {
-            return;
-        }
+        resolving = match next {
+            Some(next) => next,
+            None => {
+                if rx.is_empty()
+                    && !matches!(
+                        tokio::time::timeout(write_timeout, wr.flush()).await,
+                        Ok(Ok(()))
+                    )
+                {
+                    return;
+                }
+                if rx.recv_many(&mut batch, READ_BATCH).await == 0 {
+                    break;
+                }
+                resolve(&store, &cancelled, std::mem::take(&mut batch))
+            }
+        };
     }
     let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
 }
@@ -265,17 +288,17 @@ enum Answer {
     Skip,
 }
 
-/// Resolves a batch of queued requests on the blocking pool: chunk bytes
-/// read (a view of the store's mapping, its pages brought into memory) or
-/// the error frame to send instead.
-async fn resolve(
+/// Resolves a batch of queued requests on the blocking pool, starting
+/// now: chunk bytes read (a view of the store's mapping, its pages brought
+/// into memory) or the error frame to send instead.
+fn resolve(
     store: &Store,
     cancelled: &Arc<Mutex<HashSet<u32>>>,
     batch: Vec<Out>,
-) -> Vec<Answer> {
+) -> impl Future<Output = Vec<Answer>> + use<> {
     let (store, cancelled) = (store.clone(), cancelled.clone());
     let n = batch.len();
-    tokio::task::spawn_blocking(move || {
+    let reading = tokio::task::spawn_blocking(move || {
         batch
             .into_iter()
             .map(|out| match out {
@@ -298,9 +321,12 @@ async fn resolve(
                 }
             })
             .collect()
-    })
-    .await
-    .unwrap_or_else(|_| (0..n).map(|_| Answer::Skip).collect())
+    });
+    async move {
+        reading
+            .await
+            .unwrap_or_else(|_| (0..n).map(|_| Answer::Skip).collect())
+    }
 }
 
 /// Touches one byte per page of `data`, so a view of a mapped file is in
