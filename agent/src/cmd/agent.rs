@@ -19,5 +19,11 @@ pub fn run(flags: Flags) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(dot_agent::daemon::run(config))
+    let result = rt.block_on(dot_agent::daemon::run(config));
+    // The store is closed by now. Blocking work still running is not
+    // waited for past a second: an idle-priority whole-object hash may get
+    // no CPU on a busy machine to notice the stop, and SIGTERM must not
+    // wait for the machine to go idle.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
