@@ -17,8 +17,18 @@
 //! the waiting; the caller reads events from a channel and never blocks on
 //! it. Optionally (see [`Options::mount_into`]) it mounts an inserted block
 //! device read-only itself when nothing else mounts it within a moment.
+//!
+//! Layout: this file holds the watcher (its thread, its state, the
+//! folder watch and the mounting); `mountinfo.rs` parses the mount table,
+//! `uevent.rs` opens the uevent socket and parses its datagrams.
 
 #![warn(missing_docs)]
+
+mod mountinfo;
+mod uevent;
+
+use mountinfo::{Mount, read_mounts};
+use uevent::{Uevent, uevent_socket};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
@@ -315,94 +325,6 @@ fn holds_store(place: &Path) -> bool {
         .is_ok_and(|m| m.is_dir() || m.file_type().is_symlink())
 }
 
-/// One mount table entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Mount {
-    point: PathBuf,
-    source: String,
-}
-
-fn read_mounts() -> Vec<Mount> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|s| parse_mountinfo(&s))
-        .unwrap_or_default()
-}
-
-/// Parses `/proc/self/mountinfo`: field 5 is the mount point, and after
-/// the `-` separator come the filesystem type and the source.
-fn parse_mountinfo(text: &str) -> Vec<Mount> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let point = unescape(fields.get(4)?);
-            let sep = fields.iter().position(|f| *f == "-")?;
-            let source = unescape(fields.get(sep + 2)?);
-            Some(Mount {
-                point: PathBuf::from(point),
-                source,
-            })
-        })
-        .collect()
-}
-
-/// Undoes the octal escapes (`\040` for a space) of the mount table; one
-/// past a byte's range (`\777`) is kept as it stands.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && (b'0'..=b'3').contains(&b[i + 1])
-            && b[i + 2..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A kernel uevent: `ACTION@DEVPATH` then `KEY=VALUE` fields, NUL-separated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Uevent {
-    action: String,
-    subsystem: String,
-    devname: String,
-}
-
-impl Uevent {
-    fn parse(msg: &[u8]) -> Option<Uevent> {
-        let mut parts = msg.split(|b| *b == 0);
-        let head = std::str::from_utf8(parts.next()?).ok()?;
-        // Messages from udevd ("libudev" header) are not kernel uevents.
-        if !head.contains('@') {
-            return None;
-        }
-        let mut ev = Uevent::default();
-        for p in parts {
-            let Ok(kv) = std::str::from_utf8(p) else {
-                continue;
-            };
-            match kv.split_once('=') {
-                Some(("ACTION", v)) => ev.action = v.to_owned(),
-                Some(("SUBSYSTEM", v)) => ev.subsystem = v.to_owned(),
-                // A name under /dev, never a path out of it.
-                Some(("DEVNAME", v)) if !v.contains("..") => {
-                    ev.devname = v.trim_start_matches('/').to_owned();
-                }
-                _ => {}
-            }
-        }
-        Some(ev)
-    }
-}
-
 /// The parsers of what the kernel hands this crate (uevent datagrams, the
 /// mount table), reachable by the fuzz targets of `fuzz/` and nothing else.
 #[doc(hidden)]
@@ -412,49 +334,16 @@ pub mod fuzzing {
     /// A uevent datagram as `(action, subsystem, devname)`, or `None` for
     /// one that is not a kernel uevent.
     pub fn uevent(msg: &[u8]) -> Option<(String, String, String)> {
-        super::Uevent::parse(msg).map(|e| (e.action, e.subsystem, e.devname))
+        super::uevent::Uevent::parse(msg).map(|e| (e.action, e.subsystem, e.devname))
     }
 
     /// A mount table as `(mount point, source)` per entry.
     pub fn mountinfo(text: &str) -> Vec<(PathBuf, String)> {
-        super::parse_mountinfo(text)
+        super::mountinfo::parse_mountinfo(text)
             .into_iter()
             .map(|m| (m.point, m.source))
             .collect()
     }
-}
-
-/// A non-blocking socket bound to the kernel's uevent multicast group.
-fn uevent_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket call; the result is checked.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            libc::NETLINK_KOBJECT_UEVENT,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a new descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: an all-zero sockaddr_nl is valid; the fields are set below.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    addr.nl_groups = 1;
-    // SAFETY: `addr` is a valid sockaddr_nl of the given size.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&raw const addr).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -563,52 +452,6 @@ fn unmount_lazily(point: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_lines_give_mount_point_and_source() {
-        let text = "36 35 98:0 / /mnt/my\\040key rw,noatime master:1 - ext4 /dev/loop3 rw,errors=continue\n\
-                    22 1 0:21 / /proc rw - proc proc rw\n\
-                    garbage line\n";
-        let m = parse_mountinfo(text);
-        assert_eq!(
-            m,
-            vec![
-                Mount {
-                    point: PathBuf::from("/mnt/my key"),
-                    source: "/dev/loop3".into()
-                },
-                Mount {
-                    point: PathBuf::from("/proc"),
-                    source: "proc".into()
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn an_escape_past_a_byte_is_kept_as_written() {
-        // Found by the `mountinfo` fuzz target: `\777` overflowed the
-        // byte it was decoded into (a panic with overflow checks).
-        assert_eq!(
-            unescape("/mnt/a\\777b\\040c\\377"),
-            "/mnt/a\\777b c\u{fffd}"
-        );
-        assert_eq!(unescape("\\400\\0"), "\\400\\0");
-        let m = parse_mountinfo("36 35 98:0 / /mnt/\\777 rw - ext4 /dev/sdb1 rw\n");
-        assert_eq!(m[0].point, PathBuf::from("/mnt/\\777"));
-    }
-
-    #[test]
-    fn kernel_uevents_parse_and_udevd_messages_do_not() {
-        let msg = b"add@/devices/virtual/block/loop3\0ACTION=add\0DEVPATH=/devices/virtual/block/loop3\0SUBSYSTEM=block\0DEVNAME=loop3\0DEVTYPE=disk\0";
-        let ev = Uevent::parse(msg).expect("parses");
-        assert_eq!(ev.action, "add");
-        assert_eq!(ev.subsystem, "block");
-        assert_eq!(ev.devname, "loop3");
-        assert!(Uevent::parse(b"libudev\0\xfe\xed").is_none());
-        let sneaky = b"add@/x\0SUBSYSTEM=block\0DEVNAME=../etc/passwd\0";
-        assert_eq!(Uevent::parse(sneaky).expect("parses").devname, "");
-    }
 
     #[test]
     fn a_store_folder_in_a_watched_folder_appears_and_leaves() {
