@@ -323,7 +323,10 @@ fn decode_hint(v: &[u8]) -> Option<Hint> {
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-fn b64_encode(data: &[u8]) -> String {
+/// Unpadded base64url, the alphabet of a ticket's text (public for the
+/// fuzz targets, which build ticket texts from raw payloads).
+#[doc(hidden)]
+pub fn b64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity((data.len() * 4).div_ceil(3));
     for group in data.chunks(3) {
         let mut n = 0u32;
@@ -340,7 +343,8 @@ fn b64_encode(data: &[u8]) -> String {
 /// Decodes unpadded base64url, rejecting non-canonical input (a final
 /// character with bits set past the data), so each byte string has exactly
 /// one text form.
-fn b64_decode(s: &str) -> Option<Vec<u8>> {
+#[doc(hidden)]
+pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
     let value = |c: u8| B64.iter().position(|&x| x == c).map(|p| p as u32);
     let s = s.as_bytes();
     if s.len() % 4 == 1 {

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use dot_store::ticket::MAX_TICKET_LEN;
+use dot_store::ticket::{MAX_TICKET_LEN, b64_decode, b64_encode};
 use dot_store::{Hint, Oid, PeerKey, Ticket, Token};
 
 use super::{Target, text};
@@ -99,35 +99,4 @@ fn check(s: &str) -> bool {
         Err(e) => panic!("{s:?} re-encoded as {again:?}, which does not parse: {e}"),
     }
     true
-}
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/// Unpadded base64url (the ticket's alphabet), canonical.
-fn b64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity((data.len() * 4).div_ceil(3));
-    for group in data.chunks(3) {
-        let mut n = 0u32;
-        for (i, b) in group.iter().enumerate() {
-            n |= u32::from(*b) << (16 - 8 * i);
-        }
-        for i in 0..=group.len() {
-            out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-fn b64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    for group in s.as_bytes().chunks(4) {
-        let mut n = 0u32;
-        for (i, c) in group.iter().enumerate() {
-            n |= (B64.iter().position(|x| x == c)? as u32) << (18 - 6 * i);
-        }
-        for i in 0..group.len().checked_sub(1)? {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    Some(out)
 }
