@@ -348,6 +348,10 @@ mod tests {
         fn cdc_boundaries_survive_an_insertion(seed in any::<u64>(), at in 0usize..4096, insert in proptest::collection::vec(any::<u8>(), 1..512)) {
             // 2 MiB object (about 30 chunks), edit in the first 4 KiB: at
             // most the first few chunks change; every later boundary is found again, shifted.
+            // A few: the minimum chunk length can skip the cut points the
+            // edit moves for some chunks before the two streams meet again
+            // (4 of 28 was seen), while a chunker that lost its alignment
+            // changes nearly all of them.
             let data = pseudo_random(2 << 20, seed);
             let mut edited = data[..at].to_vec();
             edited.extend_from_slice(&insert);
@@ -362,7 +366,7 @@ mod tests {
             let old = chunks(&data, &before);
             let new = chunks(&edited, &after);
             let changed = new.difference(&old).count();
-            prop_assert!(changed <= 3, "{} of {} chunks changed", changed, after.len());
+            prop_assert!(changed <= 8, "{} of {} chunks changed", changed, after.len());
         }
     }
 }
