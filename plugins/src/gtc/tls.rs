@@ -284,4 +284,26 @@ mod tests {
             "a readable key was used"
         );
     }
+
+    #[test]
+    fn a_linked_or_garbage_key_file_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("elsewhere");
+        let path = dir.path().join(KEY_FILE);
+        // A link, to nothing and then to a private file: never followed,
+        // nothing made through it.
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        assert!(Identity::load_or_create(&path).is_err(), "a dangling link");
+        assert!(!target.exists(), "a key was written through the link");
+        std::fs::write(&target, b"not a key").expect("write");
+        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        assert!(Identity::load_or_create(&path).is_err(), "a linked file");
+        // Garbage in a private file: a clear error, the file kept.
+        std::fs::remove_file(&path).expect("unlink");
+        std::fs::rename(&target, &path).expect("rename");
+        let err = Identity::load_or_create(&path).expect_err("garbage");
+        assert!(err.to_string().contains("not an Ed25519"), "{err}");
+        assert_eq!(std::fs::read(&path).expect("read"), b"not a key");
+    }
 }
