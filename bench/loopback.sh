@@ -17,6 +17,9 @@
 #   GTC_BEFORE=/path/to/old/gtc bash bench/loopback.sh
 #                      # and a row for an older build's get (a pair of its
 #                      # own agents, default settings), measured alongside
+#   TOOLS="gtc https scp" bash bench/loopback.sh
+#                      # only these rows (of: gtc plain https http scp
+#                      # rsync, and before with GTC_BEFORE); ratios need gtc
 #
 # It installs nginx, openssh-server/-client, rsync, curl, openssl and bc
 # from Debian when missing; it starts its own nginx, sshd and three agents
@@ -95,7 +98,7 @@ file=$www/object.bin
 out=$work/out.bin
 head -c $((SIZE_MB << 20)) /dev/urandom > "$file"
 # Small objects: a different content for each iteration, made before timing.
-for i in $(seq "$OPS_N"); do head -c 4096 /dev/urandom > "$www/small/$i.bin"; done
+for i in $(seq "$((OPS_N > 0 ? OPS_N : 1))"); do head -c 4096 /dev/urandom > "$www/small/$i.bin"; done
 cat "$file" > /dev/null   # hot page cache
 
 http_port=$(free_port 18080)
@@ -205,7 +208,8 @@ start_agent p "$p_port" --config "$work/plain.toml"     # plain TCP offered
 start_agent b "$b_port"
 ticket=$(put_ticket a "$file")
 plain_ticket=$(put_ticket p "$file")
-tools=(gtc plain https http scp rsync)
+read -r -a tools <<< "${TOOLS:-gtc plain https http scp rsync}"
+[[ ${tools[0]} == gtc ]] || fail "TOOLS must start with gtc (the ratios are against it)"
 if [[ -n ${GTC_BEFORE:-} ]]; then
   GTC_BEFORE=$(realpath "$GTC_BEFORE")
   BIN=$GTC_BEFORE start_agent oa "$(free_port 17423)"
@@ -256,17 +260,18 @@ declare -a gtc_t gtc_c plain_t plain_c https_t https_c http_t http_c scp_t scp_c
 declare -a before_t before_c
 for _ in $(seq "$RUNS"); do
   # Interleave the tools so drift on a noisy machine hits all of them.
-  gtc_get gtc a "$ticket"
-  gtc_get plain p "$plain_ticket"
-  if [[ -n ${GTC_BEFORE:-} ]]; then gtc_get before oa "$before_ticket" ob "$ob_port" "$GTC_BEFORE"; fi
-  measure https nginx "${curl_tls[@]}" -o "$out" "$https_url/object.bin"
-  check https
-  measure http nginx curl -sf -o "$out" "$url/object.bin"
-  check http
-  measure scp sshd scp -q "${key_opts[@]}" -P "$ssh_port" "root@127.0.0.1:$file" "$out"
-  check scp
-  measure rsync sshd rsync -e "$rsync_rsh" "root@127.0.0.1:$file" "$out"
-  check rsync
+  for t in "${tools[@]}"; do
+    case $t in
+      gtc) gtc_get gtc a "$ticket" ;;
+      plain) gtc_get plain p "$plain_ticket" ;;
+      before) gtc_get before oa "$before_ticket" ob "$ob_port" "$GTC_BEFORE" ;;
+      https) measure https nginx "${curl_tls[@]}" -o "$out" "$https_url/object.bin" && check https ;;
+      http) measure http nginx curl -sf -o "$out" "$url/object.bin" && check http ;;
+      scp) measure scp sshd scp -q "${key_opts[@]}" -P "$ssh_port" "root@127.0.0.1:$file" "$out" && check scp ;;
+      rsync) measure rsync sshd rsync -e "$rsync_rsh" "root@127.0.0.1:$file" "$out" && check rsync ;;
+      *) fail "unknown tool $t" ;;
+    esac
+  done
 done
 
 declare -A wall cpu
@@ -277,7 +282,8 @@ done
 g=${wall[gtc]}
 gib=$(echo "$SIZE_MB / 1024" | bc -l)
 mbps() { echo "$SIZE_MB / $1" | bc -l; }
-row() {   # row LABEL TOOL
+row() {   # row LABEL TOOL (nothing for a tool left out of TOOLS)
+  [[ -n ${wall[$2]:-} ]] || return 0
   printf '%-44s %8.3f %7.0f %12.2f %12.2f\n' "$1" "${wall[$2]}" "$(mbps "${wall[$2]}")" \
     "$(echo "${wall[$2]} / $g" | bc -l)" "$(echo "${cpu[$2]} / $gib" | bc -l)"
 }
@@ -299,11 +305,20 @@ row "scp (sshd)" scp
 row "rsync -e ssh (no delta)" rsync
 if [[ -n ${GTC_BEFORE:-} ]]; then row "gtc get, GTC_BEFORE build" before; fi
 echo "ciphers: gtc ${tls_cipher#cipher=}; curl/nginx $curl_cipher; scp/ssh $ssh_cipher"
-printf 'goals: gtc TLS >= 0.80x curl HTTPS (now %.2fx), >= 2x scp (now %.2fx)\n' \
-  "$(echo "${wall[https]} / $g" | bc -l)" "$(echo "${wall[scp]} / $g" | bc -l)"
-if [[ -n ${GTC_BEFORE:-} ]]; then
+if [[ -n ${wall[https]:-} && -n ${wall[scp]:-} ]]; then
+  printf 'goals: gtc TLS >= 0.80x curl HTTPS (now %.2fx), >= 2x scp (now %.2fx)\n' \
+    "$(echo "${wall[https]} / $g" | bc -l)" "$(echo "${wall[scp]} / $g" | bc -l)"
+fi
+if [[ -n ${wall[before]:-} && -n ${wall[plain]:-} ]]; then
   printf 'plain TCP vs the GTC_BEFORE build: %.2fx its speed (goal >= 0.90x)\n' \
     "$(echo "${wall[before]} / ${wall[plain]}" | bc -l)"
+fi
+
+reproduce="SIZE_MB=$SIZE_MB RUNS=$RUNS OPS_N=$OPS_N OPS_SECONDS=$OPS_SECONDS${TOOLS:+ TOOLS=\"$TOOLS\"} bash bench/loopback.sh"
+if ((OPS_N == 0)); then
+  echo
+  echo "reproduce: $reproduce"
+  exit 0
 fi
 
 # --- small objects --------------------------------------------------------------------
@@ -348,4 +363,4 @@ printf '%-40s %9.3f %10.0f\n' "  gtc get alone" "$(secs "$get_us")" "$(ops "$get
 printf '%-40s %9.3f %10.0f\n' "curl of a 4 KiB file (nginx)" "$(secs "$curl_us")" "$(ops "$curl_us")"
 
 echo
-echo "reproduce: SIZE_MB=$SIZE_MB RUNS=$RUNS OPS_N=$OPS_N OPS_SECONDS=$OPS_SECONDS bash bench/loopback.sh"
+echo "reproduce: $reproduce"

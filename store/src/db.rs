@@ -3,55 +3,44 @@
 //! Callers hold a cloneable [`Db`] and send it closures; the thread runs
 //! whatever has queued up in one transaction (each closure under its own
 //! savepoint, so one failure does not undo the others) and replies to each.
-//! Chunk-presence marks are the hot write: they collect in a shared list,
-//! and only the mark that finds the list empty wakes the thread, which
-//! takes the whole list into its next transaction. Before that transaction
-//! commits, the object files the marks name are flushed to disk
-//! (`fdatasync`) when the store is durable, so the index never claims bytes
-//! that a power cut could take back. Opening starts a new generation of
-//! the store (`index::begin_generation`), committed durably whatever the
-//! mode. The SQL itself is in `index.rs`.
+//! Chunk-presence marks are the hot write: they collect in a shared list
+//! and reach this thread through the flusher (`flusher.rs`), which first
+//! flushes the files they name when the store is durable. Opening starts a
+//! new generation of the store (`index::begin_generation`), committed
+//! durably whatever the mode. The SQL itself is in `index.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
+use crate::flusher::{self, Mark, Marks};
 use crate::index::{self, Generations};
 use crate::oid::Oid;
 
 const SCHEMA: &str = include_str!("schema.sql");
 /// Most messages run in one transaction.
 const MAX_BATCH: usize = 8192;
-/// How long presence marks wait for company before they are recorded.
-const MARKS_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 type Job = Box<dyn FnOnce(&Connection) -> bool + Send>;
 
 enum Msg {
     Run(Job),
-    /// Take the marks collected so far.
-    Marks,
+    /// Marks whose bytes the flusher saw to disk.
+    Marks(Vec<Mark>),
 }
-
-/// Chunk `index` of `oid` was written (to `file`) and verified.
-struct Mark {
-    oid: Oid,
-    index: u32,
-    file: Arc<File>,
-}
-
-type Marks = Arc<Mutex<Vec<Mark>>>;
 
 /// Handle to the index thread.
 #[derive(Clone)]
 pub(crate) struct Db {
     tx: mpsc::Sender<Msg>,
+    /// To the flusher, for marks and what must follow them.
+    flush_tx: mpsc::Sender<flusher::Msg<Job>>,
     marks: Marks,
     /// The index's write-ahead log, flushed by [`Db::sync`].
     wal: Arc<PathBuf>,
@@ -79,16 +68,30 @@ impl Db {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
         }
         let (tx, rx) = mpsc::channel();
-        let marks = Marks::default();
-        let m = marks.clone();
         std::thread::Builder::new()
             .name("dot-store-index".into())
-            .spawn(move || run(conn, rx, m, durable))
+            .spawn(move || run(conn, rx))
             .map_err(|e| Error::io("start index thread for", path, e))?;
+        let (flush_tx, flush_rx) = mpsc::channel();
+        let marks = Marks::default();
+        let (m, to_index) = (marks.clone(), tx.clone());
+        std::thread::Builder::new()
+            .name("dot-store-flush".into())
+            .spawn(move || {
+                flusher::run(flush_rx, m, durable, |out| {
+                    let msg = match out {
+                        flusher::Out::Flushed(marks) => Msg::Marks(marks),
+                        flusher::Out::Then(job) => Msg::Run(job),
+                    };
+                    to_index.send(msg).is_ok()
+                })
+            })
+            .map_err(|e| Error::io("start flush thread for", path, e))?;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let db = Db {
             tx,
+            flush_tx,
             marks,
             wal: Arc::new(PathBuf::from(wal)),
             durable,
@@ -103,15 +106,28 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |conn| {
-            let result = f(conn);
-            let ok = result.is_ok();
-            let _ = reply_tx.send(result);
-            ok
-        });
+        let (job, reply) = replying(f);
         self.tx.send(Msg::Run(job)).map_err(|_| Error::Closed)?;
-        reply_rx.recv().map_err(|_| Error::Closed)?
+        reply.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Runs `f` as [`Db::call`] does, but only after every presence mark
+    /// made before has been recorded (its bytes flushed first, when
+    /// durable); returns at once. A failure is logged as `what`.
+    pub(crate) fn after_marks<F>(&self, what: &'static str, f: F) -> Result<()>
+    where
+        F: FnOnce(&Connection) -> Result<()> + Send + 'static,
+    {
+        let job: Job = Box::new(move |conn| match f(conn) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "{what} failed");
+                false
+            }
+        });
+        self.flush_tx
+            .send(flusher::Msg::Then(job))
+            .map_err(|_| Error::Closed)
     }
 
     /// Records that chunk `index` of `oid` was written (to `file`) and
@@ -125,14 +141,21 @@ impl Db {
         // Only the mark that found the list empty wakes the thread: a
         // `Marks` message is queued from then until the list is taken.
         if first {
-            self.tx.send(Msg::Marks).map_err(|_| Error::Closed)?;
+            self.flush_tx
+                .send(flusher::Msg::Marks)
+                .map_err(|_| Error::Closed)?;
         }
         Ok(())
     }
 
-    /// Waits until every message sent before has been committed.
+    /// Waits until every message sent and every mark made before has
+    /// been committed.
     pub(crate) fn flush(&self) -> Result<()> {
-        self.call(|_| Ok(()))
+        let (job, reply) = replying(|_| Ok(()));
+        self.flush_tx
+            .send(flusher::Msg::Then(job))
+            .map_err(|_| Error::Closed)?;
+        reply.recv().map_err(|_| Error::Closed)?
     }
 
     /// Waits until every message sent before has been committed and is on
@@ -174,60 +197,39 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Msg>, marks: Marks, durable: bool) {
+/// A job that runs `f` and sends its result to the returned receiver.
+fn replying<T, F>(f: F) -> (Job, mpsc::Receiver<Result<T>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+{
+    let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+    let job: Job = Box::new(move |conn| {
+        let result = f(conn);
+        let ok = result.is_ok();
+        let _ = reply_tx.send(result);
+        ok
+    });
+    (job, reply_rx)
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Msg>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        // Marks alone wait a little for more (one transaction, one wake-up
-        // for many chunks); a job ends the wait.
-        if matches!(batch[0], Msg::Marks)
-            && let Ok(m) = rx.recv_timeout(MARKS_LINGER)
-        {
-            batch.push(m);
-        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(m) => batch.push(m),
                 Err(_) => break,
             }
         }
-        if let Err(e) = run_batch(&conn, batch, &marks, durable) {
+        if let Err(e) = run_batch(&conn, batch) {
             tracing::error!(error = %e, "index batch failed");
         }
     }
 }
 
-/// One transaction: the jobs in order, and the marks collected up to each
-/// `Marks` message where it stands.
-fn run_batch(
-    conn: &Connection,
-    batch: Vec<Msg>,
-    marks: &Marks,
-    durable: bool,
-) -> rusqlite::Result<()> {
-    let mut taken: Vec<Vec<Mark>> = Vec::new();
-    for m in &batch {
-        if let Msg::Marks = m {
-            taken.push(std::mem::take(
-                &mut *marks.lock().unwrap_or_else(|p| p.into_inner()),
-            ));
-        }
-    }
-    // Flush the bytes of every chunk about to be marked present, once per file.
-    let mut synced: HashMap<*const File, bool> = HashMap::new();
-    if durable {
-        for mark in taken.iter().flatten() {
-            synced
-                .entry(Arc::as_ptr(&mark.file))
-                .or_insert_with(|| match mark.file.sync_data() {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::error!(error = %e, "flushing an object file failed; its chunks stay unmarked");
-                        false
-                    }
-                });
-        }
-    }
-    let mut taken = taken.into_iter();
+/// One transaction: the jobs and the marks, in order.
+fn run_batch(conn: &Connection, batch: Vec<Msg>) -> rusqlite::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     for m in batch {
         match m {
@@ -239,17 +241,9 @@ fn run_batch(
                     conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
                 }
             }
-            Msg::Marks => {
+            Msg::Marks(marks) => {
                 let mut written = HashSet::new();
-                for mark in taken.next().into_iter().flatten() {
-                    if durable
-                        && !synced
-                            .get(&Arc::as_ptr(&mark.file))
-                            .copied()
-                            .unwrap_or(false)
-                    {
-                        continue;
-                    }
+                for mark in marks {
                     index::mark_present(conn, &mark.oid, mark.index)?;
                     written.insert(mark.oid);
                 }

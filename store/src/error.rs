@@ -110,13 +110,19 @@ pub enum Error {
         /// What is wrong with the list.
         reason: String,
     },
-    /// A referenced file changed since it was put; it is never served.
-    #[error("{path} changed since it was put as {oid}")]
+    /// A referenced file's bytes changed, or the file was moved or deleted,
+    /// since it was put: the object is no longer served from it.
+    #[error(
+        "{path} {} since it was put as {oid}; put it again to serve it",
+        if *.gone { "was moved or deleted" } else { "changed" }
+    )]
     FileChanged {
         /// The object the file stood for.
         oid: Oid,
         /// The file.
         path: PathBuf,
+        /// The file is no longer at `path` (rather than holding other bytes).
+        gone: bool,
     },
     /// The input changed while it was being hashed.
     #[error("{path} changed while it was being put")]

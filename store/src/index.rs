@@ -399,6 +399,27 @@ pub(crate) fn cached_file(c: &Connection, stamp: FileStamp) -> Result<Option<(Oi
     .optional()?)
 }
 
+/// Records that `oid`'s referenced file, still at `path`, now has `stamp`
+/// (its bytes were re-checked), and remembers the stamp in the OID cache.
+pub(crate) fn restamp_file(c: &Connection, oid: &Oid, path: &str, stamp: FileStamp) -> Result<()> {
+    let changed = c.execute(
+        "UPDATE objects SET b_dev = ?2, b_ino = ?3, b_size = ?4, b_mtime_ns = ?5
+         WHERE oid = ?1 AND backing = ?6",
+        params![
+            oid.as_bytes(),
+            stamp.dev as i64,
+            stamp.ino as i64,
+            stamp.size as i64,
+            stamp.mtime_ns,
+            path
+        ],
+    )?;
+    if changed == 1 {
+        upsert_file(c, stamp, oid)?;
+    }
+    Ok(())
+}
+
 /// Records `stamp` as a file holding `oid` (the OID cache).
 pub(crate) fn upsert_file(c: &Connection, stamp: FileStamp, oid: &Oid) -> Result<()> {
     c.execute(

@@ -22,7 +22,9 @@
 //! - `ingest` (private): the one-pass put pipeline, hashing chunks and the
 //!   whole object on separate threads.
 //! - `db` (private): the thread that owns the SQLite connection; `index`
-//!   (private) and `schema.sql`: every SQL statement and the schema.
+//!   (private) and `schema.sql`: every SQL statement and the schema;
+//!   `flusher` (private): the thread that flushes written chunks to disk
+//!   before their presence marks reach the index.
 //! - [`store`]: the [`Store`], one job per file (open objects, puts, reads,
 //!   filling, the running whole-object hash, retention, tokens, verify,
 //!   crash recovery); its module page lists them.
@@ -39,6 +41,7 @@ pub mod chunker;
 mod db;
 pub mod descriptor;
 pub mod error;
+mod flusher;
 pub mod hint;
 mod index;
 mod ingest;

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use dot_store::{Oid, Store};
 use tokio::net::UnixStream;
 use tokio::sync::broadcast;
@@ -221,7 +221,9 @@ async fn stream_object(
         }
         let announced = !ranges.is_empty();
         for (offset, len) in ranges {
-            send_range(store, stream, open, offset, len).await?;
+            if let Err(e) = send_range(store, stream, open, offset, len).await? {
+                return Ok(Err(e));
+            }
         }
         if left == 0 {
             break;
@@ -242,17 +244,19 @@ async fn stream_object(
 
 /// Announces `offset..offset+len` as ready. When the client does not read
 /// through a descriptor, the range goes as pieces of at most 1 MiB, each
-/// announced and followed by its bytes, so neither side buffers more.
+/// announced and followed by its bytes, so neither side buffers more. The
+/// outer error ends the connection; the inner one (the bytes could not be
+/// read: a referenced file changed, say) is the get's failure.
 async fn send_range(
     store: &Store,
     stream: &mut UnixStream,
     open: &OpenGet,
     offset: u64,
     len: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<anyhow::Result<()>> {
     if open.via_fd {
         api::write_json(stream, &Response::Ready { offset, len }).await?;
-        return Ok(());
+        return Ok(Ok(()));
     }
     const PIECE: u64 = 1 << 20;
     let mut at = offset;
@@ -260,16 +264,17 @@ async fn send_range(
         let want = PIECE.min(offset + len - at) as usize;
         let s = store.clone();
         let oid = open.fetch.oid;
-        let data = tokio::task::spawn_blocking(move || s.read_at(oid, at, want)).await??;
-        if data.is_empty() {
-            bail!("{oid} ended early at {at}");
-        }
+        let data = match tokio::task::spawn_blocking(move || s.read_at(oid, at, want)).await? {
+            Ok(data) if data.is_empty() => return Ok(Err(anyhow!("{oid} ended early at {at}"))),
+            Ok(data) => data,
+            Err(e) => return Ok(Err(e.into())),
+        };
         let len = data.len() as u64;
         api::write_json(stream, &Response::Ready { offset: at, len }).await?;
         api::write_data(stream, &data).await?;
         at += len;
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// `read`: asks for the chunks covering the range (ahead of anything
@@ -319,5 +324,8 @@ pub(super) async fn read_range(
     }
     let end = offset.saturating_add(len).min(open.fetch.size);
     let open = conn.get.as_ref().context("the get went away")?;
-    send_range(&agent.store, &mut conn.stream, open, offset, end - offset).await
+    if let Err(e) = send_range(&agent.store, &mut conn.stream, open, offset, end - offset).await? {
+        api::write_json(&mut conn.stream, &error(format!("{e:#}"))).await?;
+    }
+    Ok(())
 }

@@ -252,7 +252,13 @@ impl Store {
             self.remove(oid)?;
             return Err(Error::ObjectMismatch { oid, got });
         }
-        self.inner.db.call(move |c| index::mark_complete(c, &oid))?;
+        // Complete for readers now; in the index once every chunk's bytes
+        // are on disk (the flusher's order), which no reader waits for.
+        self.inner
+            .db
+            .after_marks("marking an object complete", move |c| {
+                index::mark_complete(c, &oid)
+            })?;
         h.lock().complete = true;
         *super::lock(&h.whole) = None;
         self.evict()?;

@@ -12,7 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
@@ -76,6 +76,11 @@ pub(super) struct Handle {
     /// Chunks marked missing when it was opened because its file was too
     /// short to hold them; taken by the next `verify` for its report.
     pub lost_at_open: Mutex<Vec<u32>>,
+    /// A referenced file whose stamp no longer matches: every byte read
+    /// from it is hashed before it is served (`referenced.rs`).
+    pub stale: AtomicBool,
+    /// A re-validation of the stale file was started.
+    pub revalidating: AtomicBool,
 }
 
 pub(super) struct HandleState {
@@ -197,15 +202,28 @@ impl Handle {
     }
 
     /// Reads `len` bytes at `offset` from the backing file. For a referenced
-    /// file, first checks that it is unchanged.
+    /// file, first compares the stamp of what its path names now: no file
+    /// there, or one of another size, no longer holds the object; another
+    /// mtime or identity makes the handle [`Handle::is_stale`], and the
+    /// caller must hash what it read.
     pub fn read_raw(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
         if let Backing::Referenced { path, stamp } = &self.backing {
-            let now = self
-                .file
-                .metadata()
-                .map_err(|e| Error::io("stat", path, e))?;
-            if FileStamp::of(&now) != *stamp {
+            let now = match fs::metadata(path) {
+                Ok(m) => FileStamp::of(&m),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(Error::FileChanged {
+                        oid: self.oid,
+                        path: path.clone(),
+                        gone: true,
+                    });
+                }
+                Err(e) => return Err(Error::io("stat", path, e)),
+            };
+            if now.size != self.size {
                 return Err(self.changed());
+            }
+            if now != *stamp {
+                self.stale.store(true, Ordering::Relaxed);
             }
         }
         read_exact_at(&self.file, len, offset).map_err(|e| match e.kind() {
@@ -219,7 +237,21 @@ impl Handle {
         Error::FileChanged {
             oid: self.oid,
             path: self.path().to_owned(),
+            gone: false,
         }
+    }
+
+    /// This object's referenced file is `path`, recorded with a stamp other
+    /// than `stamp`.
+    pub fn is_older_stamp_of(&self, path: &Path, stamp: FileStamp) -> bool {
+        matches!(&self.backing, Backing::Referenced { path: p, stamp: s } if p == path && *s != stamp)
+    }
+
+    /// A referenced file whose stamp changed since it was put (or last
+    /// re-validated): its bytes are hashed on every read until the
+    /// re-validation refreshes the stamp.
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
     }
 
     /// Reads a present chunk. Bytes of referenced files are re-hashed, since
@@ -319,6 +351,14 @@ impl Store {
             .is_some_and(|h| Arc::strong_count(h) > 1)
     }
 
+    /// For an open object: whether it is complete and how many chunks are
+    /// present, as its handle knows now (the index follows behind).
+    pub(super) fn open_state(&self, oid: Oid) -> Option<(bool, u32)> {
+        let h = lock(&self.inner.handles).get(&oid)?.clone();
+        let st = h.lock();
+        Some((st.complete, (st.present.len() - st.missing) as u32))
+    }
+
     /// Drops the open object; whoever still holds it sees it gone.
     pub(super) fn forget_handle(&self, oid: Oid) {
         let h = lock(&self.inner.handles).remove(&oid);
@@ -339,18 +379,27 @@ impl Store {
             return Err(Error::BadDescriptors { oid, reason });
         }
         let mut lost = Vec::new();
+        let mut stale = false;
         let (backing, file) = match row.referenced.take() {
             Some((path, stamp)) => {
                 let path = PathBuf::from(path);
                 let opened = File::open(&path).and_then(|f| f.metadata().map(|m| (f, m)));
                 match opened {
-                    Ok((f, m)) if FileStamp::of(&m) == stamp => {
+                    // Another stamp of the right size: served while each
+                    // read verifies, until re-validated (`referenced.rs`).
+                    Ok((f, m)) if m.is_file() && m.len() == row.size => {
+                        stale = FileStamp::of(&m) != stamp;
                         (Backing::Referenced { path, stamp }, f)
                     }
-                    _ => {
-                        tracing::warn!(oid = %oid, path = %path.display(), "referenced file changed or vanished; forgetting the object");
+                    opened => {
+                        let e = Error::FileChanged {
+                            oid,
+                            gone: opened.is_err(),
+                            path,
+                        };
+                        tracing::warn!(oid = %oid, "{e}");
                         self.remove(oid)?;
-                        return Err(Error::FileChanged { oid, path });
+                        return Err(e);
                     }
                 }
             }
@@ -381,6 +430,8 @@ impl Store {
             cv: Condvar::new(),
             whole: Mutex::new((!row.complete).then(WholeHash::new)),
             lost_at_open: Mutex::new(lost),
+            stale: AtomicBool::new(stale),
+            revalidating: AtomicBool::new(false),
         };
         if !row.complete {
             self.recover_written(&handle, &mut present)?;
@@ -475,7 +526,7 @@ fn open_file(path: &Path, complete: bool) -> io::Result<File> {
 /// `len` bytes of `file` at `offset`, read into a new buffer without
 /// zeroing it first (a peer's chunk is read this way: the zeroing cost as
 /// much as a tenth of a sending agent's CPU).
-fn read_exact_at(file: &std::fs::File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
+pub(super) fn read_exact_at(file: &std::fs::File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
     use std::os::fd::AsRawFd;
     let mut buf: Vec<u8> = Vec::with_capacity(len);
     while buf.len() < len {

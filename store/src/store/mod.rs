@@ -8,7 +8,8 @@
 //!   receiver;
 //! - **referenced**: a user's file, put by descriptor without copying. The
 //!   store remembers its device, inode, size and mtime and checks them (and
-//!   each chunk's hash) before serving any of its bytes.
+//!   each chunk's hash) before serving any of its bytes; a file touched but
+//!   unchanged is re-checked and served again (`referenced`).
 //!
 //! The invariant that crash safety rests on: a chunk is marked present in the
 //! index only after its bytes were verified and written (and, in durable
@@ -22,6 +23,8 @@
 //! - `put`: puts, copied or by reference, and the OID cache of unchanged
 //!   files;
 //! - `read`: verified bytes out (chunks, ranges, mapped views, for peers);
+//! - `referenced`: files put by reference that change afterwards (stale
+//!   stamps, re-validation, forgetting a changed file);
 //! - `fill`: the receiving side, chunk by chunk, up to the whole-object
 //!   check;
 //! - `whole_hash`: the object's SHA-256 taken over its filled prefix while
@@ -51,6 +54,7 @@ mod handle;
 mod put;
 mod read;
 mod recover;
+mod referenced;
 mod retention;
 mod tokens;
 mod verify;

@@ -134,7 +134,7 @@ impl Store {
             return Err(Error::ChangedDuringPut { path });
         }
         let outcome = hashed_outcome(&out);
-        if self.exists_servable(out.oid)? {
+        if self.exists_servable(out.oid, &path, before)? {
             let oid = out.oid;
             self.inner
                 .db

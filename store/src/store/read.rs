@@ -6,16 +6,16 @@
 //! as they are read: the file's stamp always, each chunk's hash for local
 //! readers (peers hash every chunk they receive themselves).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{ObjectInfo, Store, lock};
+use super::{FileStamp, ObjectInfo, Store, lock};
 use crate::descriptor::{Descriptor, chunks_covering};
 use crate::error::{Error, Result};
 use crate::index;
-use crate::oid::Oid;
+use crate::oid::{ChunkHash, Oid};
 
 impl Store {
     /// What the store knows of `oid`, or `None`.
@@ -36,33 +36,48 @@ impl Store {
 
     fn query_info(&self, oid: Option<Oid>) -> Result<Vec<ObjectInfo>> {
         let rows = self.inner.db.call(move |c| index::infos(c, oid))?;
-        let pins = lock(&self.inner.pins);
+        let pins = lock(&self.inner.pins).clone();
         Ok(rows
             .into_iter()
-            .map(|r| ObjectInfo {
-                pins: pins.get(&r.oid).copied().unwrap_or(0),
-                oid: r.oid,
-                size: r.size,
-                chunks: r.chunks,
-                present: r.present,
-                complete: r.complete,
-                referenced: r.referenced.map(PathBuf::from),
-                last_use: r.last_use,
+            .map(|r| {
+                // An open object's handle is ahead of the index by the
+                // marks still being flushed.
+                let (complete, present) = self
+                    .open_state(r.oid)
+                    .map_or((r.complete, r.present), |(c, p)| {
+                        (c || r.complete, p.max(r.present))
+                    });
+                ObjectInfo {
+                    pins: pins.get(&r.oid).copied().unwrap_or(0),
+                    oid: r.oid,
+                    size: r.size,
+                    chunks: r.chunks,
+                    present,
+                    complete,
+                    referenced: r.referenced.map(PathBuf::from),
+                    last_use: r.last_use,
+                }
             })
             .collect())
     }
 
     pub(super) fn is_complete(&self, oid: Oid) -> Result<bool> {
+        if self.open_state(oid).is_some_and(|(complete, _)| complete) {
+            return Ok(true);
+        }
         self.inner.db.call(move |c| index::is_complete(c, &oid))
     }
 
-    /// Complete and, if referenced, its file unchanged.
-    pub(super) fn exists_servable(&self, oid: Oid) -> Result<bool> {
+    /// Complete and, if referenced, its file unchanged: a put of the file
+    /// (the file at `path` with stamp `stamp`, whose bytes were just hashed
+    /// to `oid`) need not record it again. A referenced copy that is stale,
+    /// or is this same file under an older stamp, is replaced by it.
+    pub(super) fn exists_servable(&self, oid: Oid, path: &Path, stamp: FileStamp) -> Result<bool> {
         if !self.is_complete(oid)? {
             return Ok(false);
         }
         match self.handle(oid) {
-            Ok(_) => Ok(true),
+            Ok(h) => Ok(!h.is_stale() && !h.is_older_stamp_of(path, stamp)),
             Err(Error::FileChanged { .. } | Error::UnknownObject(_)) => Ok(false),
             Err(e) => Err(e),
         }
@@ -83,14 +98,18 @@ impl Store {
     /// [`Error::ChunkMissing`] if it is not present; [`Error::FileChanged`]
     /// if a referenced file changed; I/O errors.
     pub fn read_chunk(&self, oid: Oid, index: u32) -> Result<Vec<u8>> {
-        self.handle(oid)?.read_chunk(index)
+        let h = self.handle(oid)?;
+        let read = h.read_chunk(index);
+        self.after_read(&h, read)
     }
 
     /// The bytes of chunk `index` of `oid` for a peer, which verifies every
     /// chunk it receives: from the store's own file a view of its mapping
     /// (no copy); from a referenced file a read checked against the file's
     /// stamp (identity, size, mtime) but not re-hashed, so serving costs no
-    /// hash pass. Local readers use [`Store::read_chunk`].
+    /// hash pass, unless the stamp moved (then hashed, so the peer hears
+    /// that the file changed rather than gets bytes it would reject).
+    /// Local readers use [`Store::read_chunk`].
     ///
     /// # Errors
     /// As [`Store::read_chunk`].
@@ -100,10 +119,16 @@ impl Store {
         if !h.is_present(index) {
             return Err(Error::ChunkMissing { oid, index });
         }
-        match h.mapped(d.offset, d.end()) {
-            Some(bytes) => Ok(bytes),
-            None => h.read_raw(d.offset, d.len as usize).map(Bytes::from),
+        if let Some(bytes) = h.mapped(d.offset, d.end()) {
+            return Ok(bytes);
         }
+        let read = h.read_raw(d.offset, d.len as usize).and_then(|data| {
+            if h.is_stale() && ChunkHash::of(&data) != d.hash {
+                return Err(h.changed());
+            }
+            Ok(Bytes::from(data))
+        });
+        self.after_read(&h, read)
     }
 
     /// Reads up to `len` bytes at `offset` of `oid`; every chunk the range
@@ -125,15 +150,18 @@ impl Store {
             return h.read_raw(offset, (end - offset) as usize);
         }
         // A referenced file may have changed: each chunk is re-checked.
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        for i in chunks {
-            let d = h.descs[i];
-            let from = offset.max(d.offset);
-            let to = end.min(d.end());
-            let chunk = h.read_chunk(i as u32)?;
-            out.extend_from_slice(&chunk[(from - d.offset) as usize..(to - d.offset) as usize]);
-        }
-        Ok(out)
+        let read = (|| {
+            let mut out = Vec::with_capacity((end - offset) as usize);
+            for i in chunks {
+                let d = h.descs[i];
+                let from = offset.max(d.offset);
+                let to = end.min(d.end());
+                let chunk = h.read_chunk(i as u32)?;
+                out.extend_from_slice(&chunk[(from - d.offset) as usize..(to - d.offset) as usize]);
+            }
+            Ok(out)
+        })();
+        self.after_read(&h, read)
     }
 
     /// As [`Store::read_at`], without copying where it can: a range of the

@@ -67,7 +67,7 @@ impl Store {
             report.objects += 1;
             let h = match self.handle(info.oid) {
                 Ok(h) => h,
-                Err(Error::FileChanged { oid, path }) => {
+                Err(Error::FileChanged { oid, path, .. }) => {
                     report.changed_files.push((oid, path));
                     continue;
                 }

@@ -40,6 +40,9 @@ enum Out {
 /// The one answer to "no such object" and "wrong token": a probe cannot
 /// tell which objects the agent holds.
 const REFUSED: &str = "no such object here, or a wrong access token";
+/// What a peer hears when the file an object was put from changed.
+const FILE_CHANGED: &str =
+    "the sender's file of this object changed, moved or was deleted since it was put";
 
 /// Serves one connection until it ends; logs why.
 pub(super) async fn run(
@@ -198,6 +201,7 @@ async fn describe(
             stats.refused.fetch_add(1, Ordering::Relaxed);
             err(ErrorCode::Unauthorized, REFUSED)
         }
+        Ok(Err(dot_store::Error::FileChanged { .. })) => err(ErrorCode::Unavailable, FILE_CHANGED),
         Ok(Err(e)) => {
             tracing::warn!(oid = %oid, error = %e, "describing an object failed");
             err(
@@ -347,6 +351,8 @@ fn chunk_error(req: u32, oid: Oid, index: u32, e: dot_store::Error) -> Frame {
         dot_store::Error::ChunkMissing { .. } => (ErrorCode::Unavailable, e.to_string()),
         // As for descriptors: not held and not authorised look the same.
         dot_store::Error::UnknownObject(_) => (ErrorCode::Unauthorized, REFUSED.to_owned()),
+        // Said without the sender's path.
+        dot_store::Error::FileChanged { .. } => (ErrorCode::Unavailable, FILE_CHANGED.to_owned()),
         _ => (ErrorCode::Internal, e.to_string()),
     };
     tracing::debug!(oid = %oid, index, error = %message, "cannot serve chunk");
