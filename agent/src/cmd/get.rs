@@ -87,9 +87,11 @@ pub fn get(
             if path.is_dir() {
                 bail!("{} is a folder", path.display());
             }
+            // Written under a temporary name beside it, renamed into place
+            // once whole: a failed get leaves no partial file, and an
+            // existing one is replaced only by a complete object.
+            let (out, tmp) = temporary_beside(path)?;
             let result = (|| {
-                let out = std::fs::File::create(path)
-                    .with_context(|| format!("creating {}", path.display()))?;
                 let mut get = client.get_unordered(target, hints)?;
                 let size = get.size();
                 out.set_len(size)
@@ -103,10 +105,12 @@ pub fn get(
                 if let Some(b) = bar {
                     b.finish_and_clear();
                 }
+                std::fs::rename(&tmp, path)
+                    .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
                 Ok::<_, anyhow::Error>((size, stats))
             })();
             if result.is_err() {
-                let _ = std::fs::remove_file(path);
+                let _ = std::fs::remove_file(&tmp);
             }
             result
         }
@@ -136,6 +140,38 @@ pub fn get(
             Ok((size, stats))
         }
     }
+}
+
+/// Creates a new file beside `path` (same folder, so the rename is atomic)
+/// under a hidden temporary name; returns it and its path.
+fn temporary_beside(path: &Path) -> anyhow::Result<(std::fs::File, PathBuf)> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut last = None;
+    for attempt in 0..16u32 {
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".gtc-{}-{attempt}", std::process::id()));
+        let tmp = dir.join(tmp_name);
+        match std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((f, tmp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating a file in {}", dir.display()));
+            }
+        }
+    }
+    Err(last.map_or_else(|| anyhow::anyhow!("no free name"), anyhow::Error::from))
+        .with_context(|| format!("creating a temporary file beside {}", path.display()))
 }
 
 /// Sets permission bits and modification time of a written file.

@@ -26,6 +26,10 @@ use super::proto::{DescPage, Frame, VERSION};
 use crate::error::TransferError;
 use crate::transfer::{BoxFuture, ChunkEvent, ChunkSink, Described, Transfer};
 
+/// How long a source has to open the link (TLS handshake) and say `Hello`:
+/// what accepts but never answers (or answers in another protocol) is no
+/// gtc peer.
+pub const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Chunk requests in flight per connection unless configured otherwise.
 pub const DEFAULT_WINDOW: usize = 256;
 /// How long a connection may take to open.
@@ -174,7 +178,7 @@ impl Inner {
             rd,
             mut wr,
             low_water_fd,
-        } = link::connect(stream, self.key, CONNECT_TIMEOUT)
+        } = link::connect(stream, self.key, HELLO_TIMEOUT)
             .await
             .map_err(|e| self.err(e))?;
         let mut hello = Vec::new();
@@ -446,9 +450,28 @@ async fn read_loop(
     };
     let mut greeted = false;
     loop {
-        let frame = match frames.next().await {
+        let next = if greeted {
+            frames.next().await
+        } else {
+            match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return conn_err(format!(
+                        "no answer: no gtc Hello within {} s (not a gtc peer?)",
+                        HELLO_TIMEOUT.as_secs()
+                    ));
+                }
+            }
+        };
+        let frame = match next {
             Ok(Some(f)) => f,
+            Ok(None) if !greeted => {
+                return conn_err("not a gtc peer: it closed the connection without a Hello".into());
+            }
             Ok(None) => return conn_err("connection closed".into()),
+            Err(super::framed::ReadError::Proto(_)) if !greeted => {
+                return conn_err("not a gtc peer: what it sent is not a gtc Hello".into());
+            }
             Err(super::framed::ReadError::Proto(source)) => {
                 return TransferError::Protocol {
                     peer: peer.to_owned(),

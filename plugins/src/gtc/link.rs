@@ -65,7 +65,12 @@ pub async fn connect(
         match tokio::time::timeout(deadline, connector.connect(tls::server_name(), stream)).await {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => return Err(tls_failure(key, &e)),
-            Err(_) => return Err(format!("TLS: no handshake within {} s", deadline.as_secs())),
+            Err(_) => {
+                return Err(format!(
+                    "no answer: no TLS handshake within {} s (not a gtc peer?)",
+                    deadline.as_secs()
+                ));
+            }
         };
     if let Some(suite) = link.get_ref().1.negotiated_cipher_suite() {
         tracing::debug!(%key, cipher = ?suite.suite(), "TLS link open");
@@ -87,7 +92,7 @@ fn tls_failure(key: PeerKey, e: &std::io::Error) -> String {
     if wrong_key {
         format!("the peer does not prove the key {key} its hint names: not the agent meant")
     } else {
-        format!("TLS handshake failed (not a DOT agent speaking TLS?): {e}")
+        format!("not a gtc peer: the TLS handshake failed: {e}")
     }
 }
 
