@@ -155,7 +155,23 @@ pub enum Response {
     Error {
         /// Why.
         message: String,
+        /// What kind of failure, where the agent can tell (a script acts
+        /// on it: `gtc` exits with a code per kind).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<ErrorKind>,
     },
+}
+
+/// Kinds of failure a caller may act on differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// No such object, or not authorised (one answer for both).
+    NotFound,
+    /// No source answered: connection failures, timeouts, not a gtc peer.
+    Unreachable,
+    /// Bytes that did not verify, or a put file that changed.
+    Integrity,
 }
 
 /// What a put produced, as `gtc put --json` prints it.

@@ -547,4 +547,65 @@ mod tests {
         assert_eq!(c.mount, None);
         assert_eq!(c.read_timeout, std::time::Duration::from_secs(1));
     }
+
+    /// The keys `RawConfig` accepts, from serde itself: unknown keys are
+    /// rejected (`deny_unknown_fields`) with a message listing every key
+    /// expected (``unknown field `x`, expected one of `data-dir`, ...``).
+    fn accepted_keys() -> Vec<String> {
+        let err = toml::from_str::<RawConfig>("no-such-key = 1")
+            .expect_err("an unknown key was accepted");
+        let msg = err.message();
+        let (_, list) = msg
+            .split_once("expected one of ")
+            .unwrap_or_else(|| panic!("no list of keys in {msg:?}"));
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn every_config_key_is_documented() {
+        let doc = include_str!("../../docs/config.md");
+        let keys = accepted_keys();
+        assert!(
+            keys.len() >= 20 && keys.iter().any(|k| k == "plain-peers"),
+            "the list of keys was not read: {keys:?}"
+        );
+        let missing: Vec<&String> = keys
+            .iter()
+            .filter(|k| !doc.contains(&format!("`{k}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/config.md does not name {missing:?}"
+        );
+        // The example file names every key (commented out where TOML cannot
+        // write the default), and what it sets are the defaults.
+        let example = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/config.md has a ```toml example");
+        let absent: Vec<&String> = keys
+            .iter()
+            .filter(|k| {
+                !example.lines().any(|l| {
+                    l.trim_start_matches('#')
+                        .trim_start()
+                        .starts_with(&format!("{k} ="))
+                })
+            })
+            .collect();
+        assert!(absent.is_empty(), "the example file lacks {absent:?}");
+        let raw: RawConfig = toml::from_str(example).expect("the example parses");
+        let example = raw.validate().expect("the example is valid");
+        let default = RawConfig::default().validate().expect("defaults valid");
+        assert_eq!(
+            format!("{example:?}"),
+            format!("{default:?}"),
+            "the example file sets a value other than the default"
+        );
+    }
 }

@@ -2,6 +2,8 @@
 //! arguments and dispatches; each command is a module of `cmd/`, which
 //! also declares its flags.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 mod cmd;
@@ -51,13 +53,23 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
         Command::Agent { flags } => cmd::agent::run(flags),
         Command::Put { args } => cmd::put::run(args),
         Command::Get { args } => cmd::get::run(args),
         Command::Status { args } => cmd::status::run(args),
         Command::Device { command } => cmd::device::run(command),
         Command::Cp { args } => cmd::cp::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, never a backtrace: `{:?}` of an anyhow error
+            // would print one whenever RUST_BACKTRACE is set.
+            eprintln!("gtc: {}", cmd::exit::one_line(&e));
+            ExitCode::from(cmd::exit::code(&e))
+        }
     }
 }

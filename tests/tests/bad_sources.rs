@@ -46,6 +46,11 @@ fn get_fails(b: &Agent, ticket: &str, hint: &str, out: &Path) -> String {
     ]);
     let took = started.elapsed();
     assert!(!got.status.success(), "a get from {hint} succeeded");
+    assert_eq!(
+        got.status.code(),
+        Some(4),
+        "{hint}: unreachable is exit code 4"
+    );
     assert!(took < Duration::from_secs(20), "{hint}: took {took:?}");
     String::from_utf8_lossy(&got.stderr).into_owned()
 }
@@ -81,4 +86,34 @@ fn a_silent_listener_or_an_http_server_is_no_gtc_peer() {
             .collect();
         assert!(left.is_empty(), "{hint}: left {left:?}");
     }
+}
+
+#[test]
+fn an_agent_without_the_object_is_not_found_exit_code_3() {
+    let (a, b, c) = (Agent::start(), Agent::start(), Agent::start());
+    let src = a.dir.join("obj");
+    std::fs::write(&src, random_bytes(100_000, 4)).expect("write");
+    let ticket = a.put_ticket(&src);
+    let got = b.gtc(&[
+        "get",
+        &ticket,
+        "--hint",
+        &c.hint(),
+        "-o",
+        b.dir.join("out").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        got.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let said = String::from_utf8_lossy(&got.stderr);
+    // The source named once, then what it said.
+    let hint = c.hint();
+    assert_eq!(said.matches("127.0.0.1").count(), 1, "{said}");
+    assert!(
+        said.contains(&format!("{hint}: no such object here")),
+        "{said}"
+    );
 }

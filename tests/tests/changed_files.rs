@@ -122,7 +122,7 @@ fn a_local_reader_of_a_changed_file_gets_the_reason() {
     edited[10] ^= 1;
     std::fs::write(&src, &edited).expect("edit");
     let out = a.gtc(&["get", &ticket, "-o", path(&a.dir.join("second"))]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(5), "integrity failures exit with 5");
     let said = stderr(&out);
     assert!(
         said.contains("changed since it was put") && said.contains(path(&src)),

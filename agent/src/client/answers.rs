@@ -14,7 +14,10 @@ use super::{ClientError, Result};
 /// error, or a protocol error naming what came.
 pub(super) fn unexpected(r: &Response) -> ClientError {
     match r {
-        Response::Error { message } => ClientError::Agent(message.clone()),
+        Response::Error { message, kind } => ClientError::Agent {
+            message: message.clone(),
+            kind: *kind,
+        },
         other => ClientError::Protocol(format!("{other:?}")),
     }
 }

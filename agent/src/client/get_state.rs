@@ -421,8 +421,9 @@ mod tests {
         s.on_message(ready(0, 2)).expect("ready");
         let no = Response::Error {
             message: "no".into(),
+            kind: None,
         };
-        assert_eq!(err(&mut s, json(&no)).as_deref(), Some("agent: no"));
+        assert_eq!(err(&mut s, json(&no)).as_deref(), Some("no"));
         assert_eq!(
             err(&mut s, None).as_deref(),
             Some("unexpected answer from the agent: the agent closed the connection")

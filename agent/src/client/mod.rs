@@ -87,8 +87,13 @@ pub enum ClientError {
         uid: u32,
     },
     /// The agent refused or failed the request.
-    #[error("agent: {0}")]
-    Agent(String),
+    #[error("{message}")]
+    Agent {
+        /// Why, as the agent says it.
+        message: String,
+        /// The kind of failure, where the agent could tell.
+        kind: Option<crate::api::ErrorKind>,
+    },
     /// The agent answered something this client does not expect.
     #[error("unexpected answer from the agent: {0}")]
     Protocol(String),

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod cp;
 pub mod device;
+pub mod exit;
 pub mod get;
 pub mod progress;
 pub mod put;

@@ -85,6 +85,15 @@ pub(super) async fn client_task(agent: Arc<Agent>, mut stream: UnixStream) {
 pub(super) fn error(e: impl std::fmt::Display) -> Response {
     Response::Error {
         message: e.to_string(),
+        kind: None,
+    }
+}
+
+/// The error answer for `e`, with its kind where the chain shows one.
+pub(super) fn error_of(e: &anyhow::Error) -> Response {
+    Response::Error {
+        message: format!("{e:#}"),
+        kind: crate::fetch::failures::kind_of(e),
     }
 }
 

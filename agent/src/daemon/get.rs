@@ -10,7 +10,7 @@ use tokio::net::UnixStream;
 use tokio::sync::broadcast;
 
 use super::Agent;
-use super::clients::{Conn, OpenGet, error, send_fd};
+use super::clients::{Conn, OpenGet, error, error_of, send_fd};
 use crate::api::{self, GetMode, MAX_READ, Response};
 use crate::fetch::{FetchState, Target};
 
@@ -48,7 +48,7 @@ pub(super) async fn get(
     let (target, (fetch, peers_before)) = match started {
         Ok(x) => x,
         Err(e) => {
-            api::write_json(&mut conn.stream, &error(format!("{e:#}"))).await?;
+            api::write_json(&mut conn.stream, &error_of(&e)).await?;
             return Ok(());
         }
     };
@@ -105,7 +105,7 @@ pub(super) async fn get(
                 from_devices,
             }
         }
-        Err(e) => error(format!("{e:#}")),
+        Err(e) => error_of(&e),
     };
     api::write_json(&mut conn.stream, &resp).await?;
     Ok(())
@@ -141,7 +141,7 @@ async fn wait_for(
         }
     };
     if let FetchState::Failed(why) = &*state.borrow() {
-        bail!("{why}");
+        return Err(why.clone().into());
     }
     Ok(wake)
 }
@@ -318,14 +318,14 @@ pub(super) async fn read_range(
             .wait_readable(&agent.store, i, open.trusted)
             .await
         {
-            api::write_json(&mut conn.stream, &error(format!("{e:#}"))).await?;
+            api::write_json(&mut conn.stream, &error_of(&e)).await?;
             return Ok(());
         }
     }
     let end = offset.saturating_add(len).min(open.fetch.size);
     let open = conn.get.as_ref().context("the get went away")?;
     if let Err(e) = send_range(&agent.store, &mut conn.stream, open, offset, end - offset).await? {
-        api::write_json(&mut conn.stream, &error(format!("{e:#}"))).await?;
+        api::write_json(&mut conn.stream, &error_of(&e)).await?;
     }
     Ok(())
 }

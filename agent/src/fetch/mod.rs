@@ -35,6 +35,7 @@ use dot_store::{Descriptor, Hint, Oid, Store};
 use tokio::sync::{broadcast, mpsc, watch};
 
 mod devices;
+pub(crate) mod failures;
 mod run;
 mod sources;
 mod target;
@@ -55,7 +56,7 @@ pub enum FetchState {
     /// The object is complete and hashed to its OID.
     Complete,
     /// The fetch gave up.
-    Failed(String),
+    Failed(failures::Failure),
 }
 
 /// One object being fetched (or already complete), as readers see it.
@@ -133,7 +134,7 @@ impl Fetch {
     pub fn readable(&self, store: &Store, index: u32, trusted: bool) -> anyhow::Result<bool> {
         match self.state() {
             FetchState::Complete => Ok(true),
-            FetchState::Failed(why) => bail!("{why}"),
+            FetchState::Failed(why) => Err(why.clone().into()),
             _ if trusted => Ok(store.has_chunk(self.oid, index)?),
             _ => Ok(false),
         }
@@ -227,7 +228,7 @@ impl Fetch {
         loop {
             match &*rx.borrow_and_update() {
                 FetchState::Complete => return Ok(()),
-                FetchState::Failed(why) => bail!("{why}"),
+                FetchState::Failed(why) => return Err(why.clone().into()),
                 _ => {}
             }
             if rx.changed().await.is_err() {
@@ -425,7 +426,7 @@ impl Fetches {
         // An attached device that holds the object describes it at once,
         // with no network at all; the hints stay fallbacks.
         let (source, rest, size, descs, failures) = match self.describe_on_devices(target).await {
-            Some((source, size, descs)) => (source, order, size, descs, Vec::new()),
+            Some((source, size, descs)) => (source, order, size, descs, Default::default()),
             None => {
                 let d = sources::describe(target, &order).await?;
                 let chunks = d.descs.len() as u32;

@@ -19,6 +19,7 @@ use dot_plugins::{ChunkEvent, Transfer};
 use dot_store::Hint;
 use tokio::sync::mpsc;
 
+use super::failures::{self, Failures};
 use super::sources::{self, Source};
 use super::{Fetch, FetchState, Fetches, Target, lock};
 
@@ -42,15 +43,11 @@ pub(super) struct Run {
     /// Chunks not present yet.
     left: usize,
     wants: mpsc::UnboundedReceiver<Vec<u32>>,
-    failures: Vec<String>,
+    failures: Failures,
 }
 
 impl Run {
-    pub fn new(
-        left: usize,
-        wants: mpsc::UnboundedReceiver<Vec<u32>>,
-        failures: Vec<String>,
-    ) -> Run {
+    pub fn new(left: usize, wants: mpsc::UnboundedReceiver<Vec<u32>>, failures: Failures) -> Run {
         Run {
             in_flight: HashSet::new(),
             left,
@@ -100,7 +97,10 @@ impl Fetches {
                     format!("{e:#}")
                 };
                 tracing::warn!(oid = %fetch.oid, error = %why, "get failed");
-                fetch.state.send_replace(FetchState::Failed(why));
+                let kind = failures::kind_of(&e);
+                fetch
+                    .state
+                    .send_replace(FetchState::Failed(failures::Failure { why, kind }));
             }
         }
         self.store.unpin(fetch.oid);
@@ -126,11 +126,15 @@ impl Fetches {
                     Some(hint) => {
                         match sources::connect(&hint, target, fetch.size, &fetch.descs).await {
                             Ok(s) => next = Some(s),
-                            Err(e) => run.failures.push(format!("{hint}: {e:#}")),
+                            Err(e) => run.failures.push(&hint.to_string(), &e),
                         }
                         continue;
                     }
-                    None => bail!("could not get {}: {}", fetch.oid, run.failures.join("; ")),
+                    None => {
+                        return Err(std::mem::take(&mut run.failures)
+                            .into_error(fetch.oid)
+                            .into());
+                    }
                 }
             };
             match self.pull(fetch, &source, run).await {
@@ -138,7 +142,7 @@ impl Fetches {
                 Ok(false) => return Ok(false),
                 Err(e) => {
                     tracing::warn!(oid = %fetch.oid, source = %source.label, error = %format!("{e:#}"), "source failed; trying the next");
-                    run.failures.push(format!("{}: {e:#}", source.label));
+                    run.failures.push(&source.label, &e);
                 }
             }
         }

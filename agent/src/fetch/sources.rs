@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use dot_plugins::Transfer;
 use dot_plugins::gtc::client::{DEFAULT_WINDOW, GtcSource};
 use dot_plugins::multipath::Multipath;
@@ -17,6 +17,8 @@ use dot_store::{Descriptor, Hint, Token};
 use tokio::sync::mpsc;
 
 use super::Target;
+use super::failures::{Failure, Failures};
+use crate::api::ErrorKind;
 
 /// A source that answered with the object's descriptors.
 pub(super) struct Source {
@@ -54,7 +56,7 @@ pub(super) struct Described {
     pub source: Source,
     pub size: u64,
     pub descs: Vec<Descriptor>,
-    pub failures: Vec<String>,
+    pub failures: Failures,
 }
 
 /// The hints in the order to try them.
@@ -100,7 +102,7 @@ fn priority_group(order: &[Hint], at: usize) -> Range<usize> {
 /// for (if it gives a digest).
 pub(super) async fn describe(target: &Target, order: &[Hint]) -> anyhow::Result<Described> {
     let oid = target.oid;
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     let mut start = 0;
     while start < order.len() {
         let group = priority_group(order, start);
@@ -112,7 +114,7 @@ pub(super) async fn describe(target: &Target, order: &[Hint]) -> anyhow::Result<
         for at in group {
             let (tx, hint, token) = (tx.clone(), order[at].clone(), target.token);
             asking.spawn(async move {
-                let mut why = Vec::new();
+                let mut why = Failures::default();
                 let answer = match plugin_for(&hint, &mut why).await {
                     Some(plugin) => Some(
                         plugin
@@ -135,7 +137,11 @@ pub(super) async fn describe(target: &Target, order: &[Hint]) -> anyhow::Result<
                         .list_digest
                         .is_some_and(|want| list_digest(&d.descriptors) != want)
                     {
-                        failures.push(format!("{hint}: descriptor list does not match the ticket"));
+                        failures.push_said(
+                            &hint.to_string(),
+                            "descriptor list does not match the ticket",
+                            ErrorKind::Integrity,
+                        );
                         continue;
                     }
                     return Ok(Described {
@@ -146,15 +152,21 @@ pub(super) async fn describe(target: &Target, order: &[Hint]) -> anyhow::Result<
                         failures,
                     });
                 }
-                Some(Err(e)) => failures.push(format!("{hint}: {e}")),
+                Some(Err(e)) => failures.push(&hint.to_string(), &e.into()),
                 None => {}
             }
         }
     }
     if failures.is_empty() {
-        bail!("{oid} is not here and no source is known for it (give a ticket or --hint)");
+        return Err(Failure {
+            why: format!(
+                "{oid} is not here and no source is known for it (give a ticket or --hint)"
+            ),
+            kind: Some(ErrorKind::NotFound),
+        }
+        .into());
     }
-    Err(anyhow!("could not get {oid}: {}", failures.join("; ")))
+    Err(failures.into_error(oid).into())
 }
 
 /// The source to fetch from, given the one that described the object
@@ -177,7 +189,7 @@ pub(super) async fn paths(
     hints.extend(group.filter(|&i| i != at).map(|i| &order[i]));
     if hints.len() < 2 && binds.len() < 2 {
         if let [bind] = binds
-            && let Some(addr) = resolve(&order[at], &mut Vec::new()).await
+            && let Some(addr) = resolve(&order[at], &mut Failures::default()).await
         {
             let plugin =
                 GtcSource::bound(addr, Some(*bind), DEFAULT_WINDOW).secured(order[at].peer_key());
@@ -199,7 +211,7 @@ pub(super) async fn paths(
     };
     let mut plugins: Vec<Arc<dyn Transfer>> = Vec::new();
     for hint in hints {
-        let Some(addr) = resolve(hint, &mut Vec::new()).await else {
+        let Some(addr) = resolve(hint, &mut Failures::default()).await else {
             continue;
         };
         for bind in &binds {
@@ -234,9 +246,9 @@ pub(super) async fn connect(
     size: u64,
     descs: &[Descriptor],
 ) -> anyhow::Result<Source> {
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     let Some(plugin) = plugin_for(hint, &mut failures).await else {
-        bail!("{}", failures.join("; "));
+        return Err(failures.into_error(target.oid).into());
     };
     let d = plugin.get_descriptors(target.oid, target.token).await?;
     if d.size != size || d.descriptors.as_slice() != descs {
@@ -245,15 +257,19 @@ pub(super) async fn connect(
     Ok(Source::single(hint, plugin))
 }
 
-async fn plugin_for(hint: &Hint, failures: &mut Vec<String>) -> Option<GtcSource> {
+async fn plugin_for(hint: &Hint, failures: &mut Failures) -> Option<GtcSource> {
     let addr = resolve(hint, failures).await?;
     Some(GtcSource::new(addr, DEFAULT_WINDOW).secured(hint.peer_key()))
 }
 
 /// The address of a gtc hint.
-async fn resolve(hint: &Hint, failures: &mut Vec<String>) -> Option<SocketAddr> {
+async fn resolve(hint: &Hint, failures: &mut Failures) -> Option<SocketAddr> {
     let Some(authority) = hint.gtc_authority() else {
-        failures.push(format!("{hint}: unsupported method"));
+        failures.push_said(
+            &hint.to_string(),
+            "unsupported method",
+            ErrorKind::Unreachable,
+        );
         return None;
     };
     match tokio::net::lookup_host(authority)
@@ -262,7 +278,7 @@ async fn resolve(hint: &Hint, failures: &mut Vec<String>) -> Option<SocketAddr> 
     {
         Ok(Some(addr)) => Some(addr),
         Ok(None) | Err(_) => {
-            failures.push(format!("{hint}: cannot resolve"));
+            failures.push_said(&hint.to_string(), "cannot resolve", ErrorKind::Unreachable);
             None
         }
     }

@@ -82,6 +82,11 @@ fn seeds() -> Vec<Vec<u8>> {
         Response::Ok,
         Response::Error {
             message: "no".into(),
+            kind: None,
+        },
+        Response::Error {
+            message: "gone".into(),
+            kind: Some(dot_agent::api::ErrorKind::NotFound),
         },
     ];
     let mut seeds: Vec<Vec<u8>> = requests
