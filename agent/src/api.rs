@@ -190,8 +190,14 @@ pub struct PutResult {
     /// False when the OID came from the cache of unchanged files.
     pub hashed: bool,
     /// The file's permission bits (`gtc put FILE` adds them; `gtc cp`
-    /// restores them).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// restores them). In JSON an octal string (`"0644"`), as `gtc get
+    /// --mode` takes it; a number is read too.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "octal_mode::serialize",
+        deserialize_with = "octal_mode::deserialize"
+    )]
     pub mode: Option<u32>,
     /// The file's modification time, nanoseconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -411,4 +417,36 @@ pub fn read_message_blocking<R: std::io::Read>(r: &mut R) -> Result<Option<Messa
     let mut body = vec![0u8; body_len];
     r.read_exact(&mut body)?;
     message(head[4], body).map(Some)
+}
+
+/// File modes in JSON as octal strings.
+mod octal_mode {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        match mode {
+            Some(m) => s.serialize_str(&format!("{m:04o}")),
+            None => s.serialize_none(),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Mode {
+        Octal(String),
+        Number(u32),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        let m = match Option::<Mode>::deserialize(d)? {
+            None => return Ok(None),
+            Some(Mode::Number(n)) => n,
+            Some(Mode::Octal(s)) => u32::from_str_radix(&s, 8)
+                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an octal mode")))?,
+        };
+        if m > 0o7777 {
+            return Err(serde::de::Error::custom(format!("mode {m:o} out of range")));
+        }
+        Ok(Some(m))
+    }
 }

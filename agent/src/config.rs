@@ -263,14 +263,22 @@ pub fn default_socket() -> PathBuf {
 
 /// The gtc hint of `host:port` (a port other than 0), or an error naming
 /// the config `key`.
+/// An agent's address as `key` gives it, in any of the forms
+/// [`dot_store::Hint::from_address`] takes.
 fn gtc_hint(key: &str, addr: &str) -> anyhow::Result<dot_store::Hint> {
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        bail!("{key}: {addr:?} is not host:port")
-    };
-    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        bail!("{key}: {addr:?} is not host:port");
+    dot_store::Hint::from_address(addr).with_context(|| format!("{key}: {addr:?}"))
+}
+
+/// `listen`: `host:port`, the host an IP address or a name resolved now.
+fn listen_address(l: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(a) = l.parse() {
+        return Ok(a);
     }
-    dot_store::Hint::new(&format!("gtc://{addr}")).with_context(|| format!("{key}: {addr:?}"))
+    use std::net::ToSocketAddrs;
+    l.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .with_context(|| format!("listen: {l:?} is not host:port (a local address or name)"))
 }
 
 impl RawConfig {
@@ -329,14 +337,23 @@ impl RawConfig {
     pub fn validate(self) -> anyhow::Result<Config> {
         let listen = match self.listen.as_deref() {
             None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
-            Some(l) => l
-                .parse()
-                .with_context(|| format!("listen: {l:?} is not an address:port"))?,
+            Some(l) => listen_address(l)?,
         };
-        let advertise = self.advertise.unwrap_or_default();
-        for a in &advertise {
-            gtc_hint("advertise", a)?;
-        }
+        // Kept as `host:port`: the agent's own key and hints are its own.
+        let advertise = self
+            .advertise
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                let h = gtc_hint("advertise", a)?;
+                if h.peer_key().is_some() || h.priority != dot_store::hint::DEFAULT_PRIORITY {
+                    bail!("advertise: {a:?}: give host:port (the agent names its own key)");
+                }
+                h.gtc_authority()
+                    .map(str::to_owned)
+                    .with_context(|| format!("advertise: {a:?} is not a gtc address"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let bind = self
             .bind
             .unwrap_or_default()
@@ -563,6 +580,26 @@ mod tests {
             .step_by(2)
             .map(str::to_owned)
             .collect()
+    }
+
+    #[test]
+    fn addresses_take_the_same_forms_everywhere() {
+        let c: RawConfig = toml::from_str(
+            "listen = \"localhost:0\"\nadvertise = [\"gtc://h.example:1\", \"10.0.0.1:2\"]\npeers = [\"p:3\", \"gtc://q:4\"]",
+        )
+        .expect("parse");
+        let c = c.validate().expect("valid");
+        assert!(c.listen.ip().is_loopback(), "{}", c.listen);
+        assert_eq!(
+            c.advertise,
+            vec!["h.example:1".to_owned(), "10.0.0.1:2".to_owned()]
+        );
+        let peers: Vec<&str> = c.peers.iter().map(|h| h.uri()).collect();
+        assert_eq!(peers, ["gtc://p:3", "gtc://q:4"]);
+        let keyed: RawConfig =
+            toml::from_str("advertise = [\"0123456789abcdef0123456789abcdef@h:1\"]")
+                .expect("parse");
+        assert!(keyed.validate().is_err(), "advertise names no key");
     }
 
     #[test]

@@ -12,6 +12,14 @@ mod cmd;
 #[derive(Parser)]
 #[command(name = "gtc", version)]
 struct Cli {
+    /// Say less: no progress bars or notices (the agent logs warnings
+    /// only).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Say more: the agent logs at debug (-v) or trace (-vv); RUST_LOG,
+    /// when set, wins.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -19,27 +27,40 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent in the foreground.
+    #[command(
+        after_help = "Examples:\n  gtc agent                                   # embedded defaults\n  gtc agent --config /etc/dot/gtc.toml        # keys: docs/config.md\n  gtc agent --listen 0.0.0.0:7420 --advertise host.example:7420 --no-mount"
+    )]
     Agent {
         #[command(flatten)]
         flags: dot_agent::config::Flags,
     },
     /// Put a file (by reference: the agent does not copy it) or standard
     /// input (`-`); prints the ticket as the last line.
+    #[command(
+        after_help = "Examples:\n  gtc put ./report.pdf                        # prints the ticket\n  tar c dir | gtc put -                       # a stream, copied into the store\n  gtc put --json ./report.pdf                 # oid, ticket, size, mode (octal), ..."
+    )]
     Put {
         #[command(flatten)]
         args: cmd::put::Args,
     },
     /// Get an object by ticket (or OID) and write it to FILE or stdout.
+    #[command(
+        after_help = "Examples:\n  gtc get TICKET -o report.pdf\n  gtc get TICKET -o - | tar x                 # to stdout (refused on a terminal without -o -)\n  gtc get TICKET --hint otherhost:7420 -o f   # ask this agent instead of the ticket's hints\n\nExit codes: 3 not found, 4 unreachable, 5 integrity (docs/config.md)."
+    )]
     Get {
         #[command(flatten)]
         args: cmd::get::Args,
     },
     /// Show what the agent holds, serves and fetches.
+    #[command(after_help = "Examples:\n  gtc status\n  gtc status --json | jq .transfers")]
     Status {
         #[command(flatten)]
         args: cmd::status::Args,
     },
     /// Portable storage: copy objects to a mounted key.
+    #[command(
+        after_help = "Examples:\n  gtc device export TICKET /media/key        # then carry the key to the receiver"
+    )]
     Device {
         #[command(subcommand)]
         command: cmd::device::Command,
@@ -47,6 +68,9 @@ enum Command {
     /// Copy a file between machines, the bytes going agent to agent: runs
     /// `gtc put --json` where SRC is and `gtc get` where DST is, over
     /// `--rsh` for a remote side. Keeps mode and mtime.
+    #[command(
+        after_help = "Examples:\n  gtc cp ./data.bin otherhost:/srv/inbox/\n  gtc cp otherhost:/srv/out/log.txt ./"
+    )]
     Cp {
         #[command(flatten)]
         args: cmd::cp::Args,
@@ -55,6 +79,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    cmd::set_verbosity(cli.quiet, cli.verbose);
     let result = match cli.command {
         Command::Agent { flags } => cmd::agent::run(flags),
         Command::Put { args } => cmd::put::run(args),

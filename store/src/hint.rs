@@ -85,6 +85,31 @@ impl Hint {
         &self.uri
     }
 
+    /// A hint as users write an agent's address, the same wherever one is
+    /// asked for (`--hint`, `--peer`, `--advertise`, config): a hint URI
+    /// (`gtc://[KEY@]host:port[?p=N&w=N]`), or `[KEY@]host:port` for a gtc
+    /// hint. The host may be a name; it is resolved when used.
+    ///
+    /// # Errors
+    /// As [`Hint::new`]; a bare address without a host or a port 1..65535.
+    pub fn from_address(s: &str) -> Result<Hint, ParseError> {
+        if s.contains("://") {
+            return s.parse();
+        }
+        let uri = s.split_once('?').map_or(s, |(u, _)| u);
+        let addr = uri.split_once('@').map_or(uri, |(_, a)| a);
+        let port_ok = addr.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && parse_decimal(port).is_some_and(|p| (1..=65535).contains(&p))
+        });
+        if !port_ok {
+            return Err(ParseError::new(
+                "hint",
+                format!("{:?} is not host:port (or gtc://host:port)", clip(s)),
+            ));
+        }
+        format!("gtc://{s}").parse()
+    }
+
     /// The scheme (`gtc`, ...).
     pub fn scheme(&self) -> &str {
         self.uri.split_once("://").map_or("", |(s, _)| s)
@@ -378,5 +403,26 @@ mod tests {
             (8_500..9_500).contains(&firsts),
             "heavy first {firsts} of 10000"
         );
+    }
+
+    #[test]
+    fn an_address_is_written_the_same_everywhere() {
+        for (text, uri) in [
+            ("127.0.0.1:7420", "gtc://127.0.0.1:7420"),
+            ("gtc://127.0.0.1:7420", "gtc://127.0.0.1:7420"),
+            ("example.org:7420", "gtc://example.org:7420"),
+            ("[::1]:7420", "gtc://[::1]:7420"),
+        ] {
+            assert_eq!(Hint::from_address(text).expect(text).uri(), uri);
+        }
+        let key = "0123456789abcdef0123456789abcdef";
+        let h = Hint::from_address(&format!("{key}@h:1?p=2")).expect("keyed");
+        assert_eq!(
+            (h.uri(), h.priority),
+            (format!("gtc://{key}@h:1").as_str(), 2)
+        );
+        for bad in ["h", "h:0", ":7420", "h:65536", "h:x", "", "gtc://"] {
+            assert!(Hint::from_address(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

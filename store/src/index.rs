@@ -224,8 +224,12 @@ pub(crate) fn owned_by_last_use(c: &Connection) -> Result<Vec<(Oid, u64)>> {
 
 /// Bytes of the objects the store owns.
 pub(crate) fn owned_bytes(c: &Connection) -> Result<u64> {
+    // Complete objects whole; partial (sparse) ones by the chunks they hold.
     Ok(c.query_row(
-        "SELECT coalesce(sum(size), 0) FROM objects WHERE backing IS NULL",
+        "SELECT (SELECT coalesce(sum(size), 0) FROM objects
+                  WHERE backing IS NULL AND complete = 1)
+              + (SELECT coalesce(sum(c.len), 0) FROM chunks c JOIN objects o ON o.oid = c.oid
+                  WHERE o.backing IS NULL AND o.complete = 0 AND c.present = 1)",
         [],
         |r| r.get::<_, i64>(0),
     )? as u64)

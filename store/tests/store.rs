@@ -592,3 +592,22 @@ fn read_bytes_serves_present_chunks_of_a_partial_object_and_refuses_missing_ones
     );
     assert_eq!(all.to_vec(), data);
 }
+
+#[test]
+fn a_partial_object_counts_only_the_chunks_it_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = bytes(2 << 20, 91);
+    let oid = Oid::of(&data);
+    let descs = describe(&data);
+    store
+        .begin_fill(oid, data.len() as u64, &descs)
+        .expect("begin");
+    assert_eq!(store.stored_bytes().expect("bytes"), 0);
+    let d = descs[1];
+    store
+        .write_chunk(oid, 1, &data[d.offset as usize..d.end() as usize])
+        .expect("write");
+    store.flush().expect("flush");
+    assert_eq!(store.stored_bytes().expect("bytes"), u64::from(d.len));
+}

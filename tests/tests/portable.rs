@@ -478,14 +478,14 @@ fn a_key_exported_by_one_agent_is_read_by_another() {
     let took = t0.elapsed();
     assert_ok("get on B from the key", &got);
     assert!(same_file(&src, &out), "the copy differs");
-    // --json prints one object on stderr.
-    let stderr = String::from_utf8_lossy(&got.stderr);
-    let stats: serde_json::Value = stderr
+    // --json prints one object on stdout (the data went to -o).
+    let stdout = String::from_utf8_lossy(&got.stdout);
+    let stats: serde_json::Value = stdout
         .lines()
         .rev()
         .find(|l| l.starts_with('{'))
         .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON from get --json: {stderr}"));
+        .unwrap_or_else(|| panic!("no JSON from get --json: {stdout}"));
     eprintln!("8 MiB exported by A, read by B from the key alone in {took:?}: {stats}");
     assert_eq!(stats["from_peers"].as_u64(), Some(0), "B used the network");
     // A third agent, given only the OID (no ticket, so no source but keys).

@@ -9,10 +9,22 @@ use dot_tests::{
     Agent, COMMAND_LIMIT, gtc_bin, output_within, random_bytes, same_file, sparse_random_file,
 };
 
-fn stats(stderr: &[u8]) -> serde_json::Value {
-    let text = String::from_utf8_lossy(stderr);
-    let line = text.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|_| panic!("no stats JSON in {text:?}"))
+/// What `gtc get --json` reported: on stdout when the data went to `-o`,
+/// else on stderr.
+fn stats(get: &std::process::Output) -> serde_json::Value {
+    [&get.stdout, &get.stderr]
+        .into_iter()
+        .find_map(|out| {
+            let text = String::from_utf8_lossy(out);
+            let line = text.lines().last().unwrap_or_default().to_owned();
+            serde_json::from_str(&line).ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no stats JSON in {:?}",
+                String::from_utf8_lossy(&get.stderr)
+            )
+        })
 }
 
 fn path(p: &Path) -> &str {
@@ -46,12 +58,12 @@ fn objects_of_every_size_move_by_ticket_and_a_second_get_fetches_nothing() {
             String::from_utf8_lossy(&get.stderr)
         );
         assert_eq!(std::fs::read(&dst).expect("read"), data, "{name}");
-        assert_eq!(stats(&get.stderr)["from_peers"].as_u64(), Some(n as u64));
+        assert_eq!(stats(&get)["from_peers"].as_u64(), Some(n as u64));
         // Again, to stdout: held locally now, nothing fetched.
         let again = b.gtc(&["get", ticket, "--json"]);
         assert!(again.status.success());
         assert_eq!(again.stdout, data, "{name}");
-        assert_eq!(stats(&again.stderr)["from_peers"].as_u64(), Some(0));
+        assert_eq!(stats(&again)["from_peers"].as_u64(), Some(0));
     }
 }
 
@@ -69,7 +81,7 @@ fn a_sparse_random_gigabyte_moves_intact() {
         "{}",
         String::from_utf8_lossy(&get.stderr)
     );
-    let st = stats(&get.stderr);
+    let st = stats(&get);
     assert_eq!(st["size"].as_u64(), Some(size));
     assert!(same_file(&src, &dst), "the copy differs");
     // B also holds it, verified against the whole OID.
@@ -104,7 +116,7 @@ fn a_get_fetches_only_the_chunks_the_receiver_lacks() {
         (1..=3).contains(&served),
         "{served} of {chunks} chunks fetched for a small edit"
     );
-    let st = stats(&get.stderr);
+    let st = stats(&get);
     assert_eq!(
         st["from_peers"].as_u64().expect("from_peers") + st["local"].as_u64().expect("local"),
         new.len() as u64
@@ -230,7 +242,7 @@ fn a_killed_receiver_resumes_without_refetching_what_it_had() {
         String::from_utf8_lossy(&again.stderr)
     );
     assert!(std::fs::read(&dst).expect("read") == data, "wrong bytes");
-    let st = stats(&again.stderr);
+    let st = stats(&again);
     let local = st["local"].as_u64().expect("local");
     let fetched = st["from_peers"].as_u64().expect("from_peers");
     assert!(
@@ -386,7 +398,7 @@ fn an_agent_whose_store_holds_a_file_cut_short_starts_and_refetches_what_it_lack
             String::from_utf8_lossy(&get.stderr)
         );
         assert!(std::fs::read(&dst).expect("read") == data, "wrong bytes");
-        let st = stats(&get.stderr);
+        let st = stats(&get);
         let local = st["local"].as_u64().expect("local");
         let fetched = st["from_peers"].as_u64().expect("from_peers");
         assert_eq!(local + fetched, data.len() as u64);

@@ -8,10 +8,10 @@ use dot_agent::config::{Config, Flags};
 
 /// Runs the agent in the foreground.
 pub fn run(flags: Flags) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(super::log_filter())
+        .unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();

@@ -16,7 +16,8 @@ use super::progress;
 pub struct Args {
     /// The ticket `gtc put` printed, or an OID the agent can find.
     target: String,
-    /// Write here instead of stdout.
+    /// Write here (`-` for stdout; without `-o` the object goes to stdout
+    /// unless that is a terminal).
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Source to use instead of the ticket's hints; repeat for several.
@@ -25,7 +26,8 @@ pub struct Args {
     /// Report on stderr the bytes taken from peers and already held.
     #[arg(long)]
     stats: bool,
-    /// Like --stats, as one JSON object on stderr.
+    /// Like --stats, as one JSON object (on stdout with -o FILE, else on
+    /// stderr).
     #[arg(long)]
     json: bool,
     /// Set the output file's permission bits (octal), as `gtc cp` does.
@@ -49,24 +51,36 @@ fn parse_octal(s: &str) -> Result<u32, String> {
 
 /// Runs `gtc get`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (size, got) = get(
-        args.socket.as_deref(),
-        &args.target,
-        &args.hints,
-        args.output.as_deref(),
-    )?;
-    if let Some(path) = &args.output {
+    use std::io::IsTerminal;
+    // `-o -` is stdout, asked for in so many words.
+    let output = args.output.as_deref().filter(|p| p.as_os_str() != "-");
+    if args.output.is_none() && std::io::stdout().is_terminal() {
+        bail!(
+            "not writing an object to a terminal: give -o FILE, or -o - to write it to stdout anyway"
+        );
+    }
+    if output.is_none() && (args.mode.is_some() || args.mtime_ns.is_some()) {
+        bail!("--mode and --mtime-ns set a file's attributes: give -o FILE");
+    }
+    let (size, got) = get(args.socket.as_deref(), &args.target, &args.hints, output)?;
+    if let Some(path) = output {
         set_attrs(path, args.mode, args.mtime_ns)?;
     }
     if args.json {
-        eprintln!(
-            "{}",
-            serde_json::json!({ "size": size, "from_peers": got.from_peers, "from_devices": got.from_devices, "local": got.local })
-        );
+        let report = serde_json::json!({ "size": size, "from_peers": got.from_peers, "from_devices": got.from_devices, "local": got.local });
+        // Machine output on stdout, unless the object went there.
+        if output.is_some() {
+            println!("{report}");
+        } else {
+            eprintln!("{report}");
+        }
     } else if args.stats {
         eprintln!(
-            "{size} bytes: {} from peers, {} from devices, {} already held",
-            got.from_peers, got.from_devices, got.local
+            "{}: {} from peers, {} from devices, {} already held",
+            super::count(size, "byte"),
+            got.from_peers,
+            got.from_devices,
+            got.local
         );
     }
     Ok(())

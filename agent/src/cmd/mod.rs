@@ -10,3 +10,44 @@ pub mod get;
 pub mod progress;
 pub mod put;
 pub mod status;
+
+/// `n` and the noun, singular for one: "1 chunk", "2 chunks".
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// How much the command says besides its output and errors: `-q` (-1),
+/// default (0), `-v` (1), `-vv` (2). Set once by `main`.
+static VERBOSITY: std::sync::OnceLock<i8> = std::sync::OnceLock::new();
+
+/// Sets the verbosity from `-q` and the count of `-v`.
+pub fn set_verbosity(quiet: bool, verbose: u8) {
+    let v = if quiet { -1 } else { verbose.min(2) as i8 };
+    let _ = VERBOSITY.set(v);
+}
+
+/// `-q` was given: no progress bars, no notices.
+pub fn quiet() -> bool {
+    VERBOSITY.get().copied().unwrap_or(0) < 0
+}
+
+/// The log filter for the agent: `RUST_LOG` when set, else by verbosity
+/// (`-q` warnings, default info, `-v` debug, `-vv` trace).
+pub fn log_filter() -> String {
+    if let Ok(f) = std::env::var("RUST_LOG")
+        && !f.is_empty()
+    {
+        return f;
+    }
+    match VERBOSITY.get().copied().unwrap_or(0) {
+        i8::MIN..=-1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    }
+    .to_owned()
+}

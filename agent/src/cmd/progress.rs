@@ -2,9 +2,9 @@
 
 use std::io::IsTerminal;
 
-/// A progress bar on stderr when it is a terminal.
+/// A progress bar on stderr when it is a terminal (and not `-q`).
 pub fn bar(size: u64) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
+    if super::quiet() || !std::io::stderr().is_terminal() {
         return None;
     }
     let bar = indicatif::ProgressBar::with_draw_target(

@@ -28,7 +28,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        eprintln!("{} ({} bytes, {} chunks)", r.oid, r.size, r.chunks);
+        if !super::quiet() {
+            eprintln!(
+                "{} ({}, {})",
+                r.oid,
+                super::count(r.size, "byte"),
+                super::count(u64::from(r.chunks), "chunk")
+            );
+        }
         println!("{}", r.ticket);
     }
     Ok(())

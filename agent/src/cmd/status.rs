@@ -23,29 +23,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&st)?);
         return Ok(());
     }
+    use super::count;
     println!(
-        "agent {} serving peers on {} ({}), {} clients",
+        "agent {} serving peers on {} ({}), {}",
         st.version,
         st.listen,
         st.hints.join(", "),
-        st.clients
+        count(st.clients, "client")
     );
     println!(
-        "store {}: {} objects ({} complete, {} pinned), {} bytes held",
-        st.data_dir, st.objects, st.complete, st.pinned, st.stored_bytes
+        "store {}: {} ({} complete, {} pinned), {} held",
+        st.data_dir,
+        count(st.objects, "object"),
+        st.complete,
+        st.pinned,
+        count(st.stored_bytes, "byte")
     );
     println!(
-        "peers: {} chunks / {} bytes served, {} refused, {} violations",
-        st.peers.chunks_served, st.peers.bytes_sent, st.peers.refused, st.peers.violations
+        "peers: {} / {} served, {} refused, {}",
+        count(st.peers.chunks_served, "chunk"),
+        count(st.peers.bytes_sent, "byte"),
+        st.peers.refused,
+        count(st.peers.violations, "violation")
     );
     println!("transfers in flight: {}", st.transfers.len());
     for t in &st.transfers {
         println!(
-            "  {} {}: {} of {} bytes ({} local, {} from devices) from {}, {:.1} s",
+            "  {} {}: {} of {} received ({} local, {} from devices) from {}, {:.1} s",
             t.oid,
             t.state,
             t.from_peers + t.local + t.from_devices,
-            t.size,
+            count(t.size, "byte"),
             t.local,
             t.from_devices,
             t.source,
@@ -53,8 +61,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         for p in &t.paths {
             println!(
-                "    path {}: {} bytes in {} chunks, dropped {} times",
-                p.name, p.bytes, p.chunks, p.drops
+                "    path {}: {} in {}, dropped {}",
+                p.name,
+                count(p.bytes, "byte"),
+                count(p.chunks, "chunk"),
+                count(p.drops, "time")
             );
         }
     }

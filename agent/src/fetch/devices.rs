@@ -49,8 +49,9 @@ impl Fetches {
     pub fn device_appeared(&self, mount: &Path) {
         let device = match Device::open(mount) {
             Ok(d) => Arc::new(PortableSource::new(d)),
+            // Most mounted filesystems are no key: not worth a line each.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::info!(mount = %mount.display(), error = %e, "not a DOT device");
+                tracing::debug!(mount = %mount.display(), error = %e, "not a DOT device");
                 return;
             }
             Err(e) => {
@@ -58,11 +59,17 @@ impl Fetches {
                 return;
             }
         };
-        tracing::info!(mount = %mount.display(), "device attached");
-        {
+        let again = {
             let mut devices = lock(&self.devices);
+            let before = devices.len();
             devices.retain(|d| d.mount_point() != mount);
+            let again = devices.len() != before;
             devices.push(device.clone());
+            again
+        };
+        // Once per attachment: a key seen again (a re-scan) is not news.
+        if !again {
+            tracing::info!(mount = %mount.display(), "device attached");
         }
         let _ = self.attached.send(device);
     }
@@ -70,8 +77,15 @@ impl Fetches {
     /// The device at `mount` left: fetches go on without it (reads of a
     /// pulled device fail, and are fetched elsewhere).
     pub fn device_left(&self, mount: &Path) {
-        tracing::info!(mount = %mount.display(), "device detached");
-        lock(&self.devices).retain(|d| d.mount_point() != mount);
+        let was = {
+            let mut devices = lock(&self.devices);
+            let before = devices.len();
+            devices.retain(|d| d.mount_point() != mount);
+            devices.len() != before
+        };
+        if was {
+            tracing::info!(mount = %mount.display(), "device detached");
+        }
     }
 
     /// The devices attached now.

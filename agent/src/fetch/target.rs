@@ -58,7 +58,7 @@ impl Target {
         if !hints.is_empty() {
             t.hints = hints
                 .iter()
-                .map(|h| h.parse::<Hint>().map(|h| h.with_key(key)))
+                .map(|h| Hint::from_address(h).map(|h| h.with_key(key)))
                 .collect::<Result<_, _>>()?;
         }
         Ok(t)

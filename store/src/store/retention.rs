@@ -40,8 +40,9 @@ impl Store {
         self.inner.db.call(move |c| index::touch(c, &oid))
     }
 
-    /// Bytes of object data the store itself holds (referenced files do not
-    /// count).
+    /// Bytes of object data the store itself holds: complete objects whole,
+    /// partial ones by the chunks the index records (a sparse file holds
+    /// no more); referenced files do not count.
     ///
     /// # Errors
     /// Index errors.
