@@ -57,3 +57,39 @@ fn mode_without_a_file_is_refused() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("give -o FILE"), "{said}");
 }
+
+#[test]
+fn an_object_is_not_written_to_a_terminal_unless_asked() {
+    let Some(script) = dot_tests::find_tool("script") else {
+        panic!("script (util-linux) is needed to give gtc a terminal");
+    };
+    let a = Agent::start();
+    let src = a.dir.join("bin");
+    std::fs::write(&src, random_bytes(5000, 2)).expect("write");
+    let ticket = a.put_ticket(&src);
+    let gtc = dot_tests::gtc_bin();
+    let run = |extra: &str| {
+        let mut cmd = std::process::Command::new(&script);
+        cmd.args([
+            "-qec",
+            &format!("{} get {ticket} {extra}", gtc.display()),
+            "/dev/null",
+        ])
+        .env("GTC_SOCKET", a.socket());
+        dot_tests::output_within(cmd, dot_tests::COMMAND_LIMIT)
+    };
+    let refused = run("");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        said.contains("not writing an object to a terminal"),
+        "{said}"
+    );
+    let forced = run("-o -");
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stdout)
+    );
+    assert!(forced.stdout.len() >= 5000, "{} bytes", forced.stdout.len());
+}
