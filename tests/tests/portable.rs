@@ -220,6 +220,17 @@ fn a_key_pulled_mid_transfer_does_not_fail_it() {
     assert_ok("get with the key pulled", &got);
     assert!(same_file(&src, &out), "the copy differs");
     wait_detached(&bed.receiver, &slot, 0, SEE_LIMIT);
+    // Logged once each, however often the watcher looked again.
+    assert_eq!(
+        attached_count(&bed.receiver, &slot),
+        1,
+        "attach logged once"
+    );
+    assert_eq!(
+        detached_count(&bed.receiver, &slot),
+        1,
+        "detach logged once"
+    );
     let link = bed.tx_bytes(1) - tx0;
     eprintln!(
         "8 MiB over {rate}: {took:?}; the key held {kept} bytes ({} of {total} chunk files) \

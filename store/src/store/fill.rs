@@ -34,6 +34,7 @@ impl Store {
     /// errors.
     pub fn begin_fill(&self, oid: Oid, size: u64, descs: &[Descriptor]) -> Result<Vec<u32>> {
         check_descriptors(size, descs).map_err(|reason| Error::BadDescriptors { oid, reason })?;
+        self.known_again(oid);
         if size > self.inner.opts.budget {
             return Err(Error::TooLarge {
                 size,

@@ -373,7 +373,10 @@ impl Store {
             .inner
             .db
             .call(move |c| index::load_object(c, &oid))?
-            .ok_or(Error::UnknownObject(oid))?;
+            .ok_or_else(|| {
+                self.forgotten_as_changed(oid)
+                    .unwrap_or(Error::UnknownObject(oid))
+            })?;
         let descs: Arc<[Descriptor]> = row.chunks.iter().map(|(d, _)| *d).collect();
         if let Err(reason) = check_descriptors(row.size, &descs) {
             return Err(Error::BadDescriptors { oid, reason });

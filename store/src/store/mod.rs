@@ -145,6 +145,9 @@ struct Inner {
     /// Lookups so far, to order the open objects by last use.
     ticks: AtomicU64,
     pins: Mutex<HashMap<Oid, u32>>,
+    /// Objects forgotten because their referenced file changed, and how:
+    /// their readers are told that rather than "unknown" (`referenced.rs`).
+    changed: Mutex<HashMap<Oid, (PathBuf, bool)>>,
     /// The secret access tokens are derived from (`tokens.rs`).
     token_key: [u8; 32],
     /// The generation this open started (see `recover`).
@@ -216,6 +219,7 @@ impl Store {
                 handles: Mutex::new(HashMap::new()),
                 ticks: AtomicU64::new(0),
                 pins: Mutex::new(HashMap::new()),
+                changed: Mutex::new(HashMap::new()),
                 token_key,
                 generation: generations.current,
             }),

@@ -173,6 +173,7 @@ impl Store {
         descs: Vec<Descriptor>,
         referenced: Option<(PathBuf, FileStamp)>,
     ) -> Result<()> {
+        self.known_again(oid);
         self.inner.db.call(move |c| {
             let referenced = referenced.as_ref().map(|(p, s)| (p.to_string_lossy(), *s));
             let referenced = referenced.as_ref().map(|(p, s)| (p.as_ref(), *s));

@@ -25,6 +25,9 @@ use crate::error::{Error, Result};
 use crate::index;
 use crate::oid::{ChunkHash, Oid};
 
+/// Objects remembered as forgotten for a changed file.
+const MAX_REMEMBERED: usize = 1024;
+
 impl Store {
     /// Passes on what a read of `h` returned, acting on what it showed of a
     /// referenced file: forgets an object whose file changed, and starts
@@ -46,9 +49,31 @@ impl Store {
         if lock(&self.inner.handles).contains_key(&oid) {
             tracing::warn!(oid = %oid, "{e}");
         }
+        {
+            let mut changed = lock(&self.inner.changed);
+            if changed.len() >= MAX_REMEMBERED
+                && let Some(old) = changed.keys().next().copied()
+            {
+                changed.remove(&old);
+            }
+            if let Error::FileChanged { path, gone, .. } = e {
+                changed.insert(oid, (path.clone(), *gone));
+            }
+        }
         if let Err(e) = self.remove(oid) {
             tracing::error!(oid = %oid, error = %e, "forgetting an object whose file changed failed");
         }
+    }
+
+    /// Why `oid` is unknown, if it was forgotten because its file changed.
+    pub(super) fn forgotten_as_changed(&self, oid: Oid) -> Option<Error> {
+        let (path, gone) = lock(&self.inner.changed).get(&oid).cloned()?;
+        Some(Error::FileChanged { oid, path, gone })
+    }
+
+    /// `oid` is known again (put or fetched): its change is history.
+    pub(super) fn known_again(&self, oid: Oid) {
+        lock(&self.inner.changed).remove(&oid);
     }
 
     fn start_revalidation(&self, h: &Handle) {
