@@ -62,14 +62,20 @@ pub(super) fn is_store_wide(e: &io::Error) -> bool {
 
 impl Store {
     /// Closes cleanly: records every pending chunk, flushes the store's
-    /// files to disk, and records this generation as on disk, so the next
-    /// open re-verifies nothing.
+    /// files to disk (a durable store has flushed each as it recorded it),
+    /// and records this generation as on disk, so the next open
+    /// re-verifies nothing.
     ///
     /// # Errors
     /// Index and I/O errors.
     pub fn close(&self) -> Result<()> {
         self.flush()?;
-        syncfs(&self.inner.dir);
+        // A durable store flushed every file it recorded (the flusher did
+        // the last ones just now); flushing the whole filesystem would
+        // wait for everyone else's writes too.
+        if !self.inner.opts.durable {
+            syncfs(&self.inner.dir);
+        }
         let generation = self.inner.generation;
         self.inner
             .db
