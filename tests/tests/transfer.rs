@@ -137,10 +137,11 @@ fn a_wrong_token_is_refused_and_garbage_is_a_clear_error() {
         ticket.hints().to_vec(),
     )
     .with_key(ticket.key().expect("the ticket names the key"));
-    let get = b.gtc(&["get", &forged.to_string()]);
-    assert!(!get.status.success());
+    let get = b.gtc(&["get", &forged.to_string(), "-o", "-"]);
+    assert_eq!(get.status.code(), Some(3), "refused is exit code 3");
     assert!(
-        String::from_utf8_lossy(&get.stderr).contains("Unauthorized"),
+        String::from_utf8_lossy(&get.stderr)
+            .contains("no such object here, or a wrong access token"),
         "{}",
         String::from_utf8_lossy(&get.stderr)
     );
@@ -152,9 +153,10 @@ fn a_wrong_token_is_refused_and_garbage_is_a_clear_error() {
     // A bare OID goes to the hints of the last ticket seen for it: here
     // the forged one, refused again.
     let seen = b.gtc(&["get", &ticket.oid().to_string()]);
-    assert!(!seen.status.success());
+    assert_eq!(seen.status.code(), Some(3));
     assert!(
-        String::from_utf8_lossy(&seen.stderr).contains("Unauthorized"),
+        String::from_utf8_lossy(&seen.stderr)
+            .contains("no such object here, or a wrong access token"),
         "{}",
         String::from_utf8_lossy(&seen.stderr)
     );
@@ -162,7 +164,7 @@ fn a_wrong_token_is_refused_and_garbage_is_a_clear_error() {
     // One never seen, with no peers configured: nowhere to ask.
     let never = dot_store::Oid::of(b"never put anywhere");
     let none = b.gtc(&["get", &never.to_string()]);
-    assert!(!none.status.success());
+    assert_eq!(none.status.code(), Some(3), "nowhere to ask is not found");
     assert!(String::from_utf8_lossy(&none.stderr).contains("no source is known"));
 }
 
