@@ -335,9 +335,25 @@ pub async fn read_message<R: AsyncReadExt + Unpin>(r: &mut R) -> Result<Option<M
     }
     let body_len = body_len(&head)?;
     r.read_exact(&mut head[4..]).await?;
-    let mut body = vec![0u8; body_len];
-    r.read_exact(&mut body).await?;
+    // Grown as the bytes arrive: a claim alone costs no memory.
+    let mut body = Vec::with_capacity(body_len.min(FIRST_ALLOCATION));
+    r.take(body_len as u64).read_to_end(&mut body).await?;
+    whole(&body, body_len)?;
     message(head[4], body).map(Some)
+}
+
+/// What a message body's buffer starts at before its bytes arrive.
+const FIRST_ALLOCATION: usize = 64 << 10;
+
+/// Fails unless the body read is as long as its head said.
+fn whole(body: &[u8], want: usize) -> Result<(), ApiError> {
+    if body.len() != want {
+        return Err(ApiError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("message ended after {} of {want} bytes", body.len()),
+        )));
+    }
+    Ok(())
 }
 
 /// The body length a message head announces, bounded before anything is
@@ -414,8 +430,9 @@ pub fn read_message_blocking<R: std::io::Read>(r: &mut R) -> Result<Option<Messa
     }
     let body_len = body_len(&head)?;
     r.read_exact(&mut head[4..])?;
-    let mut body = vec![0u8; body_len];
-    r.read_exact(&mut body)?;
+    let mut body = Vec::with_capacity(body_len.min(FIRST_ALLOCATION));
+    std::io::Read::read_to_end(&mut std::io::Read::take(r, body_len as u64), &mut body)?;
+    whole(&body, body_len)?;
     message(head[4], body).map(Some)
 }
 
@@ -448,5 +465,35 @@ mod octal_mode {
             return Err(serde::de::Error::custom(format!("mode {m:o} out of range")));
         }
         Ok(Some(m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A head claiming the largest body, then three bytes and the end.
+    fn short_message() -> Vec<u8> {
+        let mut m = (MAX_MESSAGE as u32).to_be_bytes().to_vec();
+        m.push(b'J');
+        m.extend_from_slice(b"{}x");
+        m
+    }
+
+    #[test]
+    fn a_claimed_length_without_its_bytes_is_an_error_not_an_allocation() {
+        let m = short_message();
+        match read_message_blocking(&mut &m[..]) {
+            Err(ApiError::Io(e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+                assert!(e.to_string().contains("after 3 of"), "{e}");
+            }
+            other => panic!("short message read as {other:?}"),
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let got = rt.block_on(read_message(&mut &m[..]));
+        assert!(matches!(got, Err(ApiError::Io(_))), "{got:?}");
     }
 }
