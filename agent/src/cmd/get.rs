@@ -104,29 +104,25 @@ pub fn get(
             // Written under a temporary name beside it, renamed into place
             // once whole: a failed get leaves no partial file, and an
             // existing one is replaced only by a complete object.
-            let (out, tmp) = temporary_beside(path)?;
-            let result = (|| {
-                let mut get = client.get_unordered(target, hints)?;
-                let size = get.size();
-                out.set_len(size)
-                    .with_context(|| format!("sizing {}", path.display()))?;
-                let bar = progress::bar(size);
-                let stats = get.copy_to_file(&out, |done| {
-                    if let Some(b) = &bar {
-                        b.set_position(done);
-                    }
-                })?;
-                if let Some(b) = bar {
-                    b.finish_and_clear();
+            let tmp = temporary_beside(path)?;
+            let out = tmp.as_file();
+            let mut get = client.get_unordered(target, hints)?;
+            let size = get.size();
+            out.set_len(size)
+                .with_context(|| format!("sizing {}", path.display()))?;
+            let bar = progress::bar(size);
+            let stats = get.copy_to_file(out, |done| {
+                if let Some(b) = &bar {
+                    b.set_position(done);
                 }
-                std::fs::rename(&tmp, path)
-                    .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-                Ok::<_, anyhow::Error>((size, stats))
-            })();
-            if result.is_err() {
-                let _ = std::fs::remove_file(&tmp);
+            })?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
             }
-            result
+            // Dropped unpersisted on any error above: removed.
+            tmp.persist(path)
+                .with_context(|| format!("renaming into {}", path.display()))?;
+            Ok((size, stats))
         }
         None => {
             let mut get = client.get(target, hints)?;
@@ -156,9 +152,11 @@ pub fn get(
     }
 }
 
-/// Creates a new file beside `path` (same folder, so the rename is atomic)
-/// under a hidden temporary name; returns it and its path.
-fn temporary_beside(path: &Path) -> anyhow::Result<(std::fs::File, PathBuf)> {
+/// A new file beside `path` (same folder, so the rename is atomic) under a
+/// hidden temporary name, removed unless persisted; its mode is what a
+/// plain create would give (0666 less the umask).
+fn temporary_beside(path: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
     let name = path
         .file_name()
         .with_context(|| format!("{} names no file", path.display()))?;
@@ -166,25 +164,10 @@ fn temporary_beside(path: &Path) -> anyhow::Result<(std::fs::File, PathBuf)> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut last = None;
-    for attempt in 0..16u32 {
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".gtc-{}-{attempt}", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        match std::fs::File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-        {
-            Ok(f) => return Ok((f, tmp)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => {
-                return Err(e).with_context(|| format!("creating a file in {}", dir.display()));
-            }
-        }
-    }
-    Err(last.map_or_else(|| anyhow::anyhow!("no free name"), anyhow::Error::from))
+    tempfile::Builder::new()
+        .prefix(&format!(".{}.gtc-", name.to_string_lossy()))
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file beside {}", path.display()))
 }
 

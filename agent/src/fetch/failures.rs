@@ -47,29 +47,19 @@ impl Failures {
     /// The failure of the whole fetch of `oid`: integrity if any source
     /// sent bad bytes, else not found if any said it has no such object,
     /// else unreachable.
-    pub fn into_error(self, oid: dot_store::Oid) -> FetchFailed {
+    pub fn into_error(self, oid: dot_store::Oid) -> Failure {
         let kind = [ErrorKind::Integrity, ErrorKind::NotFound]
             .into_iter()
             .find(|k| self.kinds.contains(k))
             .unwrap_or(ErrorKind::Unreachable);
-        FetchFailed {
-            oid,
-            said: self.said.join("; "),
-            kind,
+        Failure {
+            why: format!("could not get {oid}: {}", self.said.join("; ")),
+            kind: Some(kind),
         }
     }
 }
 
-/// No source could deliver the object.
-#[derive(Debug, thiserror::Error)]
-#[error("could not get {oid}: {said}")]
-pub(crate) struct FetchFailed {
-    oid: dot_store::Oid,
-    said: String,
-    pub kind: ErrorKind,
-}
-
-/// How a fetch ended when it failed, for its readers.
+/// Why a fetch failed, as its readers and the local API's answer say it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{why}")]
 pub struct Failure {
@@ -124,9 +114,6 @@ pub(crate) fn kind_of_store(e: &dot_store::Error) -> Option<ErrorKind> {
 /// transfer's, found anywhere in the chain.
 pub(crate) fn kind_of(e: &anyhow::Error) -> Option<ErrorKind> {
     e.chain().find_map(|cause| {
-        if let Some(f) = cause.downcast_ref::<FetchFailed>() {
-            return Some(f.kind);
-        }
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return f.kind;
         }
