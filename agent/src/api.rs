@@ -57,7 +57,13 @@ pub enum Request {
     },
     /// Start a put of bytes that follow as data messages, ended by
     /// [`Request::PutCommit`] (or abandoned by closing the connection).
-    PutInit,
+    PutInit {
+        /// How to cut this object into chunks (`cdc:MIN:AVG:MAX` or
+        /// `fixed:SIZE`, as the `chunker` config key); the agent's own
+        /// setting when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chunker: Option<String>,
+    },
     /// End of a stream put's data; answered by [`Response::Put`].
     PutCommit,
     /// Get an object: answered by [`Response::Object`] once its size is

@@ -16,6 +16,8 @@
 //! - `fdpass` (internal): sending and receiving an open file descriptor
 //!   (SCM_RIGHTS): puts by descriptor, gets read from the agent's file.
 //! - `tickets` (internal): the tickets the agent hands out for its objects.
+//! - [`smtp`]: `gtc smtp`, the mail gateway, an application of the client
+//!   library (it uses nothing else of the agent).
 //!
 //! The `gtc` command's own code (argument parsing, one file per command)
 //! is the binary's, under `cmd/`.
@@ -29,4 +31,5 @@ pub mod daemon;
 pub(crate) mod fdpass;
 pub(crate) mod fetch;
 pub(crate) mod fuse;
+pub mod smtp;
 mod tickets;

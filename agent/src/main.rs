@@ -75,6 +75,15 @@ enum Command {
         #[command(flatten)]
         args: cmd::cp::Args,
     },
+    /// An SMTP gateway beside a mail server: mail bodies go agent to
+    /// agent by ticket (X-DOT-DATA), everything else stays SMTP.
+    #[command(
+        after_help = "Examples:\n  gtc smtp inbound --listen 0.0.0.0:25 --to 127.0.0.1:2525      # in front of the MTA\n  gtc smtp outbound --listen 127.0.0.1:10025 --to mx.example:25  # relayhost = [127.0.0.1]:10025\n\nSee docs/mail.md."
+    )]
+    Smtp {
+        #[command(flatten)]
+        args: cmd::smtp::Args,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,6 +96,7 @@ fn main() -> ExitCode {
         Command::Status { args } => cmd::status::run(args),
         Command::Device { command } => cmd::device::run(command),
         Command::Cp { args } => cmd::cp::run(args),
+        Command::Smtp { args } => cmd::smtp::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -87,7 +87,20 @@ impl AsyncClient {
     /// # Errors
     /// Socket errors.
     pub async fn put(&mut self) -> Result<AsyncPut<'_>> {
-        self.send(&Request::PutInit).await?;
+        self.put_with(None).await
+    }
+
+    /// Starts a stream put cut into chunks as `chunker` says
+    /// (`cdc:MIN:AVG:MAX` or `fixed:SIZE`; the agent's setting for `None`).
+    /// A bad spec fails the commit.
+    ///
+    /// # Errors
+    /// Socket errors.
+    pub async fn put_with(&mut self, chunker: Option<&str>) -> Result<AsyncPut<'_>> {
+        self.send(&Request::PutInit {
+            chunker: chunker.map(str::to_owned),
+        })
+        .await?;
         Ok(AsyncPut { client: self })
     }
 

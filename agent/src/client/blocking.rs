@@ -88,7 +88,7 @@ impl Client {
     /// # Errors
     /// Socket errors.
     pub fn put(&mut self) -> Result<Put<'_>> {
-        self.send(&Request::PutInit)?;
+        self.send(&Request::PutInit { chunker: None })?;
         Ok(Put {
             client: self,
             buf: Vec::with_capacity(PUT_MESSAGE),

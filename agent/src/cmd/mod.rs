@@ -9,6 +9,7 @@ pub mod exit;
 pub mod get;
 pub mod progress;
 pub mod put;
+pub mod smtp;
 pub mod status;
 
 /// `n` and the noun, singular for one: "1 chunk", "2 chunks".

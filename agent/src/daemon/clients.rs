@@ -122,13 +122,15 @@ async fn client_impl(agent: &Agent, conn: &mut Conn) -> anyhow::Result<()> {
                     Err(e) => error(format!("{e:#}")),
                 }
             }
-            Request::PutInit => match super::put::stream_put(agent, &mut conn.stream).await? {
-                Ok(r) => {
-                    conn.pin(&agent.store, r.0);
-                    Response::Put(r.1)
+            Request::PutInit { chunker } => {
+                match super::put::stream_put(agent, &mut conn.stream, chunker).await? {
+                    Ok(r) => {
+                        conn.pin(&agent.store, r.0);
+                        Response::Put(r.1)
+                    }
+                    Err(e) => error(format!("{e:#}")),
                 }
-                Err(e) => error(format!("{e:#}")),
-            },
+            }
             Request::PutCommit => error("put-commit without put-init"),
             Request::Get {
                 ticket,

@@ -49,7 +49,13 @@ pub(super) async fn put_file(
 pub(super) async fn stream_put(
     agent: &Agent,
     stream: &mut UnixStream,
+    chunker: Option<String>,
 ) -> anyhow::Result<anyhow::Result<(Oid, PutResult)>> {
+    // A bad chunker fails the put once its data is read (the client is
+    // sending it already).
+    let chunker = chunker
+        .map(|c| c.parse::<dot_store::ChunkerSpec>())
+        .transpose();
     enum Piece {
         Data(Vec<u8>),
         Commit,
@@ -58,7 +64,7 @@ pub(super) async fn stream_put(
     let store = agent.store.clone();
     let writer = tokio::task::spawn_blocking(move || {
         use std::io::Write;
-        let mut w = store.put_writer();
+        let mut w = store.put_writer_with(chunker.map_err(|e| anyhow::anyhow!("put: {e}"))?);
         loop {
             match rx.blocking_recv() {
                 Some(Piece::Data(d)) => w.write_all(&d)?,

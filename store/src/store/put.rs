@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::handle::FileStamp;
 use super::{PutOutcome, Store, fsync_dir};
+use crate::chunker::ChunkerSpec;
 use crate::descriptor::Descriptor;
 use crate::error::{Error, Result};
 use crate::index;
@@ -26,7 +27,25 @@ impl Store {
     /// # Errors
     /// [`Error::Input`] if reading fails; I/O and index errors of the store.
     pub fn put_reader(&self, input: &mut (dyn Read + Send)) -> Result<PutOutcome> {
-        let chunker = self.chunker()?;
+        self.put_reader_with(input, None)
+    }
+
+    /// [`Store::put_reader`], cutting chunks as `chunker` says instead of
+    /// as the store's options do.
+    ///
+    /// # Errors
+    /// As [`Store::put_reader`]; [`Error::Input`] for a bad chunker.
+    pub fn put_reader_with(
+        &self,
+        input: &mut (dyn Read + Send),
+        chunker: Option<ChunkerSpec>,
+    ) -> Result<PutOutcome> {
+        let chunker = match chunker {
+            Some(spec) => spec
+                .build()
+                .map_err(|e| Error::Input(io::Error::other(e)))?,
+            None => self.chunker()?,
+        };
         let tmp_path = self.inner.tmp_dir.join(format!(
             "put-{}",
             crate::ticket::Token::random().map_err(Error::Input)?
@@ -75,6 +94,12 @@ impl Store {
     /// A writer whose bytes become an object when [`PutWriter::finish`] is
     /// called; hashing runs on other threads while the caller writes.
     pub fn put_writer(&self) -> PutWriter {
+        self.put_writer_with(None)
+    }
+
+    /// [`Store::put_writer`] with a chunker of its own
+    /// ([`Store::put_reader_with`]).
+    pub fn put_writer_with(&self, chunker: Option<ChunkerSpec>) -> PutWriter {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Option<Vec<u8>>>(8);
         let store = self.clone();
         let worker = std::thread::spawn(move || {
@@ -84,7 +109,7 @@ impl Store {
                 at: 0,
                 ended: false,
             };
-            store.put_reader(&mut reader)
+            store.put_reader_with(&mut reader, chunker)
         });
         PutWriter {
             tx: Some(tx),
