@@ -4,7 +4,8 @@
 //! test bed of two shaped paths between two namespaces ([`netbed`]), USB
 //! keys on loop devices ([`key`]), a raw TLS link to an agent's peer port
 //! for attacks ([`link`]), and a recording relay and a man in the middle
-//! for the peer link ([`relay`]).
+//! for the peer link ([`relay`]), and private Postfix instances with `gtc
+//! smtp` gateways and a public mail corpus ([`mail`]).
 //!
 //! Every process, folder, namespace, mount and loop device a test makes is
 //! removed when its handle drops, also when the test fails.
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub mod key;
 pub mod link;
+pub mod mail;
 pub mod netbed;
 pub mod peer;
 pub mod relay;
@@ -374,6 +376,12 @@ fn require(test: &str, what: &str, missing: &[&str]) {
             "not root".to_owned()
         }
     );
+}
+
+/// Fails the test unless it runs as root and nothing of `missing` (what
+/// else it needs, said as `what`) is missing; see [`require`].
+pub fn require_with(test: &str, what: &str, missing: &[&str]) {
+    require(test, what, missing);
 }
 
 /// Fails the test unless it runs as root (it makes users, say); see

@@ -267,6 +267,8 @@ pub struct Fetches {
     outbox: bool,
     /// Peers asked for objects known by OID alone.
     peers: Arc<[Hint]>,
+    /// Gtc sources (and their connections) kept between fetches.
+    pool: sources::Pool,
 }
 
 impl Fetches {
@@ -281,6 +283,7 @@ impl Fetches {
             attached: broadcast::Sender::new(16),
             outbox: false,
             peers: Arc::new([]),
+            pool: sources::Pool::default(),
         }
     }
 
@@ -428,10 +431,18 @@ impl Fetches {
         let (source, rest, size, descs, failures) = match self.describe_on_devices(target).await {
             Some((source, size, descs)) => (source, order, size, descs, Default::default()),
             None => {
-                let d = sources::describe(target, &order).await?;
+                let d = sources::describe(&self.pool, target, &order).await?;
                 let chunks = d.descs.len() as u32;
-                let (source, rest) =
-                    sources::paths(target, d.source, &order, d.at, chunks, &self.binds).await;
+                let (source, rest) = sources::paths(
+                    &self.pool,
+                    target,
+                    d.source,
+                    &order,
+                    d.at,
+                    chunks,
+                    &self.binds,
+                )
+                .await;
                 (source, rest, d.size, d.descs, d.failures)
             }
         };

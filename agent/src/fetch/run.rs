@@ -124,7 +124,9 @@ impl Fetches {
             let Some(source) = next.take() else {
                 match others.next() {
                     Some(hint) => {
-                        match sources::connect(&hint, target, fetch.size, &fetch.descs).await {
+                        match sources::connect(&self.pool, &hint, target, fetch.size, &fetch.descs)
+                            .await
+                        {
                             Ok(s) => next = Some(s),
                             Err(e) => run.failures.push(&hint.to_string(), &e),
                         }

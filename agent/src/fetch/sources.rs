@@ -1,11 +1,15 @@
 //! Where a fetch gets its chunks: the ticket's hints in RFC 2782 order,
 //! asked for the descriptors one priority group at a time, and the source
 //! built from the group that answered (one gtc peer, or a [`Multipath`]
-//! over every hint of the group and every local address to bind).
+//! over every hint of the group and every local address to bind). Gtc
+//! sources come from a [`Pool`], so fetches from an agent already
+//! connected reuse its connection.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use dot_plugins::Transfer;
@@ -13,7 +17,7 @@ use dot_plugins::gtc::client::{DEFAULT_WINDOW, GtcSource};
 use dot_plugins::multipath::Multipath;
 use dot_store::descriptor::list_digest;
 use dot_store::hint::order_hints;
-use dot_store::{Descriptor, Hint, Token};
+use dot_store::{Descriptor, Hint, PeerKey, Token};
 use tokio::sync::mpsc;
 
 use super::Target;
@@ -59,6 +63,57 @@ pub(super) struct Described {
     pub failures: Failures,
 }
 
+/// Gtc sources kept at most this long unused (their connections close
+/// when the last fetch using them ends), well inside a server's idle
+/// deadline.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Gtc sources kept at most.
+const POOL_MAX: usize = 64;
+
+/// Where a gtc source connects, from where, and the key it must prove.
+type PoolKey = (SocketAddr, Option<IpAddr>, Option<PeerKey>);
+
+/// The gtc sources of recent fetches, one per address, local address and
+/// key: a fetch from an agent already connected to reuses that connection
+/// (a mail gateway fetches many small objects from one agent) instead of
+/// a TLS handshake per object.
+#[derive(Clone, Default)]
+pub(super) struct Pool {
+    sources: Arc<Mutex<HashMap<PoolKey, (GtcSource, Instant)>>>,
+}
+
+impl Pool {
+    /// The source for `addr` (from `bind`, proving `key`), new or kept.
+    pub fn source(
+        &self,
+        addr: SocketAddr,
+        bind: Option<IpAddr>,
+        key: Option<PeerKey>,
+    ) -> GtcSource {
+        let mut sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        sources.retain(|_, (_, used)| now.duration_since(*used) < POOL_IDLE);
+        if let Some((source, used)) = sources.get_mut(&(addr, bind, key)) {
+            *used = now;
+            return source.clone();
+        }
+        if sources.len() >= POOL_MAX
+            && let Some(oldest) = sources
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| *k)
+        {
+            sources.remove(&oldest);
+        }
+        let source = GtcSource::bound(addr, bind, DEFAULT_WINDOW).secured(key);
+        sources.insert((addr, bind, key), (source.clone(), now));
+        source
+    }
+}
+
 /// The hints in the order to try them.
 pub(super) fn ordered(hints: &[Hint]) -> Vec<Hint> {
     let mut seed = Token::random()
@@ -100,7 +155,11 @@ fn priority_group(order: &[Hint], at: usize) -> Range<usize> {
 /// the other; within a group all at once (a slow path must not hold up the
 /// start). Returns the first that answers with the list the ticket vouches
 /// for (if it gives a digest).
-pub(super) async fn describe(target: &Target, order: &[Hint]) -> anyhow::Result<Described> {
+pub(super) async fn describe(
+    pool: &Pool,
+    target: &Target,
+    order: &[Hint],
+) -> anyhow::Result<Described> {
     let oid = target.oid;
     let mut failures = Failures::default();
     let mut start = 0;
@@ -113,9 +172,10 @@ pub(super) async fn describe(target: &Target, order: &[Hint]) -> anyhow::Result<
         let mut asking = tokio::task::JoinSet::new();
         for at in group {
             let (tx, hint, token) = (tx.clone(), order[at].clone(), target.token);
+            let pool = pool.clone();
             asking.spawn(async move {
                 let mut why = Failures::default();
-                let answer = match plugin_for(&hint, &mut why).await {
+                let answer = match plugin_for(&pool, &hint, &mut why).await {
                     Some(plugin) => Some(
                         plugin
                             .get_descriptors(oid, token)
@@ -174,6 +234,7 @@ pub(super) async fn describe(target: &Target, order: &[Hint]) -> anyhow::Result<
 /// priority, each from every local address in `binds`, are paths of one
 /// [`Multipath`] source; a single path stays a plain source.
 pub(super) async fn paths(
+    pool: &Pool,
     target: &Target,
     first: Source,
     order: &[Hint],
@@ -191,8 +252,7 @@ pub(super) async fn paths(
         if let [bind] = binds
             && let Some(addr) = resolve(&order[at], &mut Failures::default()).await
         {
-            let plugin =
-                GtcSource::bound(addr, Some(*bind), DEFAULT_WINDOW).secured(order[at].peer_key());
+            let plugin = pool.source(addr, Some(*bind), order[at].peer_key());
             plugin.grant(oid, token, chunks);
             return (
                 Source {
@@ -219,7 +279,7 @@ pub(super) async fn paths(
             if plugins.is_empty() && bind.is_none() {
                 plugins.push(first.plugin.clone());
             } else {
-                let path = GtcSource::bound(addr, *bind, DEFAULT_WINDOW).secured(hint.peer_key());
+                let path = pool.source(addr, *bind, hint.peer_key());
                 path.grant(oid, token, chunks);
                 plugins.push(Arc::new(path));
             }
@@ -241,13 +301,14 @@ pub(super) async fn paths(
 /// Connects to a further source and checks it describes the object as the
 /// fetch does.
 pub(super) async fn connect(
+    pool: &Pool,
     hint: &Hint,
     target: &Target,
     size: u64,
     descs: &[Descriptor],
 ) -> anyhow::Result<Source> {
     let mut failures = Failures::default();
-    let Some(plugin) = plugin_for(hint, &mut failures).await else {
+    let Some(plugin) = plugin_for(pool, hint, &mut failures).await else {
         return Err(failures.into_error(target.oid).into());
     };
     let d = plugin.get_descriptors(target.oid, target.token).await?;
@@ -257,9 +318,9 @@ pub(super) async fn connect(
     Ok(Source::single(hint, plugin))
 }
 
-async fn plugin_for(hint: &Hint, failures: &mut Failures) -> Option<GtcSource> {
+async fn plugin_for(pool: &Pool, hint: &Hint, failures: &mut Failures) -> Option<GtcSource> {
     let addr = resolve(hint, failures).await?;
-    Some(GtcSource::new(addr, DEFAULT_WINDOW).secured(hint.peer_key()))
+    Some(pool.source(addr, None, hint.peer_key()))
 }
 
 /// The address of a gtc hint.

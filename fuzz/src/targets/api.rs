@@ -40,7 +40,10 @@ fn seeds() -> Vec<Vec<u8>> {
         Request::PutFile {
             path: "/tmp/x".into(),
         },
-        Request::PutInit,
+        Request::PutInit { chunker: None },
+        Request::PutInit {
+            chunker: Some("cdc:1024:4096:32768".into()),
+        },
         Request::PutCommit,
         Request::Get {
             ticket: "dot1.AAAA".into(),

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dot_store::{Descriptor, Oid, PeerKey, Token, VerifiedChunk};
@@ -56,6 +56,10 @@ enum Waiter {
 struct Conn {
     out: mpsc::UnboundedSender<Frame>,
     waiters: Arc<Mutex<HashMap<u32, Waiter>>>,
+    /// The reader ended (the peer closed, or broke the protocol): set under
+    /// the waiters' lock, so no request waits on a connection that will
+    /// never answer, and the next use opens another.
+    dead: Arc<AtomicBool>,
     /// Objects whose token this connection presented.
     authorized: Mutex<HashSet<Oid>>,
 }
@@ -64,7 +68,8 @@ struct Conn {
 /// beyond which both are forgotten wholesale.
 const MAX_TOKENS: usize = 4096;
 
-/// A gtc peer as a transfer source.
+/// A gtc peer as a transfer source. Clones share one connection.
+#[derive(Clone)]
 pub struct GtcSource {
     inner: Arc<Inner>,
 }
@@ -161,7 +166,10 @@ impl Inner {
 
     async fn conn(&self) -> Result<Arc<Conn>, TransferError> {
         let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| !c.out.is_closed()) {
+        if let Some(c) = slot
+            .as_ref()
+            .filter(|c| !c.out.is_closed() && !c.dead.load(Ordering::Acquire))
+        {
             return Ok(c.clone());
         }
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
@@ -188,17 +196,18 @@ impl Inner {
             .map_err(|e| self.err(format!("send: {e}")))?;
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let waiters = Arc::new(Mutex::new(HashMap::new()));
+        let dead = Arc::new(AtomicBool::new(false));
         tokio::spawn(write_task(wr, out_rx));
         tokio::spawn(read_task(
             rd,
             low_water_fd,
-            waiters.clone(),
+            (waiters.clone(), dead.clone()),
             self.name.clone(),
-            out_tx.clone(),
         ));
         let conn = Arc::new(Conn {
             out: out_tx,
             waiters,
+            dead,
             authorized: Mutex::new(HashSet::new()),
         });
         *slot = Some(conn.clone());
@@ -220,10 +229,13 @@ impl Inner {
     ) -> Result<DescPage, TransferError> {
         let req = self.req_id();
         let (tx, rx) = oneshot::channel();
-        conn.waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(req, Waiter::Desc(tx));
+        {
+            let mut waiters = conn.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            if conn.dead.load(Ordering::Acquire) {
+                return Err(self.err("connection closed"));
+            }
+            waiters.insert(req, Waiter::Desc(tx));
+        }
         conn.out
             .send(Frame::DescReq {
                 req,
@@ -344,6 +356,12 @@ impl Transfer for GtcSource {
                     return;
                 };
                 let mut waiters = conn.waiters.lock().unwrap_or_else(|p| p.into_inner());
+                if conn.dead.load(Ordering::Acquire) {
+                    drop(waiters);
+                    sink.send(ChunkEvent::SourceFailed(inner.err("connection closed")))
+                        .await;
+                    return;
+                }
                 let mut frames = Vec::with_capacity(want as usize);
                 for (i, (index, desc)) in chunks.by_ref().take(want as usize) {
                     let Some(slot) = slots.split(1) else {
@@ -389,29 +407,35 @@ impl Transfer for GtcSource {
     }
 }
 
+/// Sends the requests of one connection. When every handle on the
+/// connection is gone (its source dropped, no request in flight), says
+/// goodbye (close_notify, FIN): the peer closes, and the reader ends.
 async fn write_task(wr: Writer, mut rx: mpsc::UnboundedReceiver<Frame>) {
     let mut wr = FrameWriter::new(wr);
-    while let Some(f) = rx.recv().await {
-        if wr.frame(&f).await.is_err() {
-            return;
-        }
-        while let Ok(f) = rx.try_recv() {
-            if wr.frame(&f).await.is_err() {
-                return;
-            }
-        }
-        if wr.flush().await.is_err() {
-            return;
-        }
+    if send_frames(&mut wr, &mut rx).await.is_ok() {
+        let _ = tokio::time::timeout(HELLO_TIMEOUT, wr.shutdown()).await;
     }
+}
+
+async fn send_frames(
+    wr: &mut FrameWriter<Writer>,
+    rx: &mut mpsc::UnboundedReceiver<Frame>,
+) -> std::io::Result<()> {
+    while let Some(f) = rx.recv().await {
+        wr.frame(&f).await?;
+        while let Ok(f) = rx.try_recv() {
+            wr.frame(&f).await?;
+        }
+        wr.flush().await?;
+    }
+    Ok(())
 }
 
 async fn read_task(
     rd: Reader,
     fd: Option<std::os::fd::RawFd>,
-    waiters: Arc<Mutex<HashMap<u32, Waiter>>>,
+    (waiters, dead): (Arc<Mutex<HashMap<u32, Waiter>>>, Arc<AtomicBool>),
     peer: String,
-    out: mpsc::UnboundedSender<Frame>,
 ) {
     let frames = match fd {
         Some(fd) => FrameReader::with_low_water(rd, fd),
@@ -419,14 +443,12 @@ async fn read_task(
     };
     let failure = read_loop(frames, &waiters, &peer).await;
     tracing::debug!(%peer, error = %failure, "peer connection ended");
-    // Stop the writer, and tell everyone still waiting.
-    drop(out);
-    let pending: Vec<Waiter> = waiters
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .drain()
-        .map(|(_, w)| w)
-        .collect();
+    // Tell everyone still waiting.
+    let pending: Vec<Waiter> = {
+        let mut waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
+        dead.store(true, Ordering::Release);
+        waiters.drain().map(|(_, w)| w).collect()
+    };
     for w in pending {
         match w {
             Waiter::Desc(tx) => {
