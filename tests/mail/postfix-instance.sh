@@ -14,6 +14,9 @@
 # (env PF_DOMAIN; default rcv.test without a relay, snd.test with one) into a
 # catch-all Maildir owned by an unprivileged user (env PF_VUSER, default
 # nobody).  With RELAY_HOST:PORT every other domain goes to that host by SMTP.
+# For instances in network namespaces (bench/mail.sh): PF_LISTEN (default
+# 127.0.0.1) is the address smtpd listens on, PF_INET_INTERFACES (default
+# loopback-only) Postfix's inet_interfaces ("all" to relay off loopback).
 # Needs root (Postfix's master must start as root) and Debian's postfix package.
 set -euo pipefail
 
@@ -107,7 +110,7 @@ mydestination =
 local_recipient_maps =
 alias_maps =
 alias_database =
-inet_interfaces = loopback-only
+inet_interfaces = ${PF_INET_INTERFACES:-loopback-only}
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_banner = \$myhostname ESMTP test
@@ -147,7 +150,7 @@ EOF
 
     cat >"$etc/master.cf" <<EOF
 # service type  private unpriv  chroot  wakeup  maxproc command + args
-127.0.0.1:$port inet n  -       n       -       -       smtpd
+${PF_LISTEN:-127.0.0.1}:$port inet n  -       n       -       -       smtpd
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
