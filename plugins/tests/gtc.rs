@@ -93,6 +93,29 @@ async fn objects_of_every_size_arrive_intact() {
     assert!(stats.chunks_served.load(Ordering::Relaxed) > 50);
 }
 
+/// A server authorises at most `MAX_AUTHORIZED` objects per connection;
+/// one source (as a receiving agent keeps per peer, for mail) describes
+/// more than that by moving to a new connection in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_describes_more_objects_than_one_connection_may_hold() {
+    use dot_plugins::gtc::session::MAX_AUTHORIZED;
+    let dir = tempfile::tempdir().expect("a");
+    let a = store(dir.path());
+    let (addr, _) = start_server(a.clone()).await;
+    let src = GtcSource::new(addr, 16);
+    let n = MAX_AUTHORIZED as u32 + 300;
+    let objects: Vec<(Oid, Token)> = (0..n)
+        .map(|i| {
+            let oid = a.put_reader(&mut &i.to_be_bytes()[..]).expect("put").oid;
+            (oid, a.token(oid).expect("token"))
+        })
+        .collect();
+    for (i, (oid, token)) in objects.into_iter().enumerate() {
+        let d = src.get_descriptors(oid, Some(token)).await;
+        assert!(d.is_ok(), "object {i}: {:?}", d.err());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_missing_chunks_are_fetched() {
     let (a_dir, b_dir) = (

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dot_store::{Descriptor, Oid, PeerKey, Token, VerifiedChunk};
@@ -23,6 +23,7 @@ use super::desc_list::DescList;
 use super::framed::{FrameReader, FrameWriter};
 use super::link::{self, Reader, Writer};
 use super::proto::{DescPage, Frame, VERSION};
+use super::session::MAX_AUTHORIZED;
 use crate::error::TransferError;
 use crate::transfer::{BoxFuture, ChunkEvent, ChunkSink, Described, Transfer};
 
@@ -62,7 +63,16 @@ struct Conn {
     dead: Arc<AtomicBool>,
     /// Objects whose token this connection presented.
     authorized: Mutex<HashSet<Oid>>,
+    /// Objects this connection was asked to authorise, ever: a server
+    /// holds at most [`MAX_AUTHORIZED`] per connection, so past
+    /// [`RETIRE_AT`] the next request opens a new connection (this one
+    /// serves its fetches in flight, then closes).
+    admitted: AtomicUsize,
 }
+
+/// Objects authorised on a connection before the next ones go on a new
+/// connection, leaving room for those being authorised at once.
+const RETIRE_AT: usize = MAX_AUTHORIZED - 1024;
 
 /// Tokens remembered per source, and objects authorised per connection,
 /// beyond which both are forgotten wholesale.
@@ -168,7 +178,11 @@ impl Inner {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot
             .as_ref()
-            .filter(|c| !c.out.is_closed() && !c.dead.load(Ordering::Acquire))
+            .filter(|c| {
+                !c.out.is_closed()
+                    && !c.dead.load(Ordering::Acquire)
+                    && c.admitted.load(Ordering::Relaxed) < RETIRE_AT
+            })
         {
             return Ok(c.clone());
         }
@@ -209,6 +223,7 @@ impl Inner {
             waiters,
             dead,
             authorized: Mutex::new(HashSet::new()),
+            admitted: AtomicUsize::new(0),
         });
         *slot = Some(conn.clone());
         Ok(conn)
@@ -229,6 +244,14 @@ impl Inner {
     ) -> Result<DescPage, TransferError> {
         let req = self.req_id();
         let (tx, rx) = oneshot::channel();
+        if !conn
+            .authorized
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&oid)
+        {
+            conn.admitted.fetch_add(1, Ordering::Relaxed);
+        }
         {
             let mut waiters = conn.waiters.lock().unwrap_or_else(|p| p.into_inner());
             if conn.dead.load(Ordering::Acquire) {
