@@ -22,6 +22,8 @@ pub struct Caps {
     pub eight_bit: bool,
     /// `SIZE`, with its limit if it named one (0: none).
     pub size: Option<u64>,
+    /// `PIPELINING`: `MAIL` and `RCPT` may go without waiting for replies.
+    pub pipelining: bool,
 }
 
 impl Caps {
@@ -33,6 +35,7 @@ impl Caps {
             match word.to_ascii_uppercase().as_str() {
                 "X-DOT-DATA" => caps.dot = true,
                 "8BITMIME" => caps.eight_bit = true,
+                "PIPELINING" => caps.pipelining = true,
                 "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
                 _ => {}
             }
@@ -121,9 +124,26 @@ impl NextHop {
     /// # Errors
     /// Socket errors; the command deadline.
     pub async fn command(&mut self, line: &str) -> io::Result<Reply> {
+        self.queue(line).await?;
+        self.reply().await
+    }
+
+    /// Queues one command line without sending it yet (pipelining: the
+    /// next [`NextHop::reply`] sends what is queued).
+    ///
+    /// # Errors
+    /// Socket errors.
+    pub async fn queue(&mut self, line: &str) -> io::Result<()> {
+        self.writer.write_all(line.as_bytes()).await?;
+        self.writer.write_all(b"\r\n").await
+    }
+
+    /// Sends what is queued and reads the next reply.
+    ///
+    /// # Errors
+    /// Socket errors; the command deadline.
+    pub async fn reply(&mut self) -> io::Result<Reply> {
         let exchange = async {
-            self.writer.write_all(line.as_bytes()).await?;
-            self.writer.write_all(b"\r\n").await?;
             self.writer.flush().await?;
             wire::read_reply(&mut self.reader).await
         };
@@ -132,7 +152,19 @@ impl NextHop {
             .map_err(|_| timed_out("reply"))?
     }
 
-    /// `MAIL FROM` with the parameters the next hop understands.
+    /// The `MAIL FROM` line, with the parameters the next hop understands.
+    pub fn mail_line(&self, from: &str, size: Option<u64>, eight_bit: bool) -> String {
+        let mut line = format!("MAIL FROM:{from}");
+        if let (Some(n), Some(_)) = (size, self.caps.size) {
+            line.push_str(&format!(" SIZE={n}"));
+        }
+        if eight_bit && self.caps.eight_bit {
+            line.push_str(" BODY=8BITMIME");
+        }
+        line
+    }
+
+    /// `MAIL FROM` and its reply.
     ///
     /// # Errors
     /// As [`NextHop::command`].
@@ -142,13 +174,7 @@ impl NextHop {
         size: Option<u64>,
         eight_bit: bool,
     ) -> io::Result<Reply> {
-        let mut line = format!("MAIL FROM:{from}");
-        if let (Some(n), Some(_)) = (size, self.caps.size) {
-            line.push_str(&format!(" SIZE={n}"));
-        }
-        if eight_bit && self.caps.eight_bit {
-            line.push_str(" BODY=8BITMIME");
-        }
+        let line = self.mail_line(from, size, eight_bit);
         self.command(&line).await
     }
 

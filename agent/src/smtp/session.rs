@@ -1,11 +1,14 @@
 //! One SMTP client served: its commands read under a deadline and relayed
 //! to the next hop as they come (so each recipient gets the next hop's own
-//! verdict), and each message handed on by role: an inbound gateway
+//! verdict; `MAIL` and `RCPT` that the client pipelined go on pipelined,
+//! and their replies come back in order), and each message handed on by
+//! role: an inbound gateway
 //! fetches a ticket's message through the local agent and gives the MTA
 //! plain `DATA`; an outbound gateway sends a ticket where the next hop
 //! takes one and `DATA` otherwise. The client hears the next hop's verdict
 //! on every message, never one of our own making.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 
@@ -33,6 +36,12 @@ struct Transaction {
     rcpts: Vec<String>,
 }
 
+/// A command sent on to the next hop whose reply is still to come.
+enum Pending {
+    Mail,
+    Rcpt(String),
+}
+
 struct Session<'a> {
     gw: &'a Gateway,
     peer: SocketAddr,
@@ -41,6 +50,8 @@ struct Session<'a> {
     hop: NextHop,
     helo: bool,
     tx: Option<Transaction>,
+    /// Pipelined commands awaiting the next hop's replies, in order.
+    pending: VecDeque<Pending>,
     errors: u32,
 }
 
@@ -80,6 +91,7 @@ pub async fn serve(gw: &Gateway, stream: TcpStream, peer: SocketAddr) {
         hop,
         helo: false,
         tx: None,
+        pending: VecDeque::new(),
         errors: 0,
     };
     if let Err(e) = s.run().await {
@@ -133,8 +145,41 @@ impl Session<'_> {
         }
     }
 
+    /// Sends what was pipelined to the next hop, reads its replies in
+    /// order (a refused `MAIL` ends the transaction, an accepted `RCPT`
+    /// counts) and answers the client with each.
+    async fn settle(&mut self) -> io::Result<()> {
+        while let Some(p) = self.pending.pop_front() {
+            let r = self.hop.reply().await?;
+            match p {
+                Pending::Mail if !r.is_ok() => self.tx = None,
+                Pending::Rcpt(to) if r.is_ok() => {
+                    if let Some(tx) = &mut self.tx {
+                        tx.rcpts.push(to);
+                    }
+                }
+                _ => {}
+            }
+            self.writer.write_all(&r.encode()).await?;
+        }
+        if self.reader.buffer().is_empty() {
+            self.writer.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Settles unless the client has more commands waiting and the next
+    /// hop takes them pipelined.
+    async fn settle_unless_more(&mut self) -> io::Result<()> {
+        if self.reader.buffer().is_empty() || !self.hop.caps.pipelining {
+            self.settle().await?;
+        }
+        Ok(())
+    }
+
     /// Answers a bad command; too many end the session.
     async fn refuse(&mut self, reply: Reply) -> io::Result<Flow> {
+        self.settle().await?;
         self.errors += 1;
         if self.errors > MAX_ERRORS {
             send(
@@ -149,6 +194,9 @@ impl Session<'_> {
     }
 
     async fn handle(&mut self, cmd: Command) -> io::Result<Flow> {
+        if !matches!(cmd, Command::Mail { .. } | Command::Rcpt { .. }) {
+            self.settle().await?;
+        }
         let reply = match cmd {
             Command::Ehlo(_) | Command::Helo(_) => {
                 self.abort().await?;
@@ -164,23 +212,30 @@ impl Session<'_> {
                     return self.refuse(Reply::new(503, "5.5.1 Send EHLO first")).await;
                 }
                 if self.tx.is_some() {
-                    return self
-                        .refuse(Reply::new(503, "5.5.1 Nested MAIL command"))
-                        .await;
+                    // Unless a pipelined MAIL before it was refused.
+                    self.settle().await?;
+                    if self.tx.is_some() {
+                        return self
+                            .refuse(Reply::new(503, "5.5.1 Nested MAIL command"))
+                            .await;
+                    }
                 }
                 if size.is_some_and(|n| n > self.gw.settings.max_size) {
+                    self.settle().await?;
                     Reply::new(552, "5.3.4 Message size exceeds fixed limit")
                 } else {
-                    let r = self.hop.mail(&from, size, eight_bit).await?;
-                    if r.is_ok() {
-                        self.tx = Some(Transaction {
-                            from,
-                            size,
-                            eight_bit,
-                            rcpts: Vec::new(),
-                        });
-                    }
-                    r
+                    let line = self.hop.mail_line(&from, size, eight_bit);
+                    self.hop.queue(&line).await?;
+                    // Open until the next hop refuses it (`settle`).
+                    self.tx = Some(Transaction {
+                        from,
+                        size,
+                        eight_bit,
+                        rcpts: Vec::new(),
+                    });
+                    self.pending.push_back(Pending::Mail);
+                    self.settle_unless_more().await?;
+                    return Ok(Flow::Go);
                 }
             }
             Command::Rcpt { to } => {
@@ -189,16 +244,14 @@ impl Session<'_> {
                         .refuse(Reply::new(503, "5.5.1 Need MAIL command"))
                         .await;
                 };
-                if tx.rcpts.len() >= MAX_RECIPIENTS {
+                if tx.rcpts.len() + self.pending.len() >= MAX_RECIPIENTS {
+                    self.settle().await?;
                     Reply::new(452, "4.5.3 Too many recipients")
                 } else {
-                    let r = self.hop.command(&format!("RCPT TO:{to}")).await?;
-                    if r.is_ok()
-                        && let Some(tx) = &mut self.tx
-                    {
-                        tx.rcpts.push(to);
-                    }
-                    r
+                    self.hop.queue(&format!("RCPT TO:{to}")).await?;
+                    self.pending.push_back(Pending::Rcpt(to));
+                    self.settle_unless_more().await?;
+                    return Ok(Flow::Go);
                 }
             }
             Command::Data => {

@@ -176,14 +176,11 @@ impl Inner {
 
     async fn conn(&self) -> Result<Arc<Conn>, TransferError> {
         let mut slot = self.conn.lock().await;
-        if let Some(c) = slot
-            .as_ref()
-            .filter(|c| {
-                !c.out.is_closed()
-                    && !c.dead.load(Ordering::Acquire)
-                    && c.admitted.load(Ordering::Relaxed) < RETIRE_AT
-            })
-        {
+        if let Some(c) = slot.as_ref().filter(|c| {
+            !c.out.is_closed()
+                && !c.dead.load(Ordering::Acquire)
+                && c.admitted.load(Ordering::Relaxed) < RETIRE_AT
+        }) {
             return Ok(c.clone());
         }
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
