@@ -17,8 +17,12 @@
 # workload that made the paper's point: one real 2 MiB attachment carried
 # by ATTACH_N otherwise different messages.
 #
+# Each mode runs RUNS times (interleaved, medians reported: this machine is
+# noisy), with the CPU seconds the whole machine spent meanwhile.
+#
 #   bash bench/mail.sh
 #   N=500 MODES="plain body-0" bash bench/mail.sh     # fewer messages, modes
+#   RUNS=1 bash bench/mail.sh                         # one run of each
 #   RATE_MBIT=100 bash bench/mail.sh                  # shape the link (tbf)
 #   GTC=/path/to/gtc bash bench/mail.sh               # skip the cargo build
 #
@@ -29,6 +33,7 @@ set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 N=${N:-6046}
+RUNS=${RUNS:-3}
 MODES=${MODES:-"plain body-0 body-4096 body-8192 body-16384 whole-0"}
 ATTACH_N=${ATTACH_N:-20}
 ATTACH_MODES=${ATTACH_MODES:-"plain body-8192 whole-8192"}
@@ -88,6 +93,9 @@ bed_link "$BED" 2 down   # one link
 if [[ -n $RATE_MBIT ]]; then bed_shape "$BED" 1 $((RATE_MBIT * 1000)); fi
 in_s() { nsenter --net="/run/netns/$S" "$@"; }
 in_r() { nsenter --net="/run/netns/$R" "$@"; }
+busy_ticks() {   # CPU ticks the whole machine was busy (user, nice, system, irq, softirq)
+  awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 }' /proc/stat
+}
 wire_bytes() {   # both directions of the link, at the sender's end
   ip netns exec "$S" sh -c 'echo $(( $(cat /sys/class/net/s1/statistics/tx_bytes) + $(cat /sys/class/net/s1/statistics/rx_bytes) ))'
 }
@@ -161,6 +169,7 @@ run_case() {
     instances+=("$d/snd")
   fi
   b0=$(wire_bytes)
+  c0=$(busy_ticks)
   t0=$(now)
   find "$sent" -maxdepth 1 -name '*.eml' | sort \
     | xargs -r nsenter --net="/run/netns/$S" bash "$PF" send "$d/snd" a@snd.test user@rcv.test > /dev/null \
@@ -176,12 +185,14 @@ run_case() {
   }
   poll "$name: $n deliveries" 900 delivered
   t1=$(now)
+  c1=$(busy_ticks)
   queue_empty() { [[ $(bash "$PF" queued "$d/snd") == 0 ]]; }
   poll "$name: the sender's queue to empty" 60 queue_empty
   b1=$(wire_bytes)
   python3 tests/mail/corpus.py verify "$sent" "$d/rcv/mail/rcv" > "$d/verify.txt" \
     || { cat "$d/verify.txt" >&2; fail "$name: not every message arrived exactly once"; }
   case_wall=$(echo "$t1 - $t0" | bc -l)
+  case_cpu=$(echo "($c1 - $c0) / $CLK_TCK" | bc -l)
   case_bytes=$((b1 - b0))
   case_tickets=0
   [[ -f $d/outbound.log ]] && case_tickets=$(grep -c 'message sent by ticket' "$d/outbound.log" || true)
@@ -193,12 +204,28 @@ sent=$work/corpus
 mkdir -p "$sent"
 for i in $(seq 1 "$N"); do ln -s "$corpus/$(printf %05d "$i").eml" "$sent/"; done
 corpus_bytes=$(cat "$sent"/*.eml | wc -c)
-declare -A wall bytes tickets
-for m in $MODES; do
-  echo "corpus, $m ..." >&2
-  run_case "corpus-$m" "$m" "$sent"
-  wall[$m]=$case_wall bytes[$m]=$case_bytes tickets[$m]=$case_tickets
-done
+declare -A wall bytes tickets cpu
+# runs MODES SENT PREFIX: RUNS interleaved runs of each mode; medians into
+# the arrays named PREFIX{wall,bytes,tickets,cpu}.
+runs() {
+  local modes=$1 src=$2 p=$3 r m
+  local -n W=${p}wall B=${p}bytes T=${p}tickets C=${p}cpu
+  declare -A ws=() bs=() cs=()
+  for ((r = 1; r <= RUNS; r++)); do
+    for m in $modes; do
+      echo "$p$m, run $r of $RUNS ..." >&2
+      run_case "$p$m-$r" "$m" "$src"
+      ws[$m]+="$case_wall " bs[$m]+="$case_bytes " cs[$m]+="$case_cpu "
+      T[$m]=$case_tickets
+    done
+  done
+  for m in $modes; do
+    W[$m]=$(printf '%s\n' ${ws[$m]} | median)
+    B[$m]=$(printf '%s\n' ${bs[$m]} | median)
+    C[$m]=$(printf '%s\n' ${cs[$m]} | median)
+  done
+}
+runs "$MODES" "$sent" ""
 
 # --- one attachment, many messages ---------------------------------------------------
 att=$work/attach
@@ -224,32 +251,29 @@ for i in range(n):
     open(os.path.join(out, "%05d.eml" % (i + 1)), "wb").write(m.as_bytes())
 PY
 attach_bytes=$(cat "$att"/*.eml | wc -c)
-declare -A awall abytes atickets
-for m in $ATTACH_MODES; do
-  echo "attachment, $m ..." >&2
-  run_case "attach-$m" "$m" "$att"
-  awall[$m]=$case_wall abytes[$m]=$case_bytes atickets[$m]=$case_tickets
-done
+declare -A awall abytes atickets acpu
+runs "$ATTACH_MODES" "$att" a
 
 # --- report ------------------------------------------------------------------------------
-table() {   # table TITLE MESSAGES SIZE MODES WALL BYTES TICKETS (names of assoc arrays)
+table() {   # table TITLE MESSAGES SIZE MODES PREFIX (of the arrays runs filled)
   local title=$1 msgs=$2 size=$3 modes=$4 m
-  local -n w=$5 b=$6 tk=$7
+  local -n w=${5}wall b=${5}bytes tk=${5}tickets c=${5}cpu
   printf '\n%s: %s messages, %s bytes of messages\n' "$title" "$msgs" "$size"
-  printf '%-12s %10s %12s %10s %10s %10s\n' mode seconds "wire bytes" "bytes x" "time x" "by ticket"
+  printf '%-12s %10s %12s %10s %10s %10s %10s\n' mode seconds "wire bytes" "bytes x" "time x" "CPU s" "by ticket"
   for m in $modes; do
     local bx=- tx=-
     if [[ -n ${b[plain]:-} ]]; then
       bx=$(printf '%.3f' "$(echo "${b[$m]} / ${b[plain]}" | bc -l)")
       tx=$(printf '%.3f' "$(echo "${w[$m]} / ${w[plain]}" | bc -l)")
     fi
-    printf '%-12s %10.2f %12d %10s %10s %10s\n' "$m" "${w[$m]}" "${b[$m]}" "$bx" "$tx" "${tk[$m]}"
+    printf '%-12s %10.2f %12.0f %10s %10s %10.1f %10s\n' "$m" "${w[$m]}" "${b[$m]}" "$bx" "$tx" "${c[$m]}" "${tk[$m]}"
   done
 }
 echo
 echo "mail through DOT, $(date -u +%Y-%m-%d), link: ${RATE_MBIT:+$RATE_MBIT Mbit/s tbf}${RATE_MBIT:-veth, unshaped}"
-echo "(bytes x, time x: against plain SMTP; every message verified delivered exactly once)"
-table "corpus (SpamAssassin, arrival order)" "$N" "$corpus_bytes" "$MODES" wall bytes tickets
-table "one 2 MiB attachment in $ATTACH_N messages" "$ATTACH_N" "$attach_bytes" "$ATTACH_MODES" awall abytes atickets
+echo "(medians of $RUNS runs; bytes x, time x: against plain SMTP; CPU s: the whole machine,"
+echo " busy while the messages went through; every message verified delivered exactly once)"
+table "corpus (SpamAssassin, arrival order)" "$N" "$corpus_bytes" "$MODES" ""
+table "one 2 MiB attachment in $ATTACH_N messages" "$ATTACH_N" "$attach_bytes" "$ATTACH_MODES" a
 echo
-echo "reproduce: N=$N MODES=\"$MODES\" ATTACH_N=$ATTACH_N ATTACH_MODES=\"$ATTACH_MODES\"${RATE_MBIT:+ RATE_MBIT=$RATE_MBIT} bash bench/mail.sh"
+echo "reproduce: N=$N RUNS=$RUNS MODES=\"$MODES\" ATTACH_N=$ATTACH_N ATTACH_MODES=\"$ATTACH_MODES\"${RATE_MBIT:+ RATE_MBIT=$RATE_MBIT} bash bench/mail.sh"
