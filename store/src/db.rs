@@ -176,7 +176,7 @@ impl Db {
     }
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     // Each step starts with its number on the marker line; run what follows.
     let steps: Vec<&str> = SCHEMA
         .split("-- step ")

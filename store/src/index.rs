@@ -171,13 +171,20 @@ pub(crate) fn load_object(c: &Connection, oid: &Oid) -> Result<Option<ObjectRow>
     }))
 }
 
+/// One object with its present-chunk count, looked up by its key (never
+/// `?1 IS NULL OR oid = ?1`, which SQLite answers by scanning every
+/// object: each lookup grew with the store).
+const INFO_ONE: &str = "SELECT o.oid, o.size, o.chunk_count, o.complete, o.backing, o.last_use,
+        (SELECT count(*) FROM chunks c WHERE c.oid = o.oid AND c.present = 1)
+    FROM objects o WHERE o.oid = ?1";
+/// Every object, by last use.
+const INFO_ALL: &str = "SELECT o.oid, o.size, o.chunk_count, o.complete, o.backing, o.last_use,
+        (SELECT count(*) FROM chunks c WHERE c.oid = o.oid AND c.present = 1)
+    FROM objects o ORDER BY o.last_use, o.oid";
+
 /// Objects with their present-chunk counts; one object, or all by last use.
 pub(crate) fn infos(c: &Connection, oid: Option<Oid>) -> Result<Vec<InfoRow>> {
-    let sql = "SELECT o.oid, o.size, o.chunk_count, o.complete, o.backing, o.last_use,
-                      (SELECT count(*) FROM chunks c WHERE c.oid = o.oid AND c.present = 1)
-               FROM objects o WHERE (?1 IS NULL OR o.oid = ?1) ORDER BY o.last_use, o.oid";
-    let mut st = c.prepare_cached(sql)?;
-    let rows = st.query_map([oid.map(|o| o.0.to_vec())], |r| {
+    let row = |r: &rusqlite::Row<'_>| {
         Ok(InfoRow {
             oid: oid_col(r, 0)?,
             size: r.get::<_, i64>(1)? as u64,
@@ -187,8 +194,18 @@ pub(crate) fn infos(c: &Connection, oid: Option<Oid>) -> Result<Vec<InfoRow>> {
             last_use: r.get(5)?,
             present: r.get::<_, i64>(6)? as u32,
         })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    };
+    let rows = match oid {
+        Some(oid) => c
+            .prepare_cached(INFO_ONE)?
+            .query_map([oid.0.to_vec()], row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+        None => c
+            .prepare_cached(INFO_ALL)?
+            .query_map([], row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+    };
+    Ok(rows)
 }
 
 pub(crate) fn is_complete(c: &Connection, oid: &Oid) -> Result<bool> {
@@ -465,4 +482,33 @@ pub(crate) fn delete_object(c: &Connection, oid: &Oid) -> Result<()> {
     c.execute("DELETE FROM files WHERE oid = ?1", [oid.as_bytes()])?;
     c.execute("DELETE FROM objects WHERE oid = ?1", [oid.as_bytes()])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+    use crate::oid::ChunkHash;
+
+    #[test]
+    fn one_objects_info_is_found_by_its_key_not_by_a_scan() {
+        let mut c = Connection::open_in_memory().expect("sqlite");
+        crate::db::migrate(&mut c).expect("schema");
+        let oids: Vec<Oid> = (0..200u32).map(|i| Oid::of(&i.to_be_bytes())).collect();
+        for oid in &oids {
+            let d = Descriptor {
+                hash: ChunkHash::of(oid.as_bytes()),
+                offset: 0,
+                len: 10,
+            };
+            insert_partial(&c, oid, 10, &[d]).expect("insert");
+        }
+        let found = infos(&c, Some(oids[150])).expect("info");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].oid, oids[150]);
+        let st = c.prepare_cached(INFO_ONE).expect("cached");
+        assert_eq!(st.get_status(StatementStatus::FullscanStep), 0, "a scan");
+        assert_eq!(infos(&c, None).expect("all").len(), 200);
+    }
 }

@@ -11,6 +11,10 @@
 //! caller through a return channel when the last consumer is done, so a put
 //! of any size uses a fixed pool of buffers. The bytes after the last decided
 //! boundary of a block are copied to the front of the next one.
+//!
+//! An object that ends within its first read of [`SMALL`] bytes (most mail,
+//! most files written through the mount) is cut and hashed on the caller's
+//! thread instead: no threads started, no 4 MiB blocks zeroed.
 
 use std::io::{self, Write};
 use std::ops::Range;
@@ -27,6 +31,9 @@ use crate::oid::{ChunkHash, Oid};
 const BLOCK: usize = 4 << 20;
 /// Blocks in flight at once.
 const POOL: usize = 6;
+/// The first read: an object that ends within it is done on the caller's
+/// thread.
+const SMALL: usize = 64 << 10;
 
 /// The result of one pass over an object.
 #[derive(Debug)]
@@ -53,6 +60,47 @@ pub(crate) fn ingest(
     chunker: &dyn Chunker,
     fill: &mut dyn FnMut(&mut [u8]) -> io::Result<usize>,
     sink: Option<&mut (dyn Write + Send)>,
+) -> Result<Ingested, IngestError> {
+    let mut first = vec![0u8; SMALL];
+    let mut filled = 0;
+    while filled < SMALL {
+        match fill(&mut first[filled..]) {
+            Ok(0) => {
+                first.truncate(filled);
+                return small(chunker, &first, sink);
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(IngestError::Input(e)),
+        }
+    }
+    pipeline(chunker, fill, sink, first)
+}
+
+/// A whole object already in memory, cut and hashed on this thread.
+fn small(
+    chunker: &dyn Chunker,
+    data: &[u8],
+    sink: Option<&mut (dyn Write + Send)>,
+) -> Result<Ingested, IngestError> {
+    if let Some(sink) = sink {
+        sink.write_all(data)
+            .and_then(|()| sink.flush())
+            .map_err(IngestError::Sink)?;
+    }
+    Ok(Ingested {
+        oid: Oid::of(data),
+        size: data.len() as u64,
+        descriptors: crate::chunker::describe(chunker, data),
+    })
+}
+
+/// The threaded pass, starting with `prefix` (read, not yet hashed).
+fn pipeline(
+    chunker: &dyn Chunker,
+    fill: &mut dyn FnMut(&mut [u8]) -> io::Result<usize>,
+    sink: Option<&mut (dyn Write + Send)>,
+    prefix: Vec<u8>,
 ) -> Result<Ingested, IngestError> {
     let cap = BLOCK + chunker.max_len();
     let (ret_tx, ret_rx) = mpsc::channel::<Block>();
@@ -99,7 +147,10 @@ pub(crate) fn ingest(
 
         let mut made = 0usize;
         let mut spare: Vec<Vec<u8>> = Vec::new();
-        let mut carry: Vec<u8> = Vec::with_capacity(chunker.max_len());
+        // Bytes copied to the front of the next block; at first the prefix,
+        // which no consumer has seen yet.
+        let mut carry = prefix;
+        let mut prefix_unsent = true;
         let mut spans: Vec<(u64, u32)> = Vec::new();
         let mut base = 0u64;
         let mut input_error = None;
@@ -125,8 +176,12 @@ pub(crate) fn ingest(
                 },
             };
             buf[..carry.len()].copy_from_slice(&carry);
-            let fresh_start = carry.len();
-            let mut filled = fresh_start;
+            let fresh_start = if std::mem::take(&mut prefix_unsent) {
+                0
+            } else {
+                carry.len()
+            };
+            let mut filled = carry.len();
             let mut eof = false;
             while filled < cap {
                 match fill(&mut buf[filled..cap]) {
@@ -258,14 +313,19 @@ mod tests {
 
     #[test]
     fn one_pass_matches_separate_computations() {
-        let bytes = data(13 << 20);
-        for spec in [ChunkerSpec::default(), ChunkerSpec::Fixed { size: 65536 }] {
+        let all = data(13 << 20);
+        let sizes = [1, 5000, SMALL - 1, SMALL, SMALL + 1, 13 << 20];
+        for (spec, size) in [ChunkerSpec::default(), ChunkerSpec::Fixed { size: 65536 }]
+            .into_iter()
+            .flat_map(|spec| sizes.map(|n| (spec, n)))
+        {
+            let bytes = &all[..size];
             for read_size in [1000, 1 << 20, 64 << 20] {
-                let (out, sunk) = run(spec, &bytes, read_size);
-                assert_eq!(out.oid, Oid::of(&bytes));
+                let (out, sunk) = run(spec, bytes, read_size);
+                assert_eq!(out.oid, Oid::of(bytes));
                 assert_eq!(out.size, bytes.len() as u64);
                 assert_eq!(sunk, bytes);
-                let lens = chunk_lengths(spec.build().expect("spec").as_ref(), &bytes);
+                let lens = chunk_lengths(spec.build().expect("spec").as_ref(), bytes);
                 assert_eq!(out.descriptors.len(), lens.len());
                 let mut at = 0u64;
                 for (d, len) in out.descriptors.iter().zip(lens) {
