@@ -2,19 +2,11 @@
 //! flags ([`Config::from_flags`]), then the daemon on a tokio runtime
 //! until SIGINT or SIGTERM.
 
-use std::io::IsTerminal;
-
 use dot_agent::config::{Config, Flags};
 
 /// Runs the agent in the foreground.
 pub fn run(flags: Flags) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(super::log_filter())
-        .unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    super::init_logging();
     let config = Config::from_flags(flags)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

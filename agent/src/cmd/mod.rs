@@ -52,3 +52,16 @@ pub fn log_filter() -> String {
     }
     .to_owned()
 }
+
+/// Logs to stderr, filtered by [`log_filter`], in colour on a terminal:
+/// for the long-running commands (`gtc agent`, `gtc smtp`).
+pub fn init_logging() {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(log_filter()).unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -3,7 +3,6 @@
 //! The flags become [`Settings`]; the gateway itself is
 //! `dot_agent::smtp`.
 
-use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -82,13 +81,7 @@ fn address(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
 
 /// Runs the gateway in the foreground.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(super::log_filter())
-        .unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    super::init_logging();
     args.chunker
         .parse::<dot_store::ChunkerSpec>()
         .context("--chunker")?;
