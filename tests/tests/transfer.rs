@@ -91,6 +91,41 @@ fn a_sparse_random_gigabyte_moves_intact() {
     assert_eq!(b.status()["complete"].as_u64(), Some(1));
 }
 
+/// Many readers of one object at once (a mail gateway fetching messages
+/// with the same body): those who join a fetch just started wait until it
+/// has recorded the object, instead of finding no object ("the object left
+/// the store").
+#[test]
+fn readers_who_join_a_fetch_just_started_all_get_the_object() {
+    let (a, b) = (Agent::start(), Agent::start());
+    for round in 0..5u64 {
+        let src = a.dir.join(format!("obj{round}"));
+        let data = random_bytes(3000, round);
+        std::fs::write(&src, &data).expect("write");
+        let ticket = a.put_ticket(&src);
+        let gets: Vec<_> = (0..8)
+            .map(|i| {
+                let out = b.dir.join(format!("out{round}-{i}"));
+                let mut cmd = Command::new(gtc_bin());
+                cmd.env("GTC_SOCKET", b.socket())
+                    .args(["get", &ticket, "-o", path(&out)])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped());
+                (cmd.spawn().expect("spawn get"), out)
+            })
+            .collect();
+        for (child, out) in gets {
+            let done = child.wait_with_output().expect("wait");
+            assert!(
+                done.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&done.stderr)
+            );
+            assert_eq!(std::fs::read(&out).expect("read"), data);
+        }
+    }
+}
+
 #[test]
 fn a_get_fetches_only_the_chunks_the_receiver_lacks() {
     let (a, b) = (Agent::start(), Agent::start());

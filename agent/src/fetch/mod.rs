@@ -82,6 +82,9 @@ pub struct Fetch {
     wants: Option<mpsc::UnboundedSender<Vec<u32>>>,
     /// A fetch of another descriptor list took this one's place.
     superseded: std::sync::atomic::AtomicBool,
+    /// The store holds the (partial) object: set once the fetch has
+    /// recorded it, or failed to. A reader that joins before then waits.
+    prepared: watch::Sender<bool>,
 }
 
 impl Fetch {
@@ -92,7 +95,6 @@ impl Fetch {
             size,
             digest: list_digest(&descs),
             descs,
-            state: watch::Sender::new(state),
             arrived: broadcast::Sender::new(1024),
             from_peers: AtomicU64::new(0),
             from_devices: AtomicU64::new(0),
@@ -101,7 +103,24 @@ impl Fetch {
             multipath: Mutex::new(None),
             started: Instant::now(),
             superseded: std::sync::atomic::AtomicBool::new(false),
+            prepared: watch::Sender::new(!matches!(state, FetchState::Running)),
+            state: watch::Sender::new(state),
         }
+    }
+
+    /// Waits until the fetch has recorded its object in the store (a
+    /// reader that joined a fetch just started would find no object yet).
+    ///
+    /// # Errors
+    /// The fetch failed to prepare the store.
+    async fn prepared(&self) -> anyhow::Result<()> {
+        let mut ready = self.prepared.subscribe();
+        // The sender lives as long as the fetch: no error to see here.
+        let _ = ready.wait_for(|p| *p).await;
+        if let FetchState::Failed(why) = &*self.state.borrow() {
+            return Err(why.clone().into());
+        }
+        Ok(())
     }
 
     /// Asks for chunks `indexes` (those not present and not yet asked for
@@ -423,6 +442,7 @@ impl Fetches {
             return Ok((f, false));
         }
         if let Some(f) = self.joinable(target) {
+            f.prepared().await?;
             return Ok((f, false));
         }
         let order = sources::ordered(&target.hints);
@@ -447,22 +467,30 @@ impl Fetches {
             }
         };
         let (wants_tx, wants_rx) = mpsc::unbounded_channel();
-        let fetch = {
+        // Join a fetch of this list started meanwhile, or start one.
+        let (fetch, created) = {
             let mut running = lock(&self.running);
-            if let Some(f) = running.get(&oid).filter(|f| may_join(f, target)) {
-                return Ok((f.clone(), false));
+            match running.get(&oid).filter(|f| may_join(f, target)) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let mut f = Fetch::new(oid, size, descs.into(), FetchState::Running);
+                    f.wants = Some(wants_tx);
+                    let f = Arc::new(f);
+                    // A fetch of another list this ticket does not vouch for
+                    // gives way: its partial object is replaced (begin_fill)
+                    // and it fails.
+                    if let Some(old) = running.insert(oid, f.clone()) {
+                        tracing::info!(%oid, "a ticket vouching for another descriptor list takes over the fetch");
+                        old.superseded.store(true, Ordering::Relaxed);
+                    }
+                    (f, true)
+                }
             }
-            let mut f = Fetch::new(oid, size, descs.into(), FetchState::Running);
-            f.wants = Some(wants_tx);
-            let f = Arc::new(f);
-            // A fetch of another list this ticket does not vouch for gives
-            // way: its partial object is replaced (begin_fill) and it fails.
-            if let Some(old) = running.insert(oid, f.clone()) {
-                tracing::info!(%oid, "a ticket vouching for another descriptor list takes over the fetch");
-                old.superseded.store(true, Ordering::Relaxed);
-            }
-            f
         };
+        if !created {
+            fetch.prepared().await?;
+            return Ok((fetch, false));
+        }
         let s = self.store.clone();
         let d = fetch.descs.clone();
         let prepared = tokio::task::spawn_blocking(move || {
@@ -477,10 +505,19 @@ impl Fetches {
         let missing = match prepared {
             Ok(m) => m,
             Err(e) => {
+                let e = e.context(format!("preparing to receive {oid}"));
+                fetch
+                    .state
+                    .send_replace(FetchState::Failed(failures::Failure {
+                        why: format!("{e:#}"),
+                        kind: None,
+                    }));
+                fetch.prepared.send_replace(true);
                 self.forget_fetch(&fetch);
-                return Err(e.context(format!("preparing to receive {oid}")));
+                return Err(e);
             }
         };
+        fetch.prepared.send_replace(true);
         let missing_bytes: u64 = missing
             .iter()
             .map(|&i| u64::from(fetch.descs[i as usize].len))
