@@ -288,7 +288,7 @@ fn malformed_commands_and_tickets_get_clear_replies() {
     s.send(b"\xff\xfe\x00junk\r\n");
     assert!(s.reply().starts_with("500"));
     assert!(s.cmd("QUIT").starts_with("221"));
-    assert!(rcv.count() == 0, "nothing was delivered");
+    assert_eq!(rcv.count(), 0, "nothing was delivered");
 
     // Too many errors: the client is sent away; the gateway serves on.
     let (mut s, _) = RawSmtp::connect(gw.addr);
@@ -304,4 +304,37 @@ fn malformed_commands_and_tickets_get_clear_replies() {
     assert!(gw.alive(), "the gateway died");
     let (_, greeting) = RawSmtp::connect(gw.addr);
     assert!(greeting.starts_with("220 "), "{greeting}");
+
+    // Over the size limit: refused when announced, dropped when sent, and
+    // the session goes on.
+    let small = Gateway::start(
+        "inbound",
+        local(rcv.port),
+        &agent.socket(),
+        &tmp.path().join("small.log"),
+        &["--max-size", "1000"],
+    );
+    let (mut s, _) = RawSmtp::connect(small.addr);
+    assert!(s.cmd("EHLO client.test").contains("SIZE 1000"));
+    let r = s.cmd(&format!("MAIL FROM:<{FROM}> SIZE=5000"));
+    assert!(r.starts_with("552"), "{r}");
+    open(&mut s);
+    assert!(s.cmd("DATA").starts_with("354"));
+    let r = s.cmd(&format!("Subject: big\r\n\r\n{}\r\n.", "x".repeat(2000)));
+    assert!(r.starts_with("552"), "{r}");
+    assert!(s.cmd("NOOP").starts_with("250"));
+    assert!(s.cmd("QUIT").starts_with("221"));
+    assert_eq!(rcv.count(), 0, "nothing was delivered");
+
+    // A next hop that is not there: 421 at once, and the client goes away.
+    let down = Gateway::start(
+        "inbound",
+        local(free_port()),
+        &agent.socket(),
+        &tmp.path().join("down.log"),
+        &[],
+    );
+    let (mut s, greeting) = RawSmtp::connect(down.addr);
+    assert!(greeting.starts_with("421 4.4.1"), "{greeting}");
+    assert!(s.closed());
 }
