@@ -8,6 +8,7 @@ mod api;
 mod config;
 mod descriptor_file;
 mod frames;
+mod smtp;
 mod text;
 mod ticket;
 mod udev;
@@ -46,6 +47,7 @@ pub static TARGETS: &[Target] = &[
     udev::UEVENT,
     udev::MOUNTINFO,
     access::IP_PREFIX,
+    smtp::SMTP,
 ];
 
 /// The target named `name`.
