@@ -64,6 +64,7 @@ fn now<T>(f: impl Future<Output = T>) -> T {
     }
 }
 
+/// True if any of the three decoders accepted something.
 fn run(data: &[u8]) -> bool {
     let mut accepted = false;
     // As command lines.
@@ -86,6 +87,7 @@ fn run(data: &[u8]) -> bool {
     }
     // As message data, and back.
     if let Ok(Data::Message(m)) = now(wire::read_data(&mut &data[..], LIMIT)) {
+        accepted = true;
         assert!(m.len() <= LIMIT);
         assert!(m.is_empty() || m.ends_with(b"\r\n"));
         assert!(!m.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
@@ -99,6 +101,7 @@ fn run(data: &[u8]) -> bool {
     // As replies.
     let mut r = data;
     while let Ok(reply) = now(wire::read_reply(&mut r)) {
+        accepted = true;
         assert!((200..600).contains(&reply.code));
         assert!(reply.lines.len() <= MAX_REPLY_LINES);
         assert!(!reply.encode().is_empty());
