@@ -143,13 +143,18 @@ impl NextHop {
     /// # Errors
     /// Socket errors; the command deadline.
     pub async fn reply(&mut self) -> io::Result<Reply> {
+        self.reply_within(self.deadlines.command, "reply").await
+    }
+
+    /// Sends what is queued and reads the next reply within `deadline`.
+    async fn reply_within(&mut self, deadline: Duration, what: &str) -> io::Result<Reply> {
         let exchange = async {
             self.writer.flush().await?;
             wire::read_reply(&mut self.reader).await
         };
-        tokio::time::timeout(self.deadlines.command, exchange)
+        tokio::time::timeout(deadline, exchange)
             .await
-            .map_err(|_| timed_out("reply"))?
+            .map_err(|_| timed_out(what))?
     }
 
     /// The `MAIL FROM` line, with the parameters the next hop understands.
@@ -198,7 +203,12 @@ impl NextHop {
     /// Socket errors; the deadlines.
     pub async fn dot_data(&mut self, ticket: &str, headers: Option<&[u8]>) -> io::Result<Reply> {
         let Some(headers) = headers else {
-            return self.final_reply(&format!("X-DOT-DATA {ticket}\r\n")).await;
+            // Answered once the next hop fetched the message: the data
+            // deadline, not a command's.
+            self.queue(&format!("X-DOT-DATA {ticket}")).await?;
+            return self
+                .reply_within(self.deadlines.data, "reply to the ticket")
+                .await;
         };
         let go = self
             .command(&format!("X-DOT-DATA {ticket} HEADERS"))
@@ -217,19 +227,6 @@ impl NextHop {
         tokio::time::timeout(self.deadlines.data, data)
             .await
             .map_err(|_| timed_out("reply to the message"))?
-    }
-
-    /// Sends `line` (with its CRLF) and reads a reply under the data
-    /// deadline.
-    async fn final_reply(&mut self, line: &str) -> io::Result<Reply> {
-        let exchange = async {
-            self.writer.write_all(line.as_bytes()).await?;
-            self.writer.flush().await?;
-            wire::read_reply(&mut self.reader).await
-        };
-        tokio::time::timeout(self.deadlines.data, exchange)
-            .await
-            .map_err(|_| timed_out("reply to the ticket"))?
     }
 
     /// Says QUIT (best effort; the connection closes either way).
