@@ -156,6 +156,20 @@ fn corpus_messages_go_by_ticket_and_arrive_as_postfix_would_deliver_them() {
     not(privileged),
     ignore = "needs root, Postfix and npm: runs in CI, or as root"
 )]
+fn whole_messages_go_by_ticket_too() {
+    require_postfix("whole_messages_go_by_ticket_too");
+    let c = chain(true, None, &["--dot-above", "0", "--whole"]);
+    c.send(401, 20);
+    c.delivered(20, Duration::from_secs(60));
+    assert_eq!(c.outbound.logged("message sent by ticket"), 20);
+    assert_eq!(c.inbound().logged("fetched by ticket"), 20);
+}
+
+#[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root, Postfix and npm: runs in CI, or as root"
+)]
 fn a_receiver_without_a_gateway_gets_plain_data() {
     require_postfix("a_receiver_without_a_gateway_gets_plain_data");
     let c = chain(false, None, &["--dot-above", "0"]);
