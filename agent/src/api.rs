@@ -63,6 +63,11 @@ pub enum Request {
         /// setting when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         chunker: Option<String>,
+        /// The bytes are a tree's manifest (docs/trees.md): the agent
+        /// checks it, and that it holds every file it lists, and answers
+        /// with a tree's ticket.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tree: bool,
     },
     /// End of a stream put's data; answered by [`Response::Put`].
     PutCommit,

@@ -82,7 +82,7 @@ impl AgentObjects {
             tracing::info!(oid = %target.oid, error = %format!("{e:#}"), "cannot resolve");
             // A bare OID that neither the store, a key nor a configured
             // peer has is not there; a ticket's sources failing is an error.
-            if target.token.is_none() {
+            if target.access.is_none() {
                 ObjError::NotFound
             } else {
                 ObjError::Failed(format!("{e:#}"))

@@ -16,6 +16,8 @@
 //! - `fdpass` (internal): sending and receiving an open file descriptor
 //!   (SCM_RIGHTS): puts by descriptor, gets read from the agent's file.
 //! - `tickets` (internal): the tickets the agent hands out for its objects.
+//! - [`trees`]: folders as objects, the client side: a folder put as a
+//!   tree, a tree written beneath a destination folder.
 //! - [`smtp`]: `gtc smtp`, the mail gateway, an application of the client
 //!   library (it uses nothing else of the agent).
 //!
@@ -33,3 +35,4 @@ pub(crate) mod fetch;
 pub(crate) mod fuse;
 pub mod smtp;
 mod tickets;
+pub mod trees;

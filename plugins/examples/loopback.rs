@@ -51,7 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let t = Instant::now();
     let src = GtcSource::new(addr, window).secured(tls.then(|| identity.key()));
-    let d = src.get_descriptors(put.oid, Some(token)).await?;
+    let d = src.get_descriptors(put.oid, Some(token.into())).await?;
     b.begin_fill(put.oid, d.size, &d.descriptors)?;
     let wanted: Vec<_> = d
         .descriptors

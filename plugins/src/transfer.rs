@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use dot_store::{Descriptor, Oid, Token, VerifiedChunk};
+use dot_store::{Access, Descriptor, Oid, VerifiedChunk};
 use tokio::sync::mpsc;
 
 use crate::error::TransferError;
@@ -87,11 +87,12 @@ pub trait Transfer: Send + Sync {
     /// For logs and statistics, e.g. `gtc://127.0.0.1:7000`.
     fn name(&self) -> String;
 
-    /// The object's size and descriptors.
+    /// The object's size and descriptors (`access`: what proves the right
+    /// to them, if a ticket gave it).
     fn get_descriptors(
         &self,
         oid: Oid,
-        token: Option<Token>,
+        access: Option<Access>,
     ) -> BoxFuture<'_, Result<Described, TransferError>>;
 
     /// Starts fetching `chunks` (index and descriptor) of `oid`; each one's

@@ -32,7 +32,7 @@ async fn start_server(store: Store) -> (SocketAddr, Arc<ServerStats>) {
 /// many chunks were requested.
 async fn fetch(src: &GtcSource, dst: &Store, oid: Oid, token: Token) -> Result<usize, String> {
     let described = src
-        .get_descriptors(oid, Some(token))
+        .get_descriptors(oid, Some(token.into()))
         .await
         .map_err(|e| e.to_string())?;
     let dst2 = dst.clone();
@@ -111,7 +111,7 @@ async fn one_source_describes_more_objects_than_one_connection_may_hold() {
         })
         .collect();
     for (i, (oid, token)) in objects.into_iter().enumerate() {
-        let d = src.get_descriptors(oid, Some(token)).await;
+        let d = src.get_descriptors(oid, Some(token.into())).await;
         assert!(d.is_ok(), "object {i}: {:?}", d.err());
     }
 }
@@ -155,7 +155,7 @@ async fn a_wrong_token_learns_nothing_and_gets_no_chunk() {
     let oid = a.put_reader(&mut &bytes(300_000, 8)[..]).expect("put").oid;
     a.token(oid).expect("token");
     let src = GtcSource::new(addr, 8);
-    match src.get_descriptors(oid, Some(Token([2; 16]))).await {
+    match src.get_descriptors(oid, Some(Token([2; 16]).into())).await {
         Err(TransferError::Refused {
             code: ErrorCode::Unauthorized,
             ..
@@ -185,12 +185,12 @@ async fn a_wrong_token_learns_nothing_and_gets_no_chunk() {
     assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
     // An object the server does not hold gets the very same answer: a
     // probe cannot tell which objects it holds.
-    let wrong = match src.get_descriptors(oid, Some(Token([2; 16]))).await {
+    let wrong = match src.get_descriptors(oid, Some(Token([2; 16]).into())).await {
         Err(TransferError::Refused { code, message, .. }) => (code, message),
         other => panic!("{other:?}"),
     };
     let absent = match src
-        .get_descriptors(Oid::of(b"not here"), Some(Token([2; 16])))
+        .get_descriptors(Oid::of(b"not here"), Some(Token([2; 16]).into()))
         .await
     {
         Err(TransferError::Refused { code, message, .. }) => (code, message),

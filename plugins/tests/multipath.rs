@@ -11,7 +11,7 @@ use std::time::Duration;
 use dot_plugins::multipath::Multipath;
 use dot_plugins::transfer::{BoxFuture, ChunkSink};
 use dot_plugins::{ChunkEvent, Described, Transfer, TransferError};
-use dot_store::{ChunkHash, Descriptor, Oid, Token, VerifiedChunk};
+use dot_store::{Access, ChunkHash, Descriptor, Oid, VerifiedChunk};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -126,7 +126,7 @@ impl Transfer for SimPath {
     fn get_descriptors(
         &self,
         _oid: Oid,
-        _token: Option<Token>,
+        _access: Option<Access>,
     ) -> BoxFuture<'_, Result<Described, TransferError>> {
         let d = Described {
             size: self.obj.data.len() as u64,

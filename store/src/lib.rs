@@ -17,6 +17,9 @@
 //!   tickets and hints carry.
 //! - [`ticket`]: [`Ticket`] (OID + hints + access token in one shell-safe
 //!   word of at most 255 bytes) and [`Token`].
+//! - [`tree`]: a folder as one object: the [`Manifest`](tree::Manifest)
+//!   (every entry's path, kind, mode, mtime, and each file's OID), its
+//!   bounded, checked encoding.
 //! - [`chunker`]: the [`Chunker`] trait, fixed-size and FastCDC chunkers, and
 //!   [`ChunkerSpec`] to configure them.
 //! - `ingest` (private): the one-pass put pipeline, hashing chunks and the
@@ -49,6 +52,7 @@ pub mod oid;
 pub mod peer_key;
 pub mod store;
 pub mod ticket;
+pub mod tree;
 
 pub use bytes::Bytes;
 pub use chunk::{ChunkError, VerifiedChunk};
@@ -59,4 +63,4 @@ pub use hint::Hint;
 pub use oid::{ChunkHash, Oid};
 pub use peer_key::PeerKey;
 pub use store::{ObjectInfo, PutOutcome, PutWriter, Store, StoreOptions, VerifyReport};
-pub use ticket::{Ticket, Token};
+pub use ticket::{Access, Ticket, Token};

@@ -13,6 +13,10 @@
 //!   0x04 the sender's peer key, 16 bytes (see [`PeerKey`]): the key
 //!        of each gtc hint that names none itself (see [`Hint::peer_key`]);
 //!        without one, those hints are spoken to over plain TCP
+//!   0x05 empty: the object is a tree's manifest (see [`crate::tree`])
+//!   0x06 a tree's OID, 32 bytes: the object is a file of that tree, and
+//!        the token is the tree's (a peer serves the tree's files to
+//!        whoever holds the tree's token)
 //! ```
 //!
 //! Tags at or above 0x80 are optional and skipped by readers that do not
@@ -38,6 +42,8 @@ const TAG_TOKEN: u8 = 0x01;
 const TAG_LIST: u8 = 0x02;
 const TAG_HINT: u8 = 0x03;
 const TAG_KEY: u8 = 0x04;
+const TAG_TREE: u8 = 0x05;
+const TAG_VIA: u8 = 0x06;
 
 /// A secret that entitles its holder to fetch one object from a peer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,6 +86,22 @@ impl fmt::Display for Token {
     }
 }
 
+/// What proves the right to fetch an object from a peer: the object's
+/// token, or, for a file of a tree, the tree's token and the tree.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Access {
+    /// The token presented.
+    pub token: Token,
+    /// The tree the token opens, when the object is one of its files.
+    pub via: Option<Oid>,
+}
+
+impl From<Token> for Access {
+    fn from(token: Token) -> Access {
+        Access { token, via: None }
+    }
+}
+
 /// What a receiver needs to fetch an object: its OID, where to get it, and
 /// the token the sources ask for.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -88,6 +110,8 @@ pub struct Ticket {
     token: Option<Token>,
     list_digest: Option<[u8; 32]>,
     key: Option<PeerKey>,
+    tree: bool,
+    via: Option<Oid>,
     hints: Vec<Hint>,
 }
 
@@ -106,10 +130,46 @@ impl Ticket {
             token,
             list_digest,
             key: None,
+            tree: false,
+            via: None,
             hints,
         };
         t.fit();
         t
+    }
+
+    /// The same ticket marking its object as a tree's manifest.
+    #[must_use]
+    pub fn as_tree(mut self) -> Ticket {
+        self.tree = true;
+        self.fit();
+        self
+    }
+
+    /// The ticket of one file of this tree: its OID and descriptor-list
+    /// digest, with this ticket's token, key and hints, naming this tree
+    /// as what the token opens.
+    #[must_use]
+    pub fn member(&self, oid: Oid, list_digest: [u8; 32]) -> Ticket {
+        let mut t = Ticket {
+            oid,
+            list_digest: Some(list_digest),
+            tree: false,
+            via: Some(self.oid),
+            ..self.clone()
+        };
+        t.fit();
+        t
+    }
+
+    /// Whether the object is a tree's manifest.
+    pub fn is_tree(&self) -> bool {
+        self.tree
+    }
+
+    /// The tree whose token this ticket carries, for a file of a tree.
+    pub fn via(&self) -> Option<Oid> {
+        self.via
     }
 
     /// The same ticket naming the sender's peer key: its receivers speak
@@ -144,6 +204,15 @@ impl Ticket {
         self.token
     }
 
+    /// What a source is shown for the object: the token, with the tree it
+    /// opens for a file of a tree.
+    pub fn access(&self) -> Option<Access> {
+        self.token.map(|token| Access {
+            token,
+            via: self.via,
+        })
+    }
+
     /// The digest of the object's descriptor list, if the ticket carries one.
     pub fn list_digest(&self) -> Option<[u8; 32]> {
         self.list_digest
@@ -165,6 +234,12 @@ impl Ticket {
         }
         if let Some(k) = self.key {
             field(&mut out, TAG_KEY, &k.0);
+        }
+        if self.tree {
+            field(&mut out, TAG_TREE, &[]);
+        }
+        if let Some(v) = self.via {
+            field(&mut out, TAG_VIA, v.as_bytes());
         }
         for h in &self.hints {
             let mut v = Vec::with_capacity(32);
@@ -243,6 +318,8 @@ impl FromStr for Ticket {
             token: None,
             list_digest: None,
             key: None,
+            tree: false,
+            via: None,
             hints: Vec::new(),
         };
         let mut rest = &bytes[32..];
@@ -278,10 +355,23 @@ impl FromStr for Ticket {
                             .map_err(|_| err("peer key must be 16 bytes"))?,
                     ));
                 }
+                TAG_TREE if !t.tree => {
+                    if !value.is_empty() {
+                        return Err(err("the tree mark holds no value"));
+                    }
+                    t.tree = true;
+                }
+                TAG_VIA if t.via.is_none() => {
+                    t.via = Some(Oid(value
+                        .try_into()
+                        .map_err(|_| err("a tree's OID must be 32 bytes"))?));
+                }
                 TAG_HINT => t
                     .hints
                     .push(decode_hint(value).ok_or_else(|| err("malformed hint"))?),
-                TAG_TOKEN | TAG_LIST | TAG_KEY => return Err(err("repeated field")),
+                TAG_TOKEN | TAG_LIST | TAG_KEY | TAG_TREE | TAG_VIA => {
+                    return Err(err("repeated field"));
+                }
                 tag if tag >= 0x80 => {}
                 _ => return Err(err("unknown required field")),
             }
@@ -434,6 +524,49 @@ mod tests {
         let back: Ticket = s.parse().expect("parses");
         assert_eq!(back.key(), Some(key));
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn a_tree_and_its_members_round_trip_with_their_hints() {
+        let key = PeerKey::of_spki(b"some public key");
+        let tree = Ticket::new(
+            Oid::of(b"manifest"),
+            Some(Token([7; 16])),
+            Some([9; 32]),
+            vec![
+                Hint::gtc("192.168.100.200:7420".parse().expect("addr")),
+                Hint::gtc("[2001:db8::1234]:7420".parse().expect("addr")),
+            ],
+        )
+        .with_key(key)
+        .as_tree();
+        let back: Ticket = tree.to_string().parse().expect("parses");
+        assert!(back.is_tree() && back.via().is_none());
+        assert_eq!(back, tree);
+        let member = tree.member(Oid::of(b"file"), [3; 32]);
+        let s = member.to_string();
+        assert!(s.len() <= MAX_TICKET_LEN, "{}", s.len());
+        let m: Ticket = s.parse().expect("parses");
+        assert_eq!(m.hints().len(), 2, "a member keeps its tree's hints");
+        assert!(!m.is_tree());
+        assert_eq!(m.via(), Some(tree.oid()));
+        assert_eq!((m.token(), m.key()), (tree.token(), tree.key()));
+        assert_eq!(m.list_digest(), Some([3; 32]));
+        // A repeated or malformed mark is refused.
+        let mut payload = tree.payload();
+        payload.extend_from_slice(&[TAG_TREE, 0]);
+        assert!(
+            format!("{TICKET_PREFIX}{}", b64_encode(&payload))
+                .parse::<Ticket>()
+                .is_err()
+        );
+        let mut payload = tree.payload();
+        payload.extend_from_slice(&[TAG_VIA, 1, 0]);
+        assert!(
+            format!("{TICKET_PREFIX}{}", b64_encode(&payload))
+                .parse::<Ticket>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -200,6 +200,7 @@ fn a_peer_that_stops_reading_is_dropped_after_the_write_deadline() {
             oid,
             token,
             first: chunks,
+            via: None,
         },
     ];
     frames.extend((0..chunks).map(|i| Frame::ChunkReq {

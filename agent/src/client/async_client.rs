@@ -99,6 +99,7 @@ impl AsyncClient {
     pub async fn put_with(&mut self, chunker: Option<&str>) -> Result<AsyncPut<'_>> {
         self.send(&Request::PutInit {
             chunker: chunker.map(str::to_owned),
+            tree: false,
         })
         .await?;
         Ok(AsyncPut { client: self })

@@ -88,7 +88,26 @@ impl Client {
     /// # Errors
     /// Socket errors.
     pub fn put(&mut self) -> Result<Put<'_>> {
-        self.send(&Request::PutInit { chunker: None })?;
+        self.start_put(false)
+    }
+
+    /// Puts a tree's manifest (see `dot_store::tree`), whose files this
+    /// agent holds already; the answer carries the tree's ticket.
+    ///
+    /// # Errors
+    /// Socket errors; the agent's error (a bad manifest, a file it lists
+    /// that the agent does not hold).
+    pub fn put_tree(&mut self, manifest: &[u8]) -> Result<PutResult> {
+        let mut put = self.start_put(true)?;
+        put.write_all(manifest)?;
+        put.commit()
+    }
+
+    fn start_put(&mut self, tree: bool) -> Result<Put<'_>> {
+        self.send(&Request::PutInit {
+            chunker: None,
+            tree,
+        })?;
         Ok(Put {
             client: self,
             buf: Vec::with_capacity(PUT_MESSAGE),

@@ -17,7 +17,8 @@ pub struct Args {
     /// The ticket `gtc put` printed, or an OID the agent can find.
     target: String,
     /// Write here (`-` for stdout; without `-o` the object goes to stdout
-    /// unless that is a terminal).
+    /// unless that is a terminal). For a tree's ticket: the folder to make
+    /// (or an empty one) to write the tree into.
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Source to use instead of the ticket's hints; repeat for several.
@@ -52,6 +53,11 @@ fn parse_octal(s: &str) -> Result<u32, String> {
 /// Runs `gtc get`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     use std::io::IsTerminal;
+    if let Ok(ticket) = args.target.trim().parse::<dot_store::Ticket>()
+        && ticket.is_tree()
+    {
+        return get_tree(&args, &ticket);
+    }
     // `-o -` is stdout, asked for in so many words.
     let output = args.output.as_deref().filter(|p| p.as_os_str() != "-");
     if args.output.is_none() && std::io::stdout().is_terminal() {
@@ -81,6 +87,64 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             got.from_peers,
             got.from_devices,
             got.local
+        );
+    }
+    Ok(())
+}
+
+/// `gtc get TREE -o DIR`: the tree written into a new (or empty) folder.
+fn get_tree(args: &Args, ticket: &dot_store::Ticket) -> anyhow::Result<()> {
+    let Some(dest) = args.output.as_deref().filter(|p| p.as_os_str() != "-") else {
+        bail!("the ticket is a folder's (a tree): give -o DIR, a folder to make");
+    };
+    if args.mode.is_some() || args.mtime_ns.is_some() {
+        bail!("--mode and --mtime-ns are a file's: a tree keeps each entry's own");
+    }
+    let done = dot_agent::trees::Progress::default();
+    let bar = progress::files_bar();
+    let got = std::thread::scope(|s| {
+        let watching = s.spawn(|| {
+            while let Some(b) = &bar {
+                if b.is_finished() {
+                    break;
+                }
+                b.set_position(done.files.load(std::sync::atomic::Ordering::Relaxed) as u64);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        let got = dot_agent::trees::get_tree(
+            args.socket.as_deref(),
+            ticket,
+            &args.hints,
+            dest,
+            &done,
+            |m| {
+                if let Some(b) = &bar {
+                    b.set_length(m.files().count() as u64);
+                    b.set_message(super::count(m.file_bytes(), "byte"));
+                }
+            },
+        );
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        let _ = watching.join();
+        got
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "entries": got.entries, "files": got.files, "size": got.bytes,
+                "from_peers": got.stats.from_peers, "from_devices": got.stats.from_devices, "local": got.stats.local })
+        );
+    } else if args.stats {
+        eprintln!(
+            "{} in {}: {} from peers, {} from devices, {} already held",
+            super::count(got.bytes, "byte"),
+            super::count(got.files as u64, "file"),
+            got.stats.from_peers,
+            got.stats.from_devices,
+            got.stats.local
         );
     }
     Ok(())

@@ -18,3 +18,13 @@ pub fn bar(size: u64) -> Option<indicatif::ProgressBar> {
     }
     Some(bar)
 }
+
+/// A bar counting files (of a tree) on stderr when it is a terminal (and
+/// not `-q`); its length is set as the count becomes known.
+pub fn files_bar() -> Option<indicatif::ProgressBar> {
+    let bar = bar(0)?;
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files {msg}") {
+        bar.set_style(style);
+    }
+    Some(bar)
+}

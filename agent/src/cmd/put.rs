@@ -9,10 +9,13 @@ use anyhow::{Context, bail};
 use dot_agent::api::PutResult;
 use dot_agent::client::Client;
 
+use super::progress;
+
 /// The flags of `gtc put`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The file, or `-` for standard input.
+    /// The file, a folder (put as a tree: one ticket for all of it), or
+    /// `-` for standard input.
     file: PathBuf,
     /// Print one JSON object (oid, ticket, size, chunks, hints, ...).
     #[arg(long)]
@@ -24,6 +27,9 @@ pub struct Args {
 
 /// Runs `gtc put`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.file.as_os_str() != "-" && args.file.is_dir() {
+        return put_tree(&args);
+    }
     let r = put(args.socket.as_deref(), &args.file)?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -37,6 +43,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         println!("{}", r.ticket);
+    }
+    Ok(())
+}
+
+/// `gtc put DIR`: the folder as a tree; prints its ticket.
+fn put_tree(args: &Args) -> anyhow::Result<()> {
+    let bar = progress::files_bar();
+    let t = dot_agent::trees::put_tree(args.socket.as_deref(), &args.file, |done, all| {
+        if let Some(b) = &bar {
+            b.set_length(all as u64);
+            b.set_position(done as u64);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    for s in &t.skipped {
+        eprintln!("gtc put: left out {s}: not a file, folder or link");
+    }
+    if args.json {
+        let mut v = serde_json::to_value(&t.result)?;
+        v["tree"] = serde_json::json!({ "entries": t.entries, "files": t.files, "bytes": t.bytes, "skipped": t.skipped });
+        println!("{v}");
+    } else {
+        if !super::quiet() {
+            eprintln!(
+                "tree {} ({} in all: {}, {})",
+                t.result.oid,
+                t.entries,
+                super::count(t.files as u64, "file"),
+                super::count(t.bytes, "byte")
+            );
+        }
+        println!("{}", t.result.ticket);
     }
     Ok(())
 }

@@ -122,8 +122,8 @@ async fn client_impl(agent: &Agent, conn: &mut Conn) -> anyhow::Result<()> {
                     Err(e) => error(format!("{e:#}")),
                 }
             }
-            Request::PutInit { chunker } => {
-                match super::put::stream_put(agent, &mut conn.stream, chunker).await? {
+            Request::PutInit { chunker, tree } => {
+                match super::put::stream_put(agent, &mut conn.stream, chunker, tree).await? {
                     Ok(r) => {
                         conn.pin(&agent.store, r.0);
                         Response::Put(r.1)

@@ -3,17 +3,21 @@
 
 use std::os::fd::OwnedFd;
 
-use anyhow::bail;
-use dot_store::{Oid, PutOutcome};
+use anyhow::{Context, bail};
+use dot_store::{Oid, PutOutcome, tree};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use super::Agent;
 use crate::api::{self, Message, PutResult, Request};
 
-/// The ticket and answer for a put.
-fn put_result(agent: &Agent, out: &PutOutcome) -> anyhow::Result<PutResult> {
-    let ticket = agent.issuer.ticket(&agent.store, out.oid)?;
+/// The ticket and answer for a put (a tree's ticket for a tree's
+/// manifest).
+fn put_result(agent: &Agent, out: &PutOutcome, tree: bool) -> anyhow::Result<PutResult> {
+    let mut ticket = agent.issuer.ticket(&agent.store, out.oid)?;
+    if tree {
+        ticket = ticket.as_tree();
+    }
     agent.fetches.put_done(out.oid);
     tracing::info!(oid = %out.oid, size = out.size, hashed = out.hashed, "put");
     Ok(PutResult {
@@ -40,7 +44,32 @@ pub(super) async fn put_file(
     let store = agent.store.clone();
     let file = std::fs::File::from(fd);
     let out = tokio::task::spawn_blocking(move || store.put_file(&file, &path)).await??;
-    Ok((out.oid, put_result(agent, &out)?))
+    Ok((out.oid, put_result(agent, &out, false)?))
+}
+
+/// Checks that the object put is a tree's manifest whose every file is
+/// here, whole: a tree's ticket must open all it names.
+fn check_tree(store: &dot_store::Store, oid: Oid) -> anyhow::Result<()> {
+    let info = store
+        .info(oid)?
+        .with_context(|| format!("{oid} left the store"))?;
+    if info.size > tree::MAX_MANIFEST {
+        bail!("a tree's manifest is at most {} bytes", tree::MAX_MANIFEST);
+    }
+    let bytes = store.read_bytes(oid, 0, info.size as usize)?;
+    let manifest = tree::Manifest::decode(&bytes)?;
+    for (entry, size, file) in manifest.files() {
+        let whole = store
+            .info(file)?
+            .is_some_and(|i| i.complete && i.size == size);
+        if !whole {
+            bail!(
+                "the tree lists {} ({file}), which this agent does not hold whole",
+                String::from_utf8_lossy(&entry.path)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A stream put: data messages until `put-commit`. The outer error ends
@@ -50,6 +79,7 @@ pub(super) async fn stream_put(
     agent: &Agent,
     stream: &mut UnixStream,
     chunker: Option<String>,
+    tree: bool,
 ) -> anyhow::Result<anyhow::Result<(Oid, PutResult)>> {
     // A bad chunker fails the put once its data is read (the client is
     // sending it already).
@@ -101,5 +131,11 @@ pub(super) async fn stream_put(
         Ok(out) => out,
         Err(e) => return Ok(Err(e.context("put"))),
     };
-    Ok(put_result(agent, &out).map(|r| (out.oid, r)))
+    if tree {
+        let (store, oid) = (agent.store.clone(), out.oid);
+        if let Err(e) = tokio::task::spawn_blocking(move || check_tree(&store, oid)).await? {
+            return Ok(Err(e.context("put of a tree")));
+        }
+    }
+    Ok(put_result(agent, &out, tree).map(|r| (out.oid, r)))
 }

@@ -171,7 +171,7 @@ pub(super) async fn describe(
         // describes end with the fetch that started them.
         let mut asking = tokio::task::JoinSet::new();
         for at in group {
-            let (tx, hint, token) = (tx.clone(), order[at].clone(), target.token);
+            let (tx, hint, token) = (tx.clone(), order[at].clone(), target.access);
             let pool = pool.clone();
             asking.spawn(async move {
                 let mut why = Failures::default();
@@ -242,7 +242,7 @@ pub(super) async fn paths(
     chunks: u32,
     binds: &[IpAddr],
 ) -> (Source, Vec<Hint>) {
-    let (oid, token) = (target.oid, target.token);
+    let (oid, token) = (target.oid, target.access);
     let group = priority_group(order, at);
     let rest = order[group.end..].to_vec();
     // The hint that answered first, then the others of its priority.
@@ -311,7 +311,7 @@ pub(super) async fn connect(
     let Some(plugin) = plugin_for(pool, hint, &mut failures).await else {
         return Err(failures.into_error(target.oid).into());
     };
-    let d = plugin.get_descriptors(target.oid, target.token).await?;
+    let d = plugin.get_descriptors(target.oid, target.access).await?;
     if d.size != size || d.descriptors.as_slice() != descs {
         bail!("describes the object differently");
     }

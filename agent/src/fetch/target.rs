@@ -1,14 +1,15 @@
 //! What a get names: a ticket, or a bare OID, with where to fetch it.
 
-use dot_store::{Hint, Oid, Ticket, Token};
+use dot_store::{Access, Hint, Oid, Ticket};
 
 /// What a get names: a ticket, or a bare OID.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// The object.
     pub oid: Oid,
-    /// Its access token, from the ticket.
-    pub token: Option<Token>,
+    /// Its access token (or, for a file of a tree, the tree's token and
+    /// the tree), from the ticket.
+    pub access: Option<Access>,
     /// Digest of its descriptor list, from the ticket.
     pub list_digest: Option<[u8; 32]>,
     /// Where to fetch it (each gtc hint naming the peer key it must
@@ -20,7 +21,7 @@ impl From<&Ticket> for Target {
     fn from(t: &Ticket) -> Target {
         Target {
             oid: t.oid(),
-            token: t.token(),
+            access: t.access(),
             list_digest: t.list_digest(),
             hints: t
                 .hints()
@@ -36,7 +37,7 @@ impl Target {
     pub fn bare(oid: Oid) -> Target {
         Target {
             oid,
-            token: None,
+            access: None,
             list_digest: None,
             hints: Vec::new(),
         }
@@ -67,6 +68,6 @@ impl Target {
     /// A bare OID with nothing to fetch it by (no hints, no token): the
     /// agent fills in what it knows of it.
     pub fn is_bare(&self) -> bool {
-        self.hints.is_empty() && self.token.is_none()
+        self.hints.is_empty() && self.access.is_none()
     }
 }

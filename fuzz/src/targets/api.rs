@@ -40,9 +40,17 @@ fn seeds() -> Vec<Vec<u8>> {
         Request::PutFile {
             path: "/tmp/x".into(),
         },
-        Request::PutInit { chunker: None },
+        Request::PutInit {
+            chunker: None,
+            tree: false,
+        },
         Request::PutInit {
             chunker: Some("cdc:1024:4096:32768".into()),
+            tree: false,
+        },
+        Request::PutInit {
+            chunker: None,
+            tree: true,
         },
         Request::PutCommit,
         Request::Get {

@@ -11,6 +11,7 @@ mod frames;
 mod smtp;
 mod text;
 mod ticket;
+mod tree;
 mod udev;
 
 /// One fuzz target.
@@ -48,6 +49,7 @@ pub static TARGETS: &[Target] = &[
     udev::MOUNTINFO,
     access::IP_PREFIX,
     smtp::SMTP,
+    tree::TREE,
 ];
 
 /// The target named `name`.

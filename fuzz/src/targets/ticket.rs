@@ -29,6 +29,8 @@ pub(super) const TICKET_PAYLOAD: Target = Target {
         b"\x02\x20",
         b"\x03\x10",
         b"\x04",
+        b"\x05\x00",
+        b"\x06\x20",
         b"\x00\x0a\x00\x01\x01",
         b"\x00\x0a\x00\x01\x02",
         b"\x00\x0a\x00\x01\x00gtc://",
@@ -55,7 +57,22 @@ fn sample_tickets() -> Vec<Ticket> {
         Ticket::new(oid, None, None, Vec::new()),
         Ticket::new(oid, Some(Token([1; 16])), None, hints[..1].to_vec()),
         Ticket::new(oid, Some(Token([2; 16])), Some([3; 32]), hints.clone()),
-        Ticket::new(oid, Some(Token([4; 16])), None, hints).with_key(PeerKey([5; 16])),
+        Ticket::new(oid, Some(Token([4; 16])), None, hints.clone()).with_key(PeerKey([5; 16])),
+        Ticket::new(
+            oid,
+            Some(Token([6; 16])),
+            Some([7; 32]),
+            hints[..2].to_vec(),
+        )
+        .with_key(PeerKey([5; 16]))
+        .as_tree(),
+        Ticket::new(
+            oid,
+            Some(Token([6; 16])),
+            Some([7; 32]),
+            hints[..2].to_vec(),
+        )
+        .member(Oid::of(b"a file"), [8; 32]),
     ]
 }
 

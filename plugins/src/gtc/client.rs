@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dot_store::{Descriptor, Oid, PeerKey, Token, VerifiedChunk};
+use dot_store::{Access, Descriptor, Oid, PeerKey, Token, VerifiedChunk};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -77,6 +77,12 @@ const RETIRE_AT: usize = MAX_AUTHORIZED - 1024;
 /// Tokens remembered per source, and objects authorised per connection,
 /// beyond which both are forgotten wholesale.
 const MAX_TOKENS: usize = 4096;
+/// What is shown for an object when a ticket gave no token (a peer that is
+/// open to this host answers anyway).
+const NO_TOKEN: Access = Access {
+    token: Token([0; 16]),
+    via: None,
+};
 
 /// A gtc peer as a transfer source. Clones share one connection.
 #[derive(Clone)]
@@ -96,7 +102,7 @@ struct Inner {
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     /// Each object's token, and its chunk count (asking for the page
     /// past the last descriptor authorises a connection for a few bytes).
-    tokens: Mutex<HashMap<Oid, (Token, u32)>>,
+    tokens: Mutex<HashMap<Oid, (Access, u32)>>,
     /// The peer key a TLS connection must prove; `None`: plain TCP.
     key: Option<PeerKey>,
 }
@@ -147,9 +153,8 @@ impl GtcSource {
     /// asking for descriptors: each connection presents the token before
     /// asking for chunks (one more path to an object another source
     /// described).
-    pub fn grant(&self, oid: Oid, token: Option<Token>, chunks: u32) {
-        self.inner
-            .remember(oid, token.unwrap_or(Token([0; 16])), chunks);
+    pub fn grant(&self, oid: Oid, access: Option<Access>, chunks: u32) {
+        self.inner.remember(oid, access.unwrap_or(NO_TOKEN), chunks);
     }
 }
 
@@ -236,7 +241,7 @@ impl Inner {
         &self,
         conn: &Conn,
         oid: Oid,
-        token: Token,
+        access: Access,
         first: u32,
     ) -> Result<DescPage, TransferError> {
         let req = self.req_id();
@@ -260,8 +265,9 @@ impl Inner {
             .send(Frame::DescReq {
                 req,
                 oid,
-                token,
+                token: access.token,
                 first,
+                via: access.via,
             })
             .map_err(|_| self.err("connection closed"))?;
         let page = match tokio::time::timeout(DESCRIBE_TIMEOUT, rx).await {
@@ -286,12 +292,12 @@ impl Inner {
     }
 
     /// Remembers `oid`'s token for the connections to come.
-    fn remember(&self, oid: Oid, token: Token, chunks: u32) {
+    fn remember(&self, oid: Oid, access: Access, chunks: u32) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         if tokens.len() >= MAX_TOKENS {
             tokens.clear();
         }
-        tokens.insert(oid, (token, chunks));
+        tokens.insert(oid, (access, chunks));
     }
 
     /// A connection on which `oid`'s chunks may be asked for: a new
@@ -309,20 +315,22 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .get(&oid)
             .copied();
-        if let (false, Some((token, chunks))) = (known, token) {
-            self.desc_page(&conn, oid, token, chunks).await?;
+        if let (false, Some((access, chunks))) = (known, token) {
+            self.desc_page(&conn, oid, access, chunks).await?;
         }
         Ok(conn)
     }
 
-    async fn describe(&self, oid: Oid, token: Option<Token>) -> Result<Described, TransferError> {
+    async fn describe(&self, oid: Oid, access: Option<Access>) -> Result<Described, TransferError> {
         let conn = self.conn().await?;
-        let token = token.unwrap_or(Token([0; 16]));
+        let access = access.unwrap_or(NO_TOKEN);
         let mut list = DescList::new();
         loop {
-            let page = self.desc_page(&conn, oid, token, list.next_first()).await?;
+            let page = self
+                .desc_page(&conn, oid, access, list.next_first())
+                .await?;
             // A token the peer accepted, for the connections to come.
-            self.remember(oid, token, page.total);
+            self.remember(oid, access, page.total);
             let whole = list
                 .add(page)
                 .map_err(|reason| TransferError::BadDescriptors {
@@ -351,9 +359,9 @@ impl Transfer for GtcSource {
     fn get_descriptors(
         &self,
         oid: Oid,
-        token: Option<Token>,
+        access: Option<Access>,
     ) -> BoxFuture<'_, Result<Described, TransferError>> {
-        Box::pin(self.inner.describe(oid, token))
+        Box::pin(self.inner.describe(oid, access))
     }
 
     fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>, sink: ChunkSink) {

@@ -16,6 +16,8 @@
 //! 0x05 Chunk     req u32 | index u32 | data (the rest of the frame)
 //! 0x06 Cancel    req u32
 //! 0x07 Error     req u32 | code u16 | message UTF-8 (the rest, <= 1024 bytes)
+//! 0x08 DescReq   req u32 | oid [32] | via [32] | token [16] | first u32
+//!      (a file of the tree `via`, the token being the tree's)
 //! ```
 
 use dot_store::descriptor::MAX_OBJECT_SIZE;
@@ -39,6 +41,7 @@ const T_CHUNK_REQ: u8 = 0x04;
 const T_CHUNK: u8 = 0x05;
 const T_CANCEL: u8 = 0x06;
 const T_ERROR: u8 = 0x07;
+const T_DESC_VIA_REQ: u8 = 0x08;
 
 /// Size of one descriptor on the wire.
 const DESC_WIRE_LEN: usize = 4 + 32;
@@ -114,10 +117,13 @@ pub enum Frame {
         req: u32,
         /// The object.
         oid: Oid,
-        /// Its access token.
+        /// Its access token, or the tree's for a file of the tree `via`.
         token: Token,
         /// First descriptor index wanted.
         first: u32,
+        /// The tree whose token this is, when the object is one of its
+        /// files (sent as frame type 0x08).
+        via: Option<Oid>,
     },
     /// A page of descriptors.
     Desc(DescPage),
@@ -269,7 +275,7 @@ fn parse(body: Bytes) -> Result<Frame, ProtoError> {
     let (ty, payload) = (body[0], &body[1..]);
     let name = match ty {
         T_HELLO => "Hello",
-        T_DESC_REQ => "DescReq",
+        T_DESC_REQ | T_DESC_VIA_REQ => "DescReq",
         T_DESC => "Desc",
         T_CHUNK_REQ => "ChunkReq",
         T_CHUNK => "Chunk",
@@ -293,7 +299,18 @@ fn parse(body: Bytes) -> Result<Frame, ProtoError> {
             oid: Oid(r.array()?),
             token: Token(r.array()?),
             first: r.u32()?,
+            via: None,
         },
+        T_DESC_VIA_REQ => {
+            let (req, oid, via) = (r.u32()?, Oid(r.array()?), Oid(r.array()?));
+            Frame::DescReq {
+                req,
+                oid,
+                token: Token(r.array()?),
+                first: r.u32()?,
+                via: Some(via),
+            }
+        }
         T_DESC => {
             let req = r.u32()?;
             let size = r.u64()?;
@@ -403,10 +420,18 @@ impl Frame {
                 oid,
                 token,
                 first,
+                via,
             } => {
-                out.push(T_DESC_REQ);
+                out.push(if via.is_some() {
+                    T_DESC_VIA_REQ
+                } else {
+                    T_DESC_REQ
+                });
                 out.extend_from_slice(&req.to_be_bytes());
                 out.extend_from_slice(oid.as_bytes());
+                if let Some(v) = via {
+                    out.extend_from_slice(v.as_bytes());
+                }
                 out.extend_from_slice(&token.0);
                 out.extend_from_slice(&first.to_be_bytes());
             }
@@ -540,13 +565,15 @@ mod tests {
                 any::<u32>(),
                 any::<[u8; 32]>(),
                 any::<[u8; 16]>(),
-                any::<u32>()
+                any::<u32>(),
+                proptest::option::of(any::<[u8; 32]>())
             )
-                .prop_map(|(req, o, t, first)| Frame::DescReq {
+                .prop_map(|(req, o, t, first, via)| Frame::DescReq {
                     req,
                     oid: Oid(o),
                     token: Token(t),
-                    first
+                    first,
+                    via: via.map(Oid),
                 }),
             (0u32..50).prop_map(|n| Frame::Desc(page(n))),
             (any::<u32>(), any::<[u8; 32]>(), any::<u32>()).prop_map(|(req, o, index)| {

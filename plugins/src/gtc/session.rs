@@ -20,9 +20,10 @@ pub const MAX_AUTHORIZED: usize = 4096;
 pub enum Action {
     /// Send this frame back.
     Reply(Frame),
-    /// Check `token` against `oid`'s token; if it matches call
-    /// [`ServerSession::authorize`] and send descriptor page `first`, else
-    /// reply `Unauthorized` (or `NotFound`).
+    /// Check `token` against `oid`'s token (or, with `via`, against the
+    /// tree `via`'s token, and that the tree holds `oid`); if it matches
+    /// call [`ServerSession::authorize`] and send descriptor page `first`,
+    /// else reply `Unauthorized` (or `NotFound`).
     CheckToken {
         /// Request id.
         req: u32,
@@ -32,6 +33,8 @@ pub enum Action {
         token: Token,
         /// First descriptor wanted.
         first: u32,
+        /// The tree whose token it is, for a file of a tree.
+        via: Option<Oid>,
     },
     /// Read and send chunk `index` of the (authorised) object.
     Serve {
@@ -84,11 +87,13 @@ impl ServerSession {
                 oid,
                 token,
                 first,
+                via,
             } => Action::CheckToken {
                 req,
                 oid,
                 token,
                 first,
+                via,
             },
             Frame::ChunkReq { req, oid, index } if self.authorized.contains(&oid) => {
                 Action::Serve { req, oid, index }
@@ -175,13 +180,15 @@ mod tests {
                 req: 2,
                 oid,
                 token,
-                first: 0
+                first: 0,
+                via: None,
             }),
             Action::CheckToken {
                 req: 2,
                 oid,
                 token,
-                first: 0
+                first: 0,
+                via: None,
             }
         );
         assert!(s.authorize(oid));

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dot_store::{Descriptor, Oid, Token};
+use dot_store::{Access, Descriptor, Oid};
 use tokio::sync::mpsc;
 
 use crate::error::TransferError;
@@ -142,12 +142,12 @@ impl Transfer for Multipath {
     fn get_descriptors(
         &self,
         oid: Oid,
-        token: Option<Token>,
+        access: Option<Access>,
     ) -> BoxFuture<'_, Result<Described, TransferError>> {
         Box::pin(async move {
             let mut last = None;
             for p in &self.paths {
-                match p.get_descriptors(oid, token).await {
+                match p.get_descriptors(oid, access).await {
                     Ok(d) => return Ok(d),
                     Err(e) => last = Some(e),
                 }

@@ -7,7 +7,7 @@ use std::io::{self};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use dot_store::{Descriptor, Oid, Token};
+use dot_store::{Access, Descriptor, Oid};
 
 use crate::error::TransferError;
 use crate::transfer::{BoxFuture, ChunkEvent, ChunkSink, Described, Transfer};
@@ -49,7 +49,7 @@ impl Transfer for PortableSource {
     fn get_descriptors(
         &self,
         oid: Oid,
-        _token: Option<Token>,
+        _access: Option<Access>,
     ) -> BoxFuture<'_, Result<Described, TransferError>> {
         let device = self.device.clone();
         let name = self.name.clone();

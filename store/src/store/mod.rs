@@ -32,6 +32,8 @@
 //! - `retention`: pins, last use, the budget and LRU eviction, removal;
 //! - `tokens`: the access tokens peers must present, derived from a secret
 //!   key and the OID (none is stored);
+//! - `trees`: which files a tree holds, for peers that present the tree's
+//!   token;
 //! - `verify`: re-hashing what is held, and marking damage;
 //! - `recover`: what opening does after a crash or an unclean stop.
 //!
@@ -57,6 +59,7 @@ mod recover;
 mod referenced;
 mod retention;
 mod tokens;
+mod trees;
 mod verify;
 mod whole_hash;
 
@@ -152,6 +155,8 @@ struct Inner {
     token_key: [u8; 32],
     /// The generation this open started (see `recover`).
     generation: i64,
+    /// Trees recently asked about (`trees.rs`).
+    trees: Mutex<trees::TreeCache>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -222,6 +227,7 @@ impl Store {
                 changed: Mutex::new(HashMap::new()),
                 token_key,
                 generation: generations.current,
+                trees: Mutex::default(),
             }),
         };
         store.clean_up()?;

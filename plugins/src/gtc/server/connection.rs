@@ -114,8 +114,16 @@ async fn serve(
                 oid,
                 token,
                 first,
+                via,
             } => {
-                Out::Frame(describe(store, &mut session, stats, req, oid, token, first, open).await)
+                let asked = Asked {
+                    req,
+                    oid,
+                    token,
+                    first,
+                    via,
+                };
+                Out::Frame(describe(store, &mut session, stats, asked, open).await)
             }
             Action::Serve { req, oid, index } => Out::Chunk { req, oid, index },
             Action::Cancel { req } => {
@@ -146,19 +154,33 @@ async fn serve(
     result
 }
 
-/// Checks the token (unless the connection is `open`: its peer may fetch
-/// by OID alone) and answers one descriptor page.
-#[allow(clippy::too_many_arguments)]
-async fn describe(
-    store: &Store,
-    session: &mut ServerSession,
-    stats: &ServerStats,
+/// A descriptor request, as a peer sent it.
+struct Asked {
     req: u32,
     oid: Oid,
     token: dot_store::Token,
     first: u32,
+    via: Option<Oid>,
+}
+
+/// Checks the token (unless the connection is `open`: its peer may fetch
+/// by OID alone) and answers one descriptor page. A tree's token opens the
+/// tree's files: with `via`, the token must be the tree's and the tree,
+/// complete here, must list the object.
+async fn describe(
+    store: &Store,
+    session: &mut ServerSession,
+    stats: &ServerStats,
+    asked: Asked,
     open: bool,
 ) -> Frame {
+    let Asked {
+        req,
+        oid,
+        token,
+        first,
+        via,
+    } = asked;
     let err = |code, message: &str| Frame::Error {
         req,
         code,
@@ -168,6 +190,11 @@ async fn describe(
     let looked = tokio::task::spawn_blocking(move || {
         let ok = if open {
             s.info(oid)?.map(|_| true)
+        } else if let Some(tree) = via {
+            match s.check_token(tree, token)? {
+                Some(true) if s.tree_holds(tree, oid)? => s.info(oid)?.map(|_| true),
+                _ => None,
+            }
         } else {
             s.check_token(oid, token)?
         };

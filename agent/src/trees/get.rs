@@ -1,0 +1,290 @@
+//! A tree onto disk: its manifest fetched and checked, then every entry
+//! made beneath a handle of the destination folder. Each folder on the
+//! way is opened with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, each entry
+//! is created with `O_EXCL`/`O_NOFOLLOW` (never through a link or over an
+//! existing file), so a manifest, whatever it says, writes nothing outside
+//! the destination. Files are fetched through the agent by their own
+//! tickets (the tree's token, naming the tree), several at once.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use anyhow::{Context, bail};
+use dot_store::Ticket;
+use dot_store::tree::{Entry, Kind, MAX_MANIFEST, Manifest, Mtime};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+
+use crate::client::{Client, GetStats};
+
+/// Files fetched at once (each on its own connection to the agent).
+pub const GET_WORKERS: usize = 8;
+
+/// Permission bits a get restores: set-user-ID, set-group-ID and sticky
+/// bits from a manifest are not (a stranger's tree must not make a
+/// set-user-ID program of whoever runs the get).
+pub const RESTORED_MODE: u16 = 0o777;
+
+/// What a tree's get did.
+#[derive(Debug, Default)]
+pub struct TreeGot {
+    /// Entries made.
+    pub entries: usize,
+    /// Files written, and their bytes.
+    pub files: usize,
+    /// Bytes of the files.
+    pub bytes: u64,
+    /// Where the files' bytes came from.
+    pub stats: GetStats,
+}
+
+/// Progress of a tree's get.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Files written so far.
+    pub files: AtomicUsize,
+    /// Bytes written so far.
+    pub bytes: AtomicU64,
+}
+
+/// Fetches the tree `ticket` names into `dest` (a folder that does not
+/// exist yet, or an empty one). `hints`, if not empty, replace the
+/// ticket's, for the manifest and every file.
+///
+/// # Errors
+/// A ticket that is not a tree's, a manifest that breaks a rule, a
+/// destination that exists and is not an empty folder, the agent's errors.
+/// What was written before a failure stays.
+pub fn get_tree(
+    socket: Option<&Path>,
+    ticket: &Ticket,
+    hints: &[String],
+    dest: &Path,
+    progress: &Progress,
+    on_manifest: impl FnOnce(&Manifest),
+) -> anyhow::Result<TreeGot> {
+    if !ticket.is_tree() {
+        bail!("the ticket is not a tree's");
+    }
+    let manifest = fetch_manifest(socket, ticket, hints)?;
+    on_manifest(&manifest);
+    let root = open_destination(dest)?;
+    let mut got = TreeGot {
+        entries: manifest.entries().len(),
+        ..TreeGot::default()
+    };
+    for e in manifest.entries() {
+        let parent = open_parent(&root, e)?;
+        let name = OsStr::from_bytes(e.name());
+        match &e.kind {
+            Kind::Dir => rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)),
+            Kind::Symlink { target } => {
+                rustix::fs::symlinkat(OsStr::from_bytes(target), &parent, name)
+            }
+            Kind::File { .. } => continue,
+        }
+        .with_context(|| format!("creating {}", shown(e)))?;
+    }
+    let files: Vec<&Entry> = manifest
+        .entries()
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::File { .. }))
+        .collect();
+    got.files = files.len();
+    got.bytes = manifest.file_bytes();
+    let next = AtomicUsize::new(0);
+    let stats = Mutex::new(GetStats::default());
+    let workers = GET_WORKERS.min(files.len()).max(1);
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            handles.push(s.spawn(|| -> anyhow::Result<()> {
+                let mut client = None;
+                while let Some(e) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let got = write_file(&mut client, socket, &root, ticket, hints, e)?;
+                    let mut all = stats.lock().unwrap_or_else(|p| p.into_inner());
+                    all.from_peers += got.from_peers;
+                    all.local += got.local;
+                    all.from_devices += got.from_devices;
+                    drop(all);
+                    progress.files.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }));
+        }
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a get worker panicked"))??;
+        }
+        Ok(())
+    })?;
+    got.stats = stats.into_inner().unwrap_or_else(|p| p.into_inner());
+    // Links' times, then folders' modes and times, deepest first (making
+    // their entries changed their times; a read-only folder is made so
+    // only once filled).
+    for e in manifest.entries().iter().rev() {
+        let parent = open_parent(&root, e)?;
+        let name = OsStr::from_bytes(e.name());
+        match e.kind {
+            Kind::Symlink { .. } => {
+                rustix::fs::utimensat(&parent, name, &times(e.mtime), AtFlags::SYMLINK_NOFOLLOW)
+            }
+            Kind::Dir => {
+                let dir = open_beneath(&parent, name)?;
+                rustix::fs::fchmod(&dir, mode(e.mode))
+                    .and_then(|()| rustix::fs::futimens(&dir, &times(e.mtime)))
+            }
+            Kind::File { .. } => continue,
+        }
+        .with_context(|| format!("setting the attributes of {}", shown(e)))?;
+    }
+    rustix::fs::fchmod(&root, mode(manifest.root_mode))
+        .and_then(|()| rustix::fs::futimens(&root, &times(manifest.root_mtime)))
+        .with_context(|| format!("setting the attributes of {}", dest.display()))?;
+    Ok(got)
+}
+
+/// The manifest's bytes, fetched and checked.
+fn fetch_manifest(
+    socket: Option<&Path>,
+    ticket: &Ticket,
+    hints: &[String],
+) -> anyhow::Result<Manifest> {
+    use std::io::Read;
+    let mut client = Client::connect(socket)?;
+    let mut get = client.get(&ticket.to_string(), hints)?;
+    if get.size() > MAX_MANIFEST {
+        bail!(
+            "a tree's manifest of {} bytes (at most {MAX_MANIFEST})",
+            get.size()
+        );
+    }
+    let mut bytes = Vec::with_capacity(get.size() as usize);
+    get.read_to_end(&mut bytes)
+        .context("fetching the tree's manifest")?;
+    Ok(Manifest::decode(&bytes)?)
+}
+
+/// The destination, made (0700 until it is filled) or found empty, open.
+fn open_destination(dest: &Path) -> anyhow::Result<OwnedFd> {
+    match std::fs::create_dir(dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let empty = std::fs::read_dir(dest)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !empty || !std::fs::symlink_metadata(dest)?.is_dir() {
+                bail!("{} exists and is not an empty folder", dest.display());
+            }
+        }
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dest.display())),
+    }
+    let fd = rustix::fs::open(
+        dest,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {}", dest.display()))?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700))?;
+    Ok(fd)
+}
+
+/// The folder holding `e`, opened beneath the root.
+fn open_parent(root: &OwnedFd, e: &Entry) -> anyhow::Result<OwnedFd> {
+    let parent = e.parent();
+    if parent.is_empty() {
+        return Ok(rustix::io::dup(root)?);
+    }
+    open_beneath(root, OsStr::from_bytes(parent))
+        .with_context(|| format!("opening the folder of {}", shown(e)))
+}
+
+/// `path` (relative) opened as a folder beneath `dir`, no link followed.
+fn open_beneath(dir: impl AsFd, path: &OsStr) -> anyhow::Result<OwnedFd> {
+    Ok(rustix::fs::openat2(
+        dir,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?)
+}
+
+/// One file: created new beneath its folder, filled through the agent
+/// (or left empty), its mode and mtime set.
+fn write_file(
+    client: &mut Option<Client>,
+    socket: Option<&Path>,
+    root: &OwnedFd,
+    tree: &Ticket,
+    hints: &[String],
+    e: &Entry,
+) -> anyhow::Result<GetStats> {
+    let Kind::File {
+        size,
+        oid,
+        list_digest,
+    } = e.kind
+    else {
+        return Ok(GetStats::default());
+    };
+    let parent = open_parent(root, e)?;
+    let fd = rustix::fs::openat(
+        &parent,
+        OsStr::from_bytes(e.name()),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .with_context(|| format!("creating {}", shown(e)))?;
+    let out = File::from(fd);
+    let mut stats = GetStats::default();
+    if size > 0 {
+        let c = match client {
+            Some(c) => c,
+            None => client.insert(Client::connect(socket)?),
+        };
+        let member = tree.member(oid, list_digest).to_string();
+        let mut get = c.get_unordered(&member, hints)?;
+        if get.size() != size {
+            bail!(
+                "{}: the tree says {size} bytes, its object has {}",
+                shown(e),
+                get.size()
+            );
+        }
+        out.set_len(size)?;
+        stats = get
+            .copy_to_file(&out, |_| {})
+            .with_context(|| format!("fetching {}", shown(e)))?;
+        drop(get);
+        c.done(&oid.to_string())?;
+    }
+    let fd: BorrowedFd<'_> = out.as_fd();
+    rustix::fs::fchmod(fd, mode(e.mode))
+        .and_then(|()| rustix::fs::futimens(fd, &times(e.mtime)))
+        .with_context(|| format!("setting the attributes of {}", shown(e)))?;
+    Ok(stats)
+}
+
+fn mode(m: u16) -> Mode {
+    Mode::from_raw_mode(u32::from(m & RESTORED_MODE))
+}
+
+fn times(t: Mtime) -> Timestamps {
+    let ts = Timespec {
+        tv_sec: t.secs,
+        tv_nsec: i64::from(t.nanos) as _,
+    };
+    Timestamps {
+        last_access: ts,
+        last_modification: ts,
+    }
+}
+
+fn shown(e: &Entry) -> String {
+    String::from_utf8_lossy(&e.path).into_owned()
+}

@@ -1,0 +1,243 @@
+//! A folder into a tree: walked beneath a handle of the root (no link is
+//! followed, no other filesystem's special files read), each regular file
+//! put by reference (the agent hashes it where it is), then the manifest
+//! put as the tree's object.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, bail};
+use dot_store::Ticket;
+use dot_store::tree::{Entry, Kind, MAX_ENTRIES, MAX_PATH, Manifest, Mtime};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+use crate::api::PutResult;
+use crate::client::Client;
+
+/// Files put at once (each on its own connection to the agent).
+pub const PUT_WORKERS: usize = 4;
+
+/// What a tree's put made.
+#[derive(Debug)]
+pub struct TreePut {
+    /// The manifest's put: its OID and the tree's ticket.
+    pub result: PutResult,
+    /// Entries in the tree.
+    pub entries: usize,
+    /// Files in it, and their bytes.
+    pub files: usize,
+    /// Bytes of its files.
+    pub bytes: u64,
+    /// What was left out, and why (sockets, FIFOs, devices).
+    pub skipped: Vec<String>,
+}
+
+/// A file's content as put: size, OID, descriptor-list digest.
+type Content = (u64, dot_store::Oid, [u8; 32]);
+
+/// An entry found, its file's content not yet put.
+struct Found {
+    entry: Entry,
+    /// For a file: where it is, and its (device, inode) when walked.
+    file: Option<(PathBuf, (u64, u64))>,
+}
+
+/// Puts the folder `root` as a tree through the agent at `socket`;
+/// `progress(files_done, files)` is called as files are put.
+///
+/// # Errors
+/// A folder that cannot be read or is too large for a manifest; the
+/// agent's errors.
+pub fn put_tree(
+    socket: Option<&Path>,
+    root: &Path,
+    progress: impl Fn(usize, usize) + Sync,
+) -> anyhow::Result<TreePut> {
+    let root =
+        std::fs::canonicalize(root).with_context(|| format!("reading {}", root.display()))?;
+    let dir = rustix::fs::open(
+        &root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {}", root.display()))?;
+    let st = rustix::fs::fstat(&dir)?;
+    let mut found = Vec::new();
+    let mut skipped = Vec::new();
+    walk(&dir, &root, &[], &mut found, &mut skipped)?;
+    let files: Vec<usize> = (0..found.len())
+        .filter(|&i| found[i].file.is_some())
+        .collect();
+    let done = AtomicUsize::new(0);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Content>>> = Mutex::new(vec![None; found.len()]);
+    let workers = PUT_WORKERS.min(files.len()).max(1);
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            handles.push(s.spawn(|| -> anyhow::Result<()> {
+                let mut client = Client::connect(socket)?;
+                loop {
+                    let at = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = files.get(at) else {
+                        return Ok(());
+                    };
+                    let Some((path, id)) = &found[i].file else {
+                        continue;
+                    };
+                    let put = put_one(&mut client, path, *id)?;
+                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(put);
+                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, files.len());
+                }
+            }));
+        }
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a put worker panicked"))??;
+        }
+        Ok(())
+    })?;
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut bytes = 0u64;
+    let entries: Vec<Entry> = found
+        .into_iter()
+        .zip(results)
+        .map(|(f, put)| {
+            let mut entry = f.entry;
+            if let Some((size, oid, list_digest)) = put {
+                bytes += size;
+                entry.kind = Kind::File {
+                    size,
+                    oid,
+                    list_digest,
+                };
+            }
+            entry
+        })
+        .collect();
+    let manifest = Manifest::new(
+        (st.st_mode & 0o7777) as u16,
+        Mtime {
+            secs: st.st_mtime,
+            nanos: st.st_mtime_nsec as u32,
+        },
+        entries,
+    )?;
+    let mut client = Client::connect(socket)?;
+    let result = client.put_tree(&manifest.encode())?;
+    Ok(TreePut {
+        result,
+        entries: manifest.entries().len(),
+        files: files.len(),
+        bytes,
+        skipped,
+    })
+}
+
+/// Puts one file by reference, checking it is still the file walked.
+fn put_one(client: &mut Client, path: &Path, id: (u64, u64)) -> anyhow::Result<Content> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {}", path.display()))?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || (st.st_dev, st.st_ino) != id
+    {
+        bail!("{} was replaced while the tree was put", path.display());
+    }
+    let file = std::fs::File::from(fd);
+    let r = client
+        .put_file(&file, path)
+        .with_context(|| format!("putting {}", path.display()))?;
+    let ticket: Ticket = r.ticket.parse()?;
+    let digest = ticket
+        .list_digest()
+        .context("the agent's ticket has no descriptor-list digest")?;
+    Ok((r.size, ticket.oid(), digest))
+}
+
+/// Walks the folder open as `dir` (at `abs`, path `rel` in the tree),
+/// depth first.
+fn walk(
+    dir: &OwnedFd,
+    abs: &Path,
+    rel: &[u8],
+    found: &mut Vec<Found>,
+    skipped: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    let mut list =
+        rustix::fs::Dir::read_from(dir).with_context(|| format!("listing {}", abs.display()))?;
+    for e in list.by_ref() {
+        let e = e.with_context(|| format!("listing {}", abs.display()))?;
+        let name = e.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    names.sort();
+    for name in names {
+        let here = abs.join(OsStr::from_bytes(&name));
+        let mut path = rel.to_vec();
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&name);
+        if path.len() > MAX_PATH {
+            bail!("{}: a path longer than {MAX_PATH} bytes", here.display());
+        }
+        if found.len() >= MAX_ENTRIES {
+            bail!("{}: more than {MAX_ENTRIES} entries", abs.display());
+        }
+        let st = rustix::fs::statat(dir, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+            .with_context(|| format!("reading {}", here.display()))?;
+        let entry = |kind| Entry {
+            path: path.clone(),
+            mode: (st.st_mode & 0o7777) as u16,
+            mtime: Mtime {
+                secs: st.st_mtime,
+                nanos: st.st_mtime_nsec as u32,
+            },
+            kind,
+        };
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => {
+                found.push(Found {
+                    entry: entry(Kind::Dir),
+                    file: None,
+                });
+                let sub = rustix::fs::openat(
+                    dir,
+                    name.as_slice(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .with_context(|| format!("opening {}", here.display()))?;
+                walk(&sub, &here, &path, found, skipped)?;
+            }
+            FileType::RegularFile => found.push(Found {
+                // Filled in once put.
+                entry: entry(Kind::Dir),
+                file: Some((here, (st.st_dev, st.st_ino))),
+            }),
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(dir.as_fd(), name.as_slice(), Vec::new())
+                    .with_context(|| format!("reading the link {}", here.display()))?;
+                found.push(Found {
+                    entry: entry(Kind::Symlink {
+                        target: target.into_bytes(),
+                    }),
+                    file: None,
+                });
+            }
+            other => skipped.push(format!("{} ({other:?})", here.display())),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Trees' manifests, as a peer or a key hands them over.
+
+use dot_store::Oid;
+use dot_store::tree::{Entry, Kind, MAX_NAME, Manifest, Mtime};
+
+use super::Target;
+
+pub(super) const TREE: Target = Target {
+    name: "tree",
+    asserts: "Manifest::decode: a manifest that decodes re-encodes to the same bytes, and \
+              every entry is safe to make beneath a folder (names of 1..=255 bytes, no . or .., \
+              no NUL, each parent a folder listed before it, paths in ascending order)",
+    seeds,
+    dict: &[
+        b"DOT-TREE\x01\x00",
+        b"\x01\x01\xed",
+        b"\x02\x01\xa4",
+        b"\x03\x01\xff",
+        b"/",
+        b"..",
+        b".",
+        b"\x00",
+        b"\xff\xff\xff\xff",
+    ],
+    max_len: 4096,
+    run,
+};
+
+fn seeds() -> Vec<Vec<u8>> {
+    let at = Mtime {
+        secs: 1_600_000_000,
+        nanos: 5,
+    };
+    let entry = |path: &str, kind| Entry {
+        path: path.as_bytes().to_vec(),
+        mode: 0o644,
+        mtime: at,
+        kind,
+    };
+    let file = |content: &[u8]| Kind::File {
+        size: content.len() as u64,
+        oid: Oid::of(content),
+        list_digest: [7; 32],
+    };
+    let trees = [
+        Manifest::new(0o755, at, Vec::new()),
+        Manifest::new(
+            0o700,
+            at,
+            vec![
+                entry("a", Kind::Dir),
+                entry("a/b", file(b"b")),
+                entry(
+                    "a/c",
+                    Kind::Symlink {
+                        target: b"../x".to_vec(),
+                    },
+                ),
+                entry("e", Kind::Dir),
+                entry("z", file(b"")),
+            ],
+        ),
+    ];
+    trees
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|m| m.encode())
+        .collect()
+}
+
+fn run(data: &[u8]) -> bool {
+    let Ok(m) = Manifest::decode(data) else {
+        return false;
+    };
+    assert_eq!(
+        m.encode(),
+        data,
+        "a decoded manifest re-encodes differently"
+    );
+    let mut dirs = std::collections::HashSet::new();
+    let mut last: Option<&[u8]> = None;
+    for e in m.entries() {
+        assert!(last.is_none_or(|l| l < e.path.as_slice()), "out of order");
+        last = Some(&e.path);
+        for name in e.components() {
+            assert!(
+                !name.is_empty() && name.len() <= MAX_NAME,
+                "bad name length"
+            );
+            assert!(
+                name != b"." && name != b".." && !name.contains(&0),
+                "unsafe name"
+            );
+        }
+        assert!(
+            e.parent().is_empty() || dirs.contains(e.parent()),
+            "orphan entry"
+        );
+        if e.kind == Kind::Dir {
+            dirs.insert(e.path.as_slice());
+        }
+    }
+    true
+}

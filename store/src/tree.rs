@@ -1,0 +1,572 @@
+//! Trees: a folder as one object, its **manifest**, which names every
+//! entry (folders, files, symbolic links) with its mode and mtime and each
+//! file's content by OID. Files are objects of their own, so identical
+//! files anywhere are stored and fetched once; a tree's ticket opens its
+//! files (a peer serves a member to whoever holds the tree's token).
+//!
+//! The manifest is outside input (it comes from peers and keys): it is
+//! decoded with a bound on every length and count, and a decoded
+//! [`Manifest`] can only hold entries that are safe to create beneath a
+//! destination folder: relative paths of 1 to 255-byte names, never `.`,
+//! `..`, empty or holding NUL; in strictly ascending byte order (so no
+//! duplicates); each entry's parent a folder listed before it (so nothing
+//! is ever created through a link or a file, and there are no cycles).
+//!
+//! ```text
+//! magic "DOT-TREE" | version u8 (1) | flags u8 (0)
+//! root: mode u16 | mtime seconds i64 | nanoseconds u32
+//! count u32
+//! count x entry:
+//!   kind u8 (1 folder, 2 file, 3 symbolic link) | mode u16
+//!   | mtime seconds i64 | nanoseconds u32 | path length u16 | path
+//!   file: size u64 | OID [32] | descriptor-list digest [32]
+//!   link: target length u16 | target
+//! ```
+//!
+//! Integers are big-endian; modes are permission bits (at most `0o7777`);
+//! nanoseconds are below 10^9. Nothing may follow the last entry.
+
+use std::collections::HashSet;
+
+use crate::descriptor::MAX_OBJECT_SIZE;
+use crate::error::ParseError;
+use crate::oid::Oid;
+
+/// The first bytes of every manifest.
+pub const MAGIC: &[u8; 8] = b"DOT-TREE";
+/// The manifest version this build writes and reads.
+pub const VERSION: u8 = 1;
+/// Most entries in one tree.
+pub const MAX_ENTRIES: usize = 1 << 20;
+/// Largest manifest (a million entries of long paths fit).
+pub const MAX_MANIFEST: u64 = 256 << 20;
+/// Longest path of an entry, and longest link target.
+pub const MAX_PATH: usize = 4096;
+/// Longest name of one path component.
+pub const MAX_NAME: usize = 255;
+
+/// Bytes of an entry before its path (kind, mode, mtime, path length).
+const ENTRY_HEAD: usize = 1 + 2 + 8 + 4 + 2;
+/// Bytes of the header (magic, version, flags, root mode and mtime, count).
+const HEADER: usize = 8 + 1 + 1 + 2 + 8 + 4 + 4;
+
+const KIND_DIR: u8 = 1;
+const KIND_FILE: u8 = 2;
+const KIND_LINK: u8 = 3;
+
+/// A modification time: seconds since the epoch (negative before) and
+/// nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mtime {
+    /// Seconds since 1970-01-01 UTC.
+    pub secs: i64,
+    /// Nanoseconds, below 10^9.
+    pub nanos: u32,
+}
+
+/// What an entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A folder (its entries follow it in the manifest).
+    Dir,
+    /// A regular file, its content an object.
+    File {
+        /// Size in bytes.
+        size: u64,
+        /// The content's OID.
+        oid: Oid,
+        /// Digest of the content's descriptor list (as a ticket's).
+        list_digest: [u8; 32],
+    },
+    /// A symbolic link, recorded and recreated as a link, never followed.
+    Symlink {
+        /// Where it points, as written.
+        target: Vec<u8>,
+    },
+}
+
+/// One entry of a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path from the tree's root, components separated by `/`.
+    pub path: Vec<u8>,
+    /// Permission bits (at most `0o7777`).
+    pub mode: u16,
+    /// Modification time.
+    pub mtime: Mtime,
+    /// What it is.
+    pub kind: Kind,
+}
+
+impl Entry {
+    /// The path's components.
+    pub fn components(&self) -> impl Iterator<Item = &[u8]> {
+        self.path.split(|&b| b == b'/')
+    }
+
+    /// The path of the folder holding this entry (empty for the root).
+    pub fn parent(&self) -> &[u8] {
+        match self.path.iter().rposition(|&b| b == b'/') {
+            Some(at) => &self.path[..at],
+            None => &[],
+        }
+    }
+
+    /// The entry's own name (its last component).
+    pub fn name(&self) -> &[u8] {
+        match self.path.iter().rposition(|&b| b == b'/') {
+            Some(at) => &self.path[at + 1..],
+            None => &self.path,
+        }
+    }
+}
+
+/// A whole tree: the root's attributes and every entry, in path order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Manifest {
+    /// The root folder's permission bits.
+    pub root_mode: u16,
+    /// The root folder's modification time.
+    pub root_mtime: Mtime,
+    entries: Vec<Entry>,
+}
+
+fn bad(reason: impl Into<String>) -> ParseError {
+    ParseError::new("tree manifest", reason)
+}
+
+/// Why `name` cannot be one path component, if it cannot.
+fn name_problem(name: &[u8]) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("an empty name (a leading, trailing or doubled /)")
+    } else if name == b"." || name == b".." {
+        Some("a name . or ..")
+    } else if name.len() > MAX_NAME {
+        Some("a name longer than 255 bytes")
+    } else if name.contains(&0) {
+        Some("a name holding NUL")
+    } else {
+        None
+    }
+}
+
+impl Manifest {
+    /// A manifest of `entries` (in any order: they are sorted), checked as
+    /// a decoded one is.
+    ///
+    /// # Errors
+    /// What makes the entries unsafe or out of bounds.
+    pub fn new(
+        root_mode: u16,
+        root_mtime: Mtime,
+        mut entries: Vec<Entry>,
+    ) -> Result<Manifest, ParseError> {
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        let m = Manifest {
+            root_mode,
+            root_mtime,
+            entries,
+        };
+        m.check()?;
+        Ok(m)
+    }
+
+    /// The entries, in ascending path order (every folder before what it
+    /// holds).
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The files' total size.
+    pub fn file_bytes(&self) -> u64 {
+        self.files().map(|(_, size, _)| size).sum()
+    }
+
+    /// Each file entry with its size and OID.
+    pub fn files(&self) -> impl Iterator<Item = (&Entry, u64, Oid)> {
+        self.entries.iter().filter_map(|e| match e.kind {
+            Kind::File { size, oid, .. } => Some((e, size, oid)),
+            _ => None,
+        })
+    }
+
+    /// Every rule a manifest must keep (see the module page).
+    fn check(&self) -> Result<(), ParseError> {
+        if self.entries.len() > MAX_ENTRIES {
+            return Err(bad(format!("more than {MAX_ENTRIES} entries")));
+        }
+        check_mode(self.root_mode)?;
+        check_mtime(self.root_mtime)?;
+        let mut dirs: HashSet<&[u8]> = HashSet::new();
+        let mut total = 0u64;
+        let mut last: Option<&[u8]> = None;
+        for e in &self.entries {
+            let shown = String::from_utf8_lossy(&e.path[..e.path.len().min(80)]).into_owned();
+            if e.path.is_empty() || e.path.len() > MAX_PATH {
+                return Err(bad(format!("a path of {} bytes", e.path.len())));
+            }
+            if let Some(p) = e.components().find_map(name_problem) {
+                return Err(bad(format!("{shown:?}: {p}")));
+            }
+            if last.is_some_and(|l| l >= e.path.as_slice()) {
+                return Err(bad(format!(
+                    "{shown:?}: entries out of order or listed twice"
+                )));
+            }
+            last = Some(&e.path);
+            let parent = e.parent();
+            if !parent.is_empty() && !dirs.contains(parent) {
+                return Err(bad(format!(
+                    "{shown:?}: its parent is not a folder listed before it"
+                )));
+            }
+            check_mode(e.mode)?;
+            check_mtime(e.mtime)?;
+            match &e.kind {
+                Kind::Dir => {
+                    dirs.insert(&e.path);
+                }
+                Kind::File { size, .. } => {
+                    total = total
+                        .checked_add(*size)
+                        .filter(|t| *t <= MAX_OBJECT_SIZE)
+                        .ok_or_else(|| bad("files larger than an object may be"))?;
+                }
+                Kind::Symlink { target } => {
+                    if target.is_empty() || target.len() > MAX_PATH || target.contains(&0) {
+                        return Err(bad(format!(
+                            "{shown:?}: a link target that is empty, too long or holds NUL"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The manifest's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + self.entries.len() * (ENTRY_HEAD + 96));
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(0);
+        out.extend_from_slice(&self.root_mode.to_be_bytes());
+        put_mtime(&mut out, self.root_mtime);
+        out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+        for e in &self.entries {
+            out.push(match e.kind {
+                Kind::Dir => KIND_DIR,
+                Kind::File { .. } => KIND_FILE,
+                Kind::Symlink { .. } => KIND_LINK,
+            });
+            out.extend_from_slice(&e.mode.to_be_bytes());
+            put_mtime(&mut out, e.mtime);
+            out.extend_from_slice(&(e.path.len() as u16).to_be_bytes());
+            out.extend_from_slice(&e.path);
+            match &e.kind {
+                Kind::Dir => {}
+                Kind::File {
+                    size,
+                    oid,
+                    list_digest,
+                } => {
+                    out.extend_from_slice(&size.to_be_bytes());
+                    out.extend_from_slice(oid.as_bytes());
+                    out.extend_from_slice(list_digest);
+                }
+                Kind::Symlink { target } => {
+                    out.extend_from_slice(&(target.len() as u16).to_be_bytes());
+                    out.extend_from_slice(target);
+                }
+            }
+        }
+        out
+    }
+
+    /// Decodes and checks a manifest. Nothing is allocated for a count the
+    /// bytes cannot back.
+    ///
+    /// # Errors
+    /// A clear reason for bytes that are not a manifest this build reads,
+    /// or one that breaks a rule.
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, ParseError> {
+        if bytes.len() as u64 > MAX_MANIFEST {
+            return Err(bad("larger than 256 MiB"));
+        }
+        let mut r = Reader(bytes);
+        if r.take(8)? != MAGIC {
+            return Err(bad("not a tree manifest (no DOT-TREE magic)"));
+        }
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(bad(format!(
+                "version {version}; this build reads version {VERSION}"
+            )));
+        }
+        if r.u8()? != 0 {
+            return Err(bad("unknown flags"));
+        }
+        let root_mode = r.u16()?;
+        let root_mtime = r.mtime()?;
+        let count = r.u32()? as usize;
+        if count > MAX_ENTRIES || count > r.0.len() / (ENTRY_HEAD + 1) {
+            return Err(bad(format!(
+                "{count} entries claimed in {} bytes",
+                bytes.len()
+            )));
+        }
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            let kind = r.u8()?;
+            let mode = r.u16()?;
+            let mtime = r.mtime()?;
+            let len = usize::from(r.u16()?);
+            let path = r.take(len)?.to_vec();
+            let kind = match kind {
+                KIND_DIR => Kind::Dir,
+                KIND_FILE => {
+                    let size = r.u64()?;
+                    let oid = Oid(r.array()?);
+                    Kind::File {
+                        size,
+                        oid,
+                        list_digest: r.array()?,
+                    }
+                }
+                KIND_LINK => {
+                    let len = usize::from(r.u16()?);
+                    Kind::Symlink {
+                        target: r.take(len)?.to_vec(),
+                    }
+                }
+                k => return Err(bad(format!("unknown entry kind {k}"))),
+            };
+            entries.push(Entry {
+                path,
+                mode,
+                mtime,
+                kind,
+            });
+        }
+        if !r.0.is_empty() {
+            return Err(bad("bytes after the last entry"));
+        }
+        let m = Manifest {
+            root_mode,
+            root_mtime,
+            entries,
+        };
+        m.check()?;
+        Ok(m)
+    }
+}
+
+fn check_mode(mode: u16) -> Result<(), ParseError> {
+    if mode > 0o7777 {
+        return Err(bad(format!(
+            "mode {mode:o} holds more than permission bits"
+        )));
+    }
+    Ok(())
+}
+
+fn check_mtime(t: Mtime) -> Result<(), ParseError> {
+    if t.nanos >= 1_000_000_000 {
+        return Err(bad("nanoseconds of 10^9 or more"));
+    }
+    Ok(())
+}
+
+fn put_mtime(out: &mut Vec<u8>, t: Mtime) {
+    out.extend_from_slice(&t.secs.to_be_bytes());
+    out.extend_from_slice(&t.nanos.to_be_bytes());
+}
+
+/// Bytes not yet decoded.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ParseError> {
+        if self.0.len() < n {
+            return Err(bad("cut short"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ParseError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, ParseError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, ParseError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, ParseError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, ParseError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn mtime(&mut self) -> Result<Mtime, ParseError> {
+        Ok(Mtime {
+            secs: i64::from_be_bytes(self.array()?),
+            nanos: self.u32()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Mtime {
+        Mtime { secs, nanos: 5 }
+    }
+
+    fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            mode: 0o755,
+            mtime: at(1),
+            kind: Kind::Dir,
+        }
+    }
+
+    fn file(path: &str, content: &[u8]) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            mode: 0o644,
+            mtime: at(-2),
+            kind: Kind::File {
+                size: content.len() as u64,
+                oid: Oid::of(content),
+                list_digest: [7; 32],
+            },
+        }
+    }
+
+    fn link(path: &str, target: &str) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            mode: 0o777,
+            mtime: at(3),
+            kind: Kind::Symlink {
+                target: target.as_bytes().to_vec(),
+            },
+        }
+    }
+
+    fn sample() -> Manifest {
+        Manifest::new(
+            0o700,
+            at(9),
+            vec![
+                file("a/x", b"x"),
+                dir("a"),
+                dir("a/empty"),
+                link("l", "/etc/passwd"),
+                file("a.b", b""),
+                file("z", b"x"),
+            ],
+        )
+        .expect("a good tree")
+    }
+
+    #[test]
+    fn a_manifest_round_trips_in_path_order() {
+        let m = sample();
+        let paths: Vec<&[u8]> = m.entries().iter().map(|e| e.path.as_slice()).collect();
+        assert_eq!(paths, [&b"a"[..], b"a.b", b"a/empty", b"a/x", b"l", b"z"]);
+        assert_eq!(Manifest::decode(&m.encode()).expect("decodes"), m);
+        assert_eq!(m.file_bytes(), 2);
+        assert_eq!(m.entries()[3].parent(), b"a");
+        assert_eq!(m.entries()[3].name(), b"x");
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        for bad_path in ["", "/abs", "a/", "a//b", ".", "..", "a/../b", "./a", "x\0y"] {
+            let e = Manifest::new(0o755, at(0), vec![file(bad_path, b"1")]);
+            assert!(e.is_err(), "{bad_path:?} accepted");
+        }
+        let long = "n".repeat(256);
+        assert!(Manifest::new(0o755, at(0), vec![file(&long, b"1")]).is_err());
+        let ok = "n".repeat(255);
+        assert!(Manifest::new(0o755, at(0), vec![file(&ok, b"1")]).is_ok());
+    }
+
+    #[test]
+    fn duplicates_orphans_and_entries_beneath_links_or_files_are_refused() {
+        let twice = Manifest::new(0o755, at(0), vec![file("a", b"1"), file("a", b"2")]);
+        assert!(twice.is_err(), "a name twice");
+        let orphan = Manifest::new(0o755, at(0), vec![file("d/x", b"1")]);
+        assert!(orphan.is_err(), "no folder d");
+        let through_link = Manifest::new(
+            0o755,
+            at(0),
+            vec![link("d", "/etc"), file("d/passwd", b"1")],
+        );
+        assert!(through_link.is_err(), "a file beneath a link");
+        let through_file = Manifest::new(0o755, at(0), vec![file("d", b"1"), file("d/x", b"1")]);
+        assert!(through_file.is_err(), "a file beneath a file");
+    }
+
+    #[test]
+    fn decoding_refuses_out_of_order_bytes_and_bad_fields() {
+        let good = Manifest::new(0o755, at(0), vec![file("a", b"1"), file("b", b"2")]).expect("ok");
+        let mut bytes = good.encode();
+        // Swap the two entries' single-byte names: out of order.
+        let a = bytes.iter().position(|&b| b == b'a').expect("a");
+        let b = bytes.iter().position(|&x| x == b'b').expect("b");
+        bytes.swap(a, b);
+        assert!(Manifest::decode(&bytes).is_err());
+        let mut trailing = good.encode();
+        trailing.push(0);
+        assert!(Manifest::decode(&trailing).is_err());
+        let mut version = good.encode();
+        version[8] = 2;
+        assert!(Manifest::decode(&version).is_err());
+        let mut mode = good.encode();
+        mode[10] = 0xff;
+        assert!(Manifest::decode(&mode).is_err());
+        assert!(Manifest::decode(b"DOT-TREX").is_err());
+        for cut in 0..good.encode().len() {
+            assert!(
+                Manifest::decode(&good.encode()[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_absurd_count_allocates_nothing() {
+        let mut bytes = Manifest::default().encode();
+        let at = bytes.len() - 4;
+        bytes[at..].copy_from_slice(&u32::MAX.to_be_bytes());
+        let e = Manifest::decode(&bytes).expect_err("refused");
+        assert!(e.reason.contains("claimed"), "{e}");
+    }
+
+    #[test]
+    fn sizes_past_an_object_are_refused() {
+        let mut big = file("a", b"1");
+        let mut huge = file("b", b"1");
+        for e in [&mut big, &mut huge] {
+            if let Kind::File { size, .. } = &mut e.kind {
+                *size = MAX_OBJECT_SIZE;
+            }
+        }
+        assert!(Manifest::new(0o755, at(0), vec![big.clone()]).is_ok());
+        assert!(Manifest::new(0o755, at(0), vec![big, huge]).is_err());
+    }
+}
