@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dot_fusefs::{Done, Meta, Name, ObjError, Objects, Put, Vouched};
-use dot_store::{Bytes, Oid, Store};
+use dot_store::tree::{MAX_MANIFEST, Manifest};
+use dot_store::{Bytes, Oid, Store, Ticket};
 
 use crate::fetch::{Fetch, Fetches, Target};
 use crate::tickets::Issuer;
@@ -224,6 +225,29 @@ impl AgentObjects {
 }
 
 impl Objects for AgentObjects {
+    fn tree(&self, ticket: Ticket, done: Done<(Meta, Manifest)>) {
+        let this = self.clone();
+        let timeout = self.timeout;
+        self.rt.spawn(async move {
+            let fetch = async {
+                let meta = this.resolve_async(Name::Ticket(Box::new(ticket))).await?;
+                if meta.size > MAX_MANIFEST {
+                    return Err(ObjError::Failed(format!("a tree's manifest of {} bytes", meta.size)));
+                }
+                let bytes = this.read_async(meta.oid, meta.vouched, 0, meta.size as u32).await?;
+                let manifest = Manifest::decode(&bytes).map_err(|e| {
+                    tracing::warn!(oid = %meta.oid, error = %e, "a tree's ticket names no good manifest");
+                    ObjError::Failed(e.to_string())
+                })?;
+                Ok((meta, manifest))
+            };
+            done(match tokio::time::timeout(timeout, fetch).await {
+                Ok(r) => r,
+                Err(_) => Err(ObjError::TimedOut),
+            });
+        });
+    }
+
     fn resolve(&self, name: Name, done: Done<Meta>) {
         let this = self.clone();
         let timeout = self.timeout;

@@ -7,6 +7,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,6 +22,7 @@ use fuser::{
 use crate::nodes::{PUT_DIR, PUT_NAME, PutState, ROOT};
 use crate::put_dir::valid_put_name;
 use crate::state::{Inner, lock};
+use crate::tree_dir::Tree;
 use crate::{KERNEL_READAHEAD_KB, Name};
 
 /// The filesystem, as fuser drives it.
@@ -77,6 +79,13 @@ impl fuser::Filesystem for Fs {
                         return;
                     }
                 }
+                if let Name::Ticket(t) = &parsed
+                    && t.is_tree()
+                {
+                    let ticket = (**t).clone();
+                    self.lookup_tree(uid, ticket, reply);
+                    return;
+                }
                 let inner2 = self.inner.clone();
                 inner.objects.resolve(
                     parsed,
@@ -102,7 +111,37 @@ impl fuser::Filesystem for Fs {
                 Some((a, ttl)) => reply.entry(&ttl, &a, Generation(0)),
                 None => reply.error(Errno::ENOENT),
             },
-            _ => reply.error(Errno::ENOTDIR),
+            other => match inner.tree_item(other) {
+                Some(dir) if inner.access.may_read(uid, dir.tree.ticket.oid()) => {
+                    let found = lock(&inner.nodes).tree_lookup(&dir, name.as_bytes());
+                    let Some(ino) = found else {
+                        reply.error(Errno::ENOENT);
+                        return;
+                    };
+                    if let Some((oid, _)) = inner.tree_item(ino).and_then(|i| i.member()) {
+                        // Who may enter the tree may read its files.
+                        inner.access.grant(uid, oid);
+                    }
+                    match inner.getattr(ino) {
+                        Some((a, ttl)) => reply.entry(&ttl, &a, Generation(0)),
+                        None => reply.error(Errno::EIO),
+                    }
+                }
+                Some(_) => reply.error(Errno::EACCES),
+                None => reply.error(Errno::ENOTDIR),
+            },
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self
+            .inner
+            .tree_item(ino.0)
+            .as_ref()
+            .and_then(|i| i.link_target())
+        {
+            Some(target) => reply.data(target),
+            None => reply.error(Errno::EINVAL),
         }
     }
 
@@ -161,14 +200,21 @@ impl fuser::Filesystem for Fs {
                 reply.error(Errno::EACCES);
                 return;
             }
-            inner.add_handle(fh, ino.0, false);
-            if inner.passthrough.load(Ordering::Relaxed) {
-                if let Some(id) = inner.backing_id(ino.0, meta.oid, &reply) {
-                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
-                    return;
+            match inner.tree_item(ino.0).and_then(|i| i.member()) {
+                // A tree's file is fetched by its own ticket: resolved
+                // (described by a source) before its first read.
+                Some((_, ticket)) => {
+                    let inner2 = self.inner.clone();
+                    inner.objects.resolve(
+                        Name::Ticket(Box::new(ticket)),
+                        Box::new(move |r| match r {
+                            Ok(_) => open_object(&inner2, ino.0, meta.oid, fh, reply),
+                            Err(e) => reply.error(e.errno()),
+                        }),
+                    );
                 }
+                None => open_object(inner, ino.0, meta.oid, fh, reply),
             }
-            reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
             return;
         }
         let truncate = flags.0 & libc::O_TRUNC != 0;
@@ -377,13 +423,27 @@ impl fuser::Filesystem for Fs {
         mut reply: ReplyDirectory,
     ) {
         let inner = &self.inner;
-        let mut entries: Vec<(u64, FileType, String)> = vec![
+        let mut entries: Vec<(u64, FileType, std::ffi::OsString)> = vec![
             (ino.0, FileType::Directory, ".".into()),
             (ROOT, FileType::Directory, "..".into()),
         ];
         match ino.0 {
             ROOT => {
                 entries.push((PUT_DIR, FileType::Directory, PUT_NAME.into()));
+                // Trees met, by their tickets (the names they were found by).
+                for item in lock(&inner.nodes)
+                    .tree_items
+                    .values()
+                    .filter(|i| i.entry.is_none())
+                {
+                    if inner.access.may_read(req.uid(), item.tree.ticket.oid()) {
+                        entries.push((
+                            item.root,
+                            FileType::Directory,
+                            item.tree.ticket.to_string().into(),
+                        ));
+                    }
+                }
                 let uid = req.uid();
                 let listed = inner.objects.list();
                 let mut nodes = lock(&inner.nodes);
@@ -392,19 +452,31 @@ impl fuser::Filesystem for Fs {
                     .filter(|m| inner.access.may_read(uid, m.oid))
                 {
                     let ino = nodes.object(meta);
-                    entries.push((ino, FileType::RegularFile, meta.oid.to_string()));
+                    entries.push((ino, FileType::RegularFile, meta.oid.to_string().into()));
                 }
             }
             PUT_DIR => {
                 let nodes = lock(&inner.nodes);
                 for (name, &ino) in &nodes.put_names {
-                    entries.push((ino, FileType::RegularFile, name.clone()));
+                    entries.push((ino, FileType::RegularFile, name.into()));
                 }
             }
-            _ => {
-                reply.error(Errno::ENOTDIR);
-                return;
-            }
+            other => match inner.tree_item(other) {
+                Some(dir) if inner.access.may_read(req.uid(), dir.tree.ticket.oid()) => {
+                    let listed = lock(&inner.nodes).tree_list(&dir);
+                    for (ino, kind, name) in listed {
+                        entries.push((ino, kind, OsStr::from_bytes(&name).to_owned()));
+                    }
+                }
+                Some(_) => {
+                    reply.error(Errno::EACCES);
+                    return;
+                }
+                None => {
+                    reply.error(Errno::ENOTDIR);
+                    return;
+                }
+            },
         }
         for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
@@ -426,7 +498,54 @@ impl fuser::Filesystem for Fs {
     }
 }
 
+/// Opens object `ino` for reading: by passthrough when its file is
+/// complete here, else through the agent.
+fn open_object(inner: &Inner, ino: u64, oid: dot_store::Oid, fh: u64, reply: ReplyOpen) {
+    inner.add_handle(fh, ino, false);
+    if inner.passthrough.load(Ordering::Relaxed)
+        && let Some(id) = inner.backing_id(ino, oid, &reply)
+    {
+        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+        return;
+    }
+    reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+}
+
 impl Fs {
+    /// Looks up a tree's ticket in the root: its manifest is fetched whole
+    /// and checked, and the tree becomes a folder.
+    fn lookup_tree(&self, uid: u32, ticket: dot_store::Ticket, reply: ReplyEntry) {
+        let met = lock(&self.inner.nodes)
+            .tree_roots
+            .get(&(ticket.oid(), ticket.list_digest()))
+            .copied();
+        if let Some((a, _)) = met.and_then(|ino| self.inner.getattr(ino)) {
+            self.inner.access.grant(uid, ticket.oid());
+            reply.entry(&Duration::ZERO, &a, Generation(0));
+            return;
+        }
+        let inner = self.inner.clone();
+        let t = ticket.clone();
+        self.inner.objects.tree(
+            ticket,
+            Box::new(move |r| match r {
+                Ok((meta, manifest)) => {
+                    inner.access.grant(uid, meta.oid);
+                    let ino = lock(&inner.nodes).tree_root(
+                        meta.oid,
+                        meta.vouched,
+                        Tree::new(t, manifest),
+                    );
+                    match inner.getattr(ino) {
+                        Some((a, _)) => reply.entry(&Duration::ZERO, &a, Generation(0)),
+                        None => reply.error(Errno::EIO),
+                    }
+                }
+                Err(e) => reply.error(e.errno()),
+            }),
+        );
+    }
+
     /// Answers with the attributes of `ino`, or ENOENT.
     fn reply_attr(&self, ino: INodeNo, reply: ReplyAttr) {
         match self.inner.getattr(ino.0) {

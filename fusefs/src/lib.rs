@@ -1,5 +1,6 @@
 //! The content-addressed FUSE namespace: `MOUNT/<ticket>` and `MOUNT/<oid>`
-//! are read-only files whose bytes are fetched as they are read;
+//! are read-only files whose bytes are fetched as they are read,
+//! `MOUNT/<tree ticket>/` a read-only folder (a tree);
 //! `MOUNT/put/` takes new files, put when closed.
 //!
 //! The filesystem knows nothing of the network: it asks an [`Objects`]
@@ -25,6 +26,8 @@
 //! - `put_dir`: the rules of `put/`: drafts, their put on the last
 //!   writer's release, rewrite, rename and unlink, and the extended
 //!   attributes;
+//! - `tree_dir`: `MOUNT/<tree ticket>/`, a read-only folder listed from
+//!   the tree's manifest, its files fetched as they are read;
 //! - `state`: what one mount shares between its worker threads, with the
 //!   open handles and passthrough backing IDs;
 //! - `fs`: the `fuser::Filesystem` implementation, dispatching each
@@ -42,6 +45,7 @@ mod nodes;
 mod objects;
 mod put_dir;
 mod state;
+mod tree_dir;
 
 pub use mount::{KERNEL_READAHEAD_KB, Mount, MountOptions, mount};
 pub use objects::{Done, Meta, Name, ObjError, Objects, Put, Vouched};

@@ -1,7 +1,7 @@
 //! The inode table: the fixed inodes (the root and `put/`), one inode per
 //! object met ([`Nodes`]), the files under `put/` ([`PutNode`], draft or
-//! put), and the attributes and cache lifetimes the kernel is given for
-//! each.
+//! put), the inodes of trees (their rules in `tree_dir.rs`), and the
+//! attributes and cache lifetimes the kernel is given for each.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -13,6 +13,7 @@ use dot_store::Oid;
 use fuser::{FileAttr, FileType, INodeNo};
 
 use crate::state::{Inner, lock};
+use crate::tree_dir::{TREE_TTL, TreeItem};
 use crate::{Meta, Vouched};
 
 pub(crate) const ROOT: u64 = 1;
@@ -55,6 +56,13 @@ pub(crate) struct Nodes {
     pub(crate) objects: HashMap<u64, Meta>,
     pub(crate) put: HashMap<u64, PutNode>,
     pub(crate) put_names: BTreeMap<String, u64>,
+    /// Trees met, by their manifest's OID and vouched list: the root's
+    /// inode (`tree_dir.rs`).
+    pub(crate) tree_roots: HashMap<(Oid, Vouched), u64>,
+    /// Every inode inside a tree (its root, folders, files, links).
+    pub(crate) tree_items: HashMap<u64, TreeItem>,
+    /// Entries' inodes by (their tree's root inode, entry index).
+    pub(crate) tree_inos: HashMap<(u64, usize), u64>,
 }
 
 impl Nodes {
@@ -117,6 +125,9 @@ impl Inner {
             )),
             _ => {
                 let nodes = lock(&self.nodes);
+                if let Some(item) = nodes.tree_items.get(&ino) {
+                    return Some((self.tree_attr(ino, item), TREE_TTL));
+                }
                 if let Some(m) = nodes.objects.get(&ino) {
                     return Some((
                         self.attr(ino, FileType::RegularFile, m.size, 0o444),

@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::path::Path;
 
+use dot_store::tree::Manifest;
 use dot_store::{Bytes, Oid, Ticket};
 use fuser::Errno;
 
@@ -89,6 +90,8 @@ pub trait Objects: Send + Sync + 'static {
     /// Resolves a ticket or OID to the object's size (which may mean asking
     /// a peer for its descriptors).
     fn resolve(&self, name: Name, done: Done<Meta>);
+    /// Resolves a tree's ticket: its manifest fetched whole and checked.
+    fn tree(&self, ticket: Ticket, done: Done<(Meta, Manifest)>);
     /// Reads up to `len` bytes of `oid` at `offset` (fewer only at the
     /// end) for a file found by a name vouching for `vouched`, fetching
     /// what is missing; only bytes that pass the check that name implies

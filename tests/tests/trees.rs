@@ -346,3 +346,96 @@ fn hostile_manifests_are_refused_before_anything_is_written() {
         Path::new("/tmp")
     );
 }
+
+#[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and /dev/fuse (runs in CI, or as root)"
+)]
+fn a_tree_is_a_folder_under_the_mount_listed_from_its_manifest_alone() {
+    dot_tests::require_fuse("a_tree_is_a_folder_under_the_mount_listed_from_its_manifest_alone");
+    let a = Agent::start();
+    let b = Agent::start_mounted(&[]);
+    let src = a.dir.join("tree");
+    make_tree(&src);
+    let (ticket, _) = put_tree(&a, &src);
+    let under = b.mnt().join(&ticket);
+
+    // Listing and stat of every entry fetch the manifest and nothing else.
+    let listed = {
+        let mut names: Vec<PathBuf> = Vec::new();
+        let mut todo = vec![under.clone()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).expect("read_dir under the mount") {
+                let p = e.expect("entry").path();
+                let m = std::fs::symlink_metadata(&p).expect("lstat under the mount");
+                if m.is_dir() {
+                    todo.push(p.clone());
+                }
+                names.push(p.strip_prefix(&under).expect("beneath").to_path_buf());
+            }
+        }
+        names.sort();
+        names
+    };
+    let want: Vec<PathBuf> = snapshot(&src).into_keys().collect();
+    assert_eq!(listed, want);
+    assert!(
+        a.bytes_served() < 20_000,
+        "listing fetched {} bytes",
+        a.bytes_served()
+    );
+    // Attributes: mtimes and modes as recorded (less write bits), links as
+    // links.
+    let m = std::fs::metadata(under.join("src/run.sh")).expect("stat");
+    assert_eq!((m.mode() & 0o777, m.len()), (0o550, 18));
+    let s = std::fs::metadata(src.join("src/run.sh")).expect("stat");
+    assert_eq!((m.mtime(), m.mtime_nsec()), (s.mtime(), s.mtime_nsec()));
+    assert_eq!(
+        std::fs::read_link(under.join("outside")).expect("link"),
+        Path::new("/etc/passwd")
+    );
+
+    // One file read: its bytes come, lazily.
+    assert_eq!(
+        std::fs::read(under.join("src/notes.txt")).expect("read"),
+        std::fs::read(src.join("src/notes.txt")).expect("read")
+    );
+    let served = a.bytes_served();
+    assert!(
+        (70_000..200_000).contains(&served),
+        "one file's read fetched {served} bytes"
+    );
+
+    // Legacy tools take the whole tree: tar of the mount holds every file.
+    let copy = b.dir.join("untarred");
+    std::fs::create_dir_all(&copy).expect("mkdir");
+    let tar = dot_tests::output_within(
+        {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg(format!(
+                "tar cf - -C '{}' . | tar xf - -C '{}'",
+                under.display(),
+                copy.display()
+            ));
+            c
+        },
+        dot_tests::COMMAND_LIMIT,
+    );
+    assert!(
+        tar.status.success(),
+        "tar: {}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    for (p, (kind, _, mtime, _, data)) in snapshot(&src) {
+        let (k2, _, m2, _, d2) = &snapshot(&copy)[&p];
+        assert_eq!((&kind, mtime, &data), (k2, *m2, d2), "{}", p.display());
+    }
+    std::fs::set_permissions(src.join("src/deep"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    std::fs::set_permissions(
+        copy.join("src/deep"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+}
