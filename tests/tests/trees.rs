@@ -439,3 +439,77 @@ fn a_tree_is_a_folder_under_the_mount_listed_from_its_manifest_alone() {
     )
     .expect("chmod");
 }
+
+#[test]
+fn cp_r_copies_a_folder_both_ways_through_the_remote_shell() {
+    let (a, b) = (Agent::start(), Agent::start());
+    // A stand-in for ssh: host a or b runs the command against that agent.
+    let rsh = a.dir.join("rsh");
+    std::fs::write(
+        &rsh,
+        format!(
+            "#!/bin/sh\ncase ${{1#*@}} in\n a) s='{}';;\n b) s='{}';;\n *) exit 255;;\nesac\nshift\nGTC_SOCKET=$s exec sh -c \"$*\"\n",
+            path(&a.socket()),
+            path(&b.socket())
+        ),
+    )
+    .expect("write rsh");
+    std::fs::set_permissions(&rsh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let src = a.dir.join("photos");
+    make_tree(&src);
+    let gtc = dot_tests::gtc_bin();
+    let cp = |args: &[&str]| {
+        let mut c = std::process::Command::new(&gtc);
+        c.arg("cp")
+            .args(["--rsh", path(&rsh), "--remote-gtc", path(&gtc)])
+            .args(args);
+        dot_tests::output_within(c, dot_tests::COMMAND_LIMIT)
+    };
+    // Without -r a folder is refused, as cp does.
+    let out = cp(&[
+        &format!("a:{}", path(&src)),
+        &format!("b:{}/", path(&b.dir)),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("give -r"),
+        "{out:?}"
+    );
+    // There: a's folder into b's folder, keeping its name.
+    let out = cp(&[
+        "-r",
+        &format!("a:{}", path(&src)),
+        &format!("b:{}/", path(&b.dir)),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(snapshot(&b.dir.join("photos")), snapshot(&src));
+    // And back, from b to a local path next to the original.
+    let back = a.dir.join("back");
+    let mut c = std::process::Command::new(&gtc);
+    c.args([
+        "cp",
+        "-r",
+        "--socket",
+        path(&a.socket()),
+        "--rsh",
+        path(&rsh),
+        "--remote-gtc",
+        path(&gtc),
+    ])
+    .args([&format!("b:{}", path(&b.dir.join("photos"))), path(&back)]);
+    let out = dot_tests::output_within(c, dot_tests::COMMAND_LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(snapshot(&back), snapshot(&src));
+    for d in [&src, &b.dir.join("photos"), &back] {
+        std::fs::set_permissions(d.join("src/deep"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+}

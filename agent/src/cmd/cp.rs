@@ -1,6 +1,7 @@
-//! `gtc cp`: copy a file between machines, the bytes going agent to
-//! agent: `gtc put --json` where SRC is and `gtc get` where DST is, each
-//! run here or over `--rsh` on the remote side, keeping mode and mtime.
+//! `gtc cp`: copy a file (or with `-r` a folder, as a tree) between
+//! machines, the bytes going agent to agent: `gtc put --json` where SRC
+//! is and `gtc get` where DST is, each run here or over `--rsh` on the
+//! remote side, keeping modes and mtimes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
@@ -14,11 +15,15 @@ use super::put::put;
 /// The flags of `gtc cp`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// `[[user@]host:]path` of the file to copy.
+    /// `[[user@]host:]path` of the file (or with -r, folder) to copy.
     src: String,
     /// `[[user@]host:]path` to write (a folder, or ending in `/`: keep
     /// the name).
     dst: String,
+    /// Copy a folder and all it holds (as one tree: files already at the
+    /// destination's agent are not sent again).
+    #[arg(short, long)]
+    recursive: bool,
     /// How to run commands on a remote side.
     #[arg(long, default_value = "ssh")]
     rsh: String,
@@ -70,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let Args {
         src,
         dst,
+        recursive,
         rsh,
         remote_gtc,
         socket,
@@ -83,6 +89,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .to_string_lossy()
         .into_owned();
     let put: PutResult = match src_host {
+        None if Path::new(src_path).is_dir() => {
+            if !recursive {
+                bail!("{src_path} is a folder: give -r to copy it and all it holds");
+            }
+            dot_agent::trees::put_tree(socket, Path::new(src_path), |_, _| {})?.result
+        }
         None => put(socket, Path::new(src_path))?,
         Some(host) => {
             let args = vec!["put".into(), "--json".into(), src_path.to_owned()];
@@ -94,6 +106,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             serde_json::from_str(line).context("reading the remote put's answer")?
         }
     };
+    let tree = put
+        .ticket
+        .parse::<dot_store::Ticket>()
+        .is_ok_and(|t| t.is_tree());
+    if tree && !recursive {
+        bail!("{src} is a folder: give -r to copy it and all it holds");
+    }
     let mut args = vec![put.ticket.clone(), "-o".to_owned()];
     match dst_host {
         None => {
@@ -101,8 +120,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if path.is_dir() || dst_path.ends_with('/') {
                 path.push(&name);
             }
-            get(socket, &put.ticket, &[], Some(&path))?;
-            set_attrs(&path, put.mode, put.mtime_ns)?;
+            if tree {
+                let ticket: dot_store::Ticket = put.ticket.parse()?;
+                let done = dot_agent::trees::Progress::default();
+                dot_agent::trees::get_tree(socket, &ticket, &[], &path, &done, |_| {})?;
+            } else {
+                get(socket, &put.ticket, &[], Some(&path))?;
+                set_attrs(&path, put.mode, put.mtime_ns)?;
+            }
         }
         Some(host) => {
             let mut path = dst_path.to_owned();
