@@ -238,9 +238,20 @@ impl fuser::Filesystem for Fs {
         reply: ReplyData,
     ) {
         let inner = &self.inner;
+        let (mut offset, mut size) = (offset, size);
         let target = {
             let nodes = lock(&inner.nodes);
             if let Some(m) = nodes.objects.get(&ino.0) {
+                // A range of its object: read within the range.
+                if let Some(&base) = nodes.slices.get(&ino.0) {
+                    let left = m.size.saturating_sub(offset);
+                    size = size.min(u32::try_from(left).unwrap_or(u32::MAX));
+                    if size == 0 {
+                        reply.data(&[]);
+                        return;
+                    }
+                    offset += base;
+                }
                 Ok((m.oid, m.vouched))
             } else {
                 match nodes.put.get(&ino.0).map(|p| &p.state) {
@@ -502,7 +513,10 @@ impl fuser::Filesystem for Fs {
 /// complete here, else through the agent.
 fn open_object(inner: &Inner, ino: u64, oid: dot_store::Oid, fh: u64, reply: ReplyOpen) {
     inner.add_handle(fh, ino, false);
-    if inner.passthrough.load(Ordering::Relaxed)
+    // A range of an object cannot be its backing file.
+    let whole = !lock(&inner.nodes).slices.contains_key(&ino);
+    if whole
+        && inner.passthrough.load(Ordering::Relaxed)
         && let Some(id) = inner.backing_id(ino, oid, &reply)
     {
         reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);

@@ -54,6 +54,9 @@ pub(crate) struct Nodes {
     /// vouches for.
     pub(crate) by_name: HashMap<(Oid, Vouched), u64>,
     pub(crate) objects: HashMap<u64, Meta>,
+    /// Files that are a range of their object (a tree's packed files):
+    /// where the range starts. Their `Meta` gives the range's size.
+    pub(crate) slices: HashMap<u64, u64>,
     pub(crate) put: HashMap<u64, PutNode>,
     pub(crate) put_names: BTreeMap<String, u64>,
     /// Trees met, by their manifest's OID and vouched list: the root's

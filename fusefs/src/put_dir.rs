@@ -293,6 +293,10 @@ impl Inner {
         let deadline = std::time::Instant::now() + SETTLE;
         let mut nodes = lock(&self.nodes);
         loop {
+            if nodes.slices.contains_key(&ino) {
+                // A packed file has no object, hence no OID, of its own.
+                return None;
+            }
             if let Some(m) = nodes.objects.get(&ino) {
                 return Some((m.oid, None));
             }

@@ -3,7 +3,8 @@
 //! whole and checked once, at the first lookup of the ticket); each file's
 //! bytes are fetched only when it is opened and read, as the file's own
 //! ticket (the tree's token, naming the tree) with the tree's hints, and
-//! verified as any object's.
+//! verified as any object's. A packed file is its range of the tree's
+//! pack, read through the pack's ticket (and never passed through).
 //!
 //! Entries show their recorded permission bits without write bits, their
 //! recorded mtimes, and belong to the mount's owner. A user other than the
@@ -63,15 +64,21 @@ pub(crate) struct TreeItem {
 }
 
 impl TreeItem {
-    /// For a file: its OID and the ticket a reader fetches it by.
+    /// For a file: the OID of the object holding it (its own, or the
+    /// pack) and the ticket a reader fetches that by.
     pub(crate) fn member(&self) -> Option<(Oid, Ticket)> {
         let e = &self.tree.manifest.entries()[self.entry?];
-        match e.kind {
+        let (oid, list_digest) = match e.kind {
             Kind::File {
                 oid, list_digest, ..
-            } => Some((oid, self.tree.ticket.member(oid, list_digest))),
-            _ => None,
-        }
+            } => (oid, list_digest),
+            Kind::Packed { .. } => {
+                let p = self.tree.manifest.pack?;
+                (p.oid, p.list_digest)
+            }
+            _ => return None,
+        };
+        Some((oid, self.tree.ticket.member(oid, list_digest)))
     }
 
     /// The link's target, for a link.
@@ -111,21 +118,26 @@ impl Nodes {
         let ino = self.alloc();
         self.tree_inos.insert((parent.root, entry), ino);
         let e = &parent.tree.manifest.entries()[entry];
-        if let Kind::File {
-            size,
-            oid,
-            list_digest,
-        } = e.kind
-        {
-            // Read as any object found by a ticket vouching for its list.
-            self.objects.insert(
-                ino,
-                Meta {
-                    oid,
+        // Read as any object found by a ticket vouching for its list.
+        match (e.kind.clone(), parent.tree.manifest.pack) {
+            (
+                Kind::File {
                     size,
-                    vouched: Some(list_digest),
+                    oid,
+                    list_digest,
                 },
-            );
+                _,
+            ) => {
+                let vouched = Some(list_digest);
+                self.objects.insert(ino, Meta { oid, size, vouched });
+            }
+            (Kind::Packed { size, offset }, Some(pack)) => {
+                let vouched = Some(pack.list_digest);
+                let oid = pack.oid;
+                self.objects.insert(ino, Meta { oid, size, vouched });
+                self.slices.insert(ino, offset);
+            }
+            _ => {}
         }
         self.tree_items.insert(
             ino,
@@ -168,7 +180,7 @@ impl Nodes {
 fn file_type(kind: &Kind) -> FileType {
     match kind {
         Kind::Dir => FileType::Directory,
-        Kind::File { .. } => FileType::RegularFile,
+        Kind::File { .. } | Kind::Packed { .. } => FileType::RegularFile,
         Kind::Symlink { .. } => FileType::Symlink,
     }
 }
@@ -191,7 +203,7 @@ impl Inner {
             Some(i) => {
                 let e = &m.entries()[i];
                 let size = match &e.kind {
-                    Kind::File { size, .. } => *size,
+                    Kind::File { size, .. } | Kind::Packed { size, .. } => *size,
                     Kind::Symlink { target } => target.len() as u64,
                     Kind::Dir => 0,
                 };

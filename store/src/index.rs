@@ -66,10 +66,8 @@ pub(crate) fn begin_generation(c: &mut Connection) -> Result<Generations> {
 
 /// Records that every write of generations up to `generation` is on disk.
 pub(crate) fn set_clean(c: &Connection, generation: i64) -> Result<()> {
-    c.execute(
-        "UPDATE generations SET clean = max(clean, ?1) WHERE id = 1",
-        [generation],
-    )?;
+    c.prepare_cached("UPDATE generations SET clean = max(clean, ?1) WHERE id = 1")?
+        .execute([generation])?;
     Ok(())
 }
 
@@ -209,13 +207,12 @@ pub(crate) fn infos(c: &Connection, oid: Option<Oid>) -> Result<Vec<InfoRow>> {
 }
 
 pub(crate) fn is_complete(c: &Connection, oid: &Oid) -> Result<bool> {
-    Ok(c.query_row(
-        "SELECT complete FROM objects WHERE oid = ?1",
-        [oid.as_bytes()],
-        |r| r.get::<_, bool>(0),
+    Ok(
+        c.prepare_cached("SELECT complete FROM objects WHERE oid = ?1")?
+            .query_row([oid.as_bytes()], |r| r.get::<_, bool>(0))
+            .optional()?
+            .unwrap_or(false),
     )
-    .optional()?
-    .unwrap_or(false))
 }
 
 /// Objects whose bytes the store owns, with their size and complete flag.
@@ -242,14 +239,13 @@ pub(crate) fn owned_by_last_use(c: &Connection) -> Result<Vec<(Oid, u64)>> {
 /// Bytes of the objects the store owns.
 pub(crate) fn owned_bytes(c: &Connection) -> Result<u64> {
     // Complete objects whole; partial (sparse) ones by the chunks they hold.
-    Ok(c.query_row(
+    Ok(c.prepare_cached(
         "SELECT (SELECT coalesce(sum(size), 0) FROM objects
                   WHERE backing IS NULL AND complete = 1)
               + (SELECT coalesce(sum(c.len), 0) FROM chunks c JOIN objects o ON o.oid = c.oid
                   WHERE o.backing IS NULL AND o.complete = 0 AND c.present = 1)",
-        [],
-        |r| r.get::<_, i64>(0),
-    )? as u64)
+    )?
+    .query_row([], |r| r.get::<_, i64>(0))? as u64)
 }
 
 /// Records a complete object (replacing any row of that OID).
@@ -262,14 +258,12 @@ pub(crate) fn insert_complete(
 ) -> Result<()> {
     delete_object(c, oid)?;
     let stamp = referenced.map(|(_, s)| s);
-    c.execute(
-        concat!(
+    c.prepare_cached(concat!(
             "INSERT INTO objects (oid, size, chunk_count, complete, backing, b_dev, b_ino, b_size, b_mtime_ns, last_use, written)
              VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ",
             current_generation!(),
             ")"
-        ),
-        params![
+        ))?.execute(params![
             oid.as_bytes(),
             size as i64,
             descs.len() as i64,
@@ -295,15 +289,18 @@ pub(crate) fn insert_partial(
     size: u64,
     descs: &[Descriptor],
 ) -> Result<()> {
-    c.execute(
-        concat!(
-            "INSERT INTO objects (oid, size, chunk_count, complete, last_use, written)
+    c.prepare_cached(concat!(
+        "INSERT INTO objects (oid, size, chunk_count, complete, last_use, written)
              VALUES (?1, ?2, ?3, 0, ?4, ",
-            current_generation!(),
-            ")"
-        ),
-        params![oid.as_bytes(), size as i64, descs.len() as i64, now_secs()],
-    )?;
+        current_generation!(),
+        ")"
+    ))?
+    .execute(params![
+        oid.as_bytes(),
+        size as i64,
+        descs.len() as i64,
+        now_secs()
+    ])?;
     insert_chunks(c, oid, descs, false)
 }
 
@@ -348,31 +345,25 @@ pub(crate) fn mark_damaged(c: &Connection, oid: &Oid, damaged: &[u32]) -> Result
     for i in damaged {
         st.execute(params![oid.as_bytes(), i])?;
     }
-    c.execute(
-        "UPDATE objects SET complete = 0 WHERE oid = ?1",
-        [oid.as_bytes()],
-    )?;
+    c.prepare_cached("UPDATE objects SET complete = 0 WHERE oid = ?1")?
+        .execute([oid.as_bytes()])?;
     mark_written(c, oid)?;
     Ok(())
 }
 
 pub(crate) fn mark_complete(c: &Connection, oid: &Oid) -> Result<()> {
-    c.execute(
-        concat!(
-            "UPDATE objects SET complete = 1, last_use = ?2, written = ",
-            current_generation!(),
-            " WHERE oid = ?1"
-        ),
-        params![oid.as_bytes(), now_secs()],
-    )?;
+    c.prepare_cached(concat!(
+        "UPDATE objects SET complete = 1, last_use = ?2, written = ",
+        current_generation!(),
+        " WHERE oid = ?1"
+    ))?
+    .execute(params![oid.as_bytes(), now_secs()])?;
     Ok(())
 }
 
 pub(crate) fn touch(c: &Connection, oid: &Oid) -> Result<()> {
-    c.execute(
-        "UPDATE objects SET last_use = ?2 WHERE oid = ?1",
-        params![oid.as_bytes(), now_secs()],
-    )?;
+    c.prepare_cached("UPDATE objects SET last_use = ?2 WHERE oid = ?1")?
+        .execute(params![oid.as_bytes(), now_secs()])?;
     Ok(())
 }
 
@@ -400,9 +391,11 @@ pub(crate) fn find_present(
 /// The complete object a file with this stamp holds, if it was put before:
 /// its OID, size and chunk count.
 pub(crate) fn cached_file(c: &Connection, stamp: FileStamp) -> Result<Option<(Oid, u64, u32)>> {
-    Ok(c.query_row(
+    Ok(c.prepare_cached(
         "SELECT f.oid, o.size, o.chunk_count FROM files f JOIN objects o ON o.oid = f.oid
          WHERE f.dev = ?1 AND f.ino = ?2 AND f.size = ?3 AND f.mtime_ns = ?4 AND o.complete = 1",
+    )?
+    .query_row(
         params![
             stamp.dev as i64,
             stamp.ino as i64,
@@ -423,18 +416,19 @@ pub(crate) fn cached_file(c: &Connection, stamp: FileStamp) -> Result<Option<(Oi
 /// Records that `oid`'s referenced file, still at `path`, now has `stamp`
 /// (its bytes were re-checked), and remembers the stamp in the OID cache.
 pub(crate) fn restamp_file(c: &Connection, oid: &Oid, path: &str, stamp: FileStamp) -> Result<()> {
-    let changed = c.execute(
-        "UPDATE objects SET b_dev = ?2, b_ino = ?3, b_size = ?4, b_mtime_ns = ?5
+    let changed = c
+        .prepare_cached(
+            "UPDATE objects SET b_dev = ?2, b_ino = ?3, b_size = ?4, b_mtime_ns = ?5
          WHERE oid = ?1 AND backing = ?6",
-        params![
+        )?
+        .execute(params![
             oid.as_bytes(),
             stamp.dev as i64,
             stamp.ino as i64,
             stamp.size as i64,
             stamp.mtime_ns,
             path
-        ],
-    )?;
+        ])?;
     if changed == 1 {
         upsert_file(c, stamp, oid)?;
     }
@@ -443,25 +437,23 @@ pub(crate) fn restamp_file(c: &Connection, oid: &Oid, path: &str, stamp: FileSta
 
 /// Records `stamp` as a file holding `oid` (the OID cache).
 pub(crate) fn upsert_file(c: &Connection, stamp: FileStamp, oid: &Oid) -> Result<()> {
-    c.execute(
+    c.prepare_cached(
         "INSERT OR REPLACE INTO files (dev, ino, size, mtime_ns, oid) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            stamp.dev as i64,
-            stamp.ino as i64,
-            stamp.size as i64,
-            stamp.mtime_ns,
-            oid.as_bytes()
-        ],
-    )?;
+    )?
+    .execute(params![
+        stamp.dev as i64,
+        stamp.ino as i64,
+        stamp.size as i64,
+        stamp.mtime_ns,
+        oid.as_bytes()
+    ])?;
     Ok(())
 }
 
 /// Clears access tokens an older version stored (tokens are derived now).
 pub(crate) fn forget_stored_tokens(c: &Connection) -> Result<()> {
-    c.execute(
-        "UPDATE objects SET token = NULL WHERE token IS NOT NULL",
-        [],
-    )?;
+    c.prepare_cached("UPDATE objects SET token = NULL WHERE token IS NOT NULL")?
+        .execute([])?;
     Ok(())
 }
 
@@ -478,9 +470,12 @@ pub(crate) fn delete_object(c: &Connection, oid: &Oid) -> Result<()> {
     if !exists {
         return Ok(());
     }
-    c.execute("DELETE FROM chunks WHERE oid = ?1", [oid.as_bytes()])?;
-    c.execute("DELETE FROM files WHERE oid = ?1", [oid.as_bytes()])?;
-    c.execute("DELETE FROM objects WHERE oid = ?1", [oid.as_bytes()])?;
+    c.prepare_cached("DELETE FROM chunks WHERE oid = ?1")?
+        .execute([oid.as_bytes()])?;
+    c.prepare_cached("DELETE FROM files WHERE oid = ?1")?
+        .execute([oid.as_bytes()])?;
+    c.prepare_cached("DELETE FROM objects WHERE oid = ?1")?
+        .execute([oid.as_bytes()])?;
     Ok(())
 }
 

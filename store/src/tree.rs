@@ -1,8 +1,13 @@
 //! Trees: a folder as one object, its **manifest**, which names every
-//! entry (folders, files, symbolic links) with its mode and mtime and each
-//! file's content by OID. Files are objects of their own, so identical
-//! files anywhere are stored and fetched once; a tree's ticket opens its
-//! files (a peer serves a member to whoever holds the tree's token).
+//! entry (folders, files, symbolic links) with its mode and mtime. A
+//! large file's content is an object of its own, named by OID, so
+//! identical large files anywhere are stored and fetched once. Small files
+//! (at most [`PACK_LIMIT`] bytes) travel in the tree's **pack**: one object
+//! holding their bytes back to back in entry order, cut into small chunks
+//! ([`PACK_CHUNKER`]), so a tree of many small files moves as one stream
+//! and a second version shares every chunk its changes did not touch. A
+//! tree's ticket opens its members, the pack and the large files (a peer
+//! serves a member to whoever holds the tree's token).
 //!
 //! The manifest is outside input (it comes from peers and keys): it is
 //! decoded with a bound on every length and count, and a decoded
@@ -15,16 +20,19 @@
 //! ```text
 //! magic "DOT-TREE" | version u8 (1) | flags u8 (0)
 //! root: mode u16 | mtime seconds i64 | nanoseconds u32
+//! pack: size u64 | OID [32] | descriptor-list digest [32]   (all zero: none)
 //! count u32
 //! count x entry:
-//!   kind u8 (1 folder, 2 file, 3 symbolic link) | mode u16
+//!   kind u8 (1 folder, 2 file, 3 symbolic link, 4 packed file) | mode u16
 //!   | mtime seconds i64 | nanoseconds u32 | path length u16 | path
 //!   file: size u64 | OID [32] | descriptor-list digest [32]
+//!   packed file: size u64 (its bytes: the pack's next `size` bytes)
 //!   link: target length u16 | target
 //! ```
 //!
 //! Integers are big-endian; modes are permission bits (at most `0o7777`);
-//! nanoseconds are below 10^9. Nothing may follow the last entry.
+//! nanoseconds are below 10^9. The packed files' sizes add up to the
+//! pack's exactly. Nothing may follow the last entry.
 
 use std::collections::HashSet;
 
@@ -45,14 +53,26 @@ pub const MAX_PATH: usize = 4096;
 /// Longest name of one path component.
 pub const MAX_NAME: usize = 255;
 
+/// Largest file carried in a tree's pack; larger files are objects of
+/// their own.
+pub const PACK_LIMIT: u64 = 256 << 10;
+/// How a pack is cut into chunks: small, so a changed small file costs
+/// about its own bytes in a second version.
+pub const PACK_CHUNKER: &str = "cdc:1024:4096:32768";
+/// How a manifest is cut into chunks: small, so a few changed entries
+/// cost a few chunks in a second version.
+pub const MANIFEST_CHUNKER: &str = "cdc:256:1024:8192";
+
 /// Bytes of an entry before its path (kind, mode, mtime, path length).
 const ENTRY_HEAD: usize = 1 + 2 + 8 + 4 + 2;
-/// Bytes of the header (magic, version, flags, root mode and mtime, count).
-const HEADER: usize = 8 + 1 + 1 + 2 + 8 + 4 + 4;
+/// Bytes of the header (magic, version, flags, root mode and mtime, pack,
+/// count).
+const HEADER: usize = 8 + 1 + 1 + 2 + 8 + 4 + 72 + 4;
 
 const KIND_DIR: u8 = 1;
 const KIND_FILE: u8 = 2;
 const KIND_LINK: u8 = 3;
+const KIND_PACKED: u8 = 4;
 
 /// A modification time: seconds since the epoch (negative before) and
 /// nanoseconds.
@@ -77,6 +97,14 @@ pub enum Kind {
         oid: Oid,
         /// Digest of the content's descriptor list (as a ticket's).
         list_digest: [u8; 32],
+    },
+    /// A small regular file whose bytes are in the tree's pack.
+    Packed {
+        /// Size in bytes.
+        size: u64,
+        /// Where its bytes start in the pack (the sizes of the packed
+        /// files before it; set by [`Manifest::new`] and when decoding).
+        offset: u64,
     },
     /// A symbolic link, recorded and recreated as a link, never followed.
     Symlink {
@@ -121,6 +149,17 @@ impl Entry {
     }
 }
 
+/// The object holding a tree's small files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pack {
+    /// Size in bytes (at least 1).
+    pub size: u64,
+    /// The pack's OID.
+    pub oid: Oid,
+    /// Digest of its descriptor list (as a ticket's).
+    pub list_digest: [u8; 32],
+}
+
 /// A whole tree: the root's attributes and every entry, in path order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Manifest {
@@ -128,6 +167,8 @@ pub struct Manifest {
     pub root_mode: u16,
     /// The root folder's modification time.
     pub root_mtime: Mtime,
+    /// The pack, if any file is packed.
+    pub pack: Option<Pack>,
     entries: Vec<Entry>,
 }
 
@@ -151,24 +192,50 @@ fn name_problem(name: &[u8]) -> Option<&'static str> {
 }
 
 impl Manifest {
-    /// A manifest of `entries` (in any order: they are sorted), checked as
+    /// A manifest of `entries` (in any order: they are sorted, see
+    /// [`sort`]; packed files' offsets are set in that order), checked as
     /// a decoded one is.
     ///
     /// # Errors
-    /// What makes the entries unsafe or out of bounds.
+    /// What makes the entries unsafe or out of bounds; packed files that
+    /// do not add up to the pack.
     pub fn new(
         root_mode: u16,
         root_mtime: Mtime,
+        pack: Option<Pack>,
         mut entries: Vec<Entry>,
     ) -> Result<Manifest, ParseError> {
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
-        let m = Manifest {
+        sort(&mut entries);
+        let mut m = Manifest {
             root_mode,
             root_mtime,
+            pack,
             entries,
         };
+        m.place_packed()?;
         m.check()?;
         Ok(m)
+    }
+
+    /// Sets each packed file's offset; checks they fill the pack exactly.
+    fn place_packed(&mut self) -> Result<(), ParseError> {
+        let mut at = 0u64;
+        for e in &mut self.entries {
+            if let Kind::Packed { size, offset } = &mut e.kind {
+                *offset = at;
+                at = at
+                    .checked_add(*size)
+                    .filter(|t| *t <= MAX_OBJECT_SIZE)
+                    .ok_or_else(|| bad("packed files larger than an object may be"))?;
+            }
+        }
+        if at != self.pack.map_or(0, |p| p.size) {
+            return Err(bad(format!(
+                "packed files of {at} bytes in a pack of {}",
+                self.pack.map_or(0, |p| p.size)
+            )));
+        }
+        Ok(())
     }
 
     /// The entries, in ascending path order (every folder before what it
@@ -177,17 +244,31 @@ impl Manifest {
         &self.entries
     }
 
-    /// The files' total size.
+    /// The files' total size (packed or not).
     pub fn file_bytes(&self) -> u64 {
-        self.files().map(|(_, size, _)| size).sum()
+        self.files().map(|(_, size, _)| size).sum::<u64>() + self.pack.map_or(0, |p| p.size)
     }
 
-    /// Each file entry with its size and OID.
+    /// Every regular file, packed or not.
+    pub fn all_files(&self) -> impl Iterator<Item = &Entry> {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.kind, Kind::File { .. } | Kind::Packed { .. }))
+    }
+
+    /// Each file entry that is an object of its own, with its size and OID.
     pub fn files(&self) -> impl Iterator<Item = (&Entry, u64, Oid)> {
         self.entries.iter().filter_map(|e| match e.kind {
             Kind::File { size, oid, .. } => Some((e, size, oid)),
             _ => None,
         })
+    }
+
+    /// The objects a tree's token opens: its large files and its pack.
+    pub fn members(&self) -> impl Iterator<Item = Oid> + '_ {
+        self.files()
+            .map(|(_, _, oid)| oid)
+            .chain(self.pack.map(|p| p.oid))
     }
 
     /// Every rule a manifest must keep (see the module page).
@@ -232,6 +313,7 @@ impl Manifest {
                         .filter(|t| *t <= MAX_OBJECT_SIZE)
                         .ok_or_else(|| bad("files larger than an object may be"))?;
                 }
+                Kind::Packed { .. } => {}
                 Kind::Symlink { target } => {
                     if target.is_empty() || target.len() > MAX_PATH || target.contains(&0) {
                         return Err(bad(format!(
@@ -252,11 +334,20 @@ impl Manifest {
         out.push(0);
         out.extend_from_slice(&self.root_mode.to_be_bytes());
         put_mtime(&mut out, self.root_mtime);
+        match &self.pack {
+            Some(p) => {
+                out.extend_from_slice(&p.size.to_be_bytes());
+                out.extend_from_slice(p.oid.as_bytes());
+                out.extend_from_slice(&p.list_digest);
+            }
+            None => out.extend_from_slice(&[0; 72]),
+        }
         out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
         for e in &self.entries {
             out.push(match e.kind {
                 Kind::Dir => KIND_DIR,
                 Kind::File { .. } => KIND_FILE,
+                Kind::Packed { .. } => KIND_PACKED,
                 Kind::Symlink { .. } => KIND_LINK,
             });
             out.extend_from_slice(&e.mode.to_be_bytes());
@@ -274,6 +365,7 @@ impl Manifest {
                     out.extend_from_slice(oid.as_bytes());
                     out.extend_from_slice(list_digest);
                 }
+                Kind::Packed { size, .. } => out.extend_from_slice(&size.to_be_bytes()),
                 Kind::Symlink { target } => {
                     out.extend_from_slice(&(target.len() as u16).to_be_bytes());
                     out.extend_from_slice(target);
@@ -308,6 +400,19 @@ impl Manifest {
         }
         let root_mode = r.u16()?;
         let root_mtime = r.mtime()?;
+        let pack = Pack {
+            size: r.u64()?,
+            oid: Oid(r.array()?),
+            list_digest: r.array()?,
+        };
+        let pack = if pack.size == 0 {
+            if pack.oid.as_bytes() != &[0; 32] || pack.list_digest != [0; 32] {
+                return Err(bad("an empty pack with an OID"));
+            }
+            None
+        } else {
+            Some(pack)
+        };
         let count = r.u32()? as usize;
         if count > MAX_ENTRIES || count > r.0.len() / (ENTRY_HEAD + 1) {
             return Err(bad(format!(
@@ -333,6 +438,10 @@ impl Manifest {
                         list_digest: r.array()?,
                     }
                 }
+                KIND_PACKED => Kind::Packed {
+                    size: r.u64()?,
+                    offset: 0,
+                },
                 KIND_LINK => {
                     let len = usize::from(r.u16()?);
                     Kind::Symlink {
@@ -351,14 +460,23 @@ impl Manifest {
         if !r.0.is_empty() {
             return Err(bad("bytes after the last entry"));
         }
-        let m = Manifest {
+        let mut m = Manifest {
             root_mode,
             root_mtime,
+            pack,
             entries,
         };
         m.check()?;
+        m.place_packed()?;
         Ok(m)
     }
+}
+
+/// Puts entries in manifest order: ascending paths by bytes (so every
+/// folder comes before what it holds). A pack holds its files in this
+/// order.
+pub fn sort(entries: &mut [Entry]) {
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
 }
 
 fn check_mode(mode: u16) -> Result<(), ParseError> {
@@ -470,6 +588,7 @@ mod tests {
         Manifest::new(
             0o700,
             at(9),
+            None,
             vec![
                 file("a/x", b"x"),
                 dir("a"),
@@ -496,34 +615,37 @@ mod tests {
     #[test]
     fn unsafe_paths_are_refused() {
         for bad_path in ["", "/abs", "a/", "a//b", ".", "..", "a/../b", "./a", "x\0y"] {
-            let e = Manifest::new(0o755, at(0), vec![file(bad_path, b"1")]);
+            let e = Manifest::new(0o755, at(0), None, vec![file(bad_path, b"1")]);
             assert!(e.is_err(), "{bad_path:?} accepted");
         }
         let long = "n".repeat(256);
-        assert!(Manifest::new(0o755, at(0), vec![file(&long, b"1")]).is_err());
+        assert!(Manifest::new(0o755, at(0), None, vec![file(&long, b"1")]).is_err());
         let ok = "n".repeat(255);
-        assert!(Manifest::new(0o755, at(0), vec![file(&ok, b"1")]).is_ok());
+        assert!(Manifest::new(0o755, at(0), None, vec![file(&ok, b"1")]).is_ok());
     }
 
     #[test]
     fn duplicates_orphans_and_entries_beneath_links_or_files_are_refused() {
-        let twice = Manifest::new(0o755, at(0), vec![file("a", b"1"), file("a", b"2")]);
+        let twice = Manifest::new(0o755, at(0), None, vec![file("a", b"1"), file("a", b"2")]);
         assert!(twice.is_err(), "a name twice");
-        let orphan = Manifest::new(0o755, at(0), vec![file("d/x", b"1")]);
+        let orphan = Manifest::new(0o755, at(0), None, vec![file("d/x", b"1")]);
         assert!(orphan.is_err(), "no folder d");
         let through_link = Manifest::new(
             0o755,
             at(0),
+            None,
             vec![link("d", "/etc"), file("d/passwd", b"1")],
         );
         assert!(through_link.is_err(), "a file beneath a link");
-        let through_file = Manifest::new(0o755, at(0), vec![file("d", b"1"), file("d/x", b"1")]);
+        let through_file =
+            Manifest::new(0o755, at(0), None, vec![file("d", b"1"), file("d/x", b"1")]);
         assert!(through_file.is_err(), "a file beneath a file");
     }
 
     #[test]
     fn decoding_refuses_out_of_order_bytes_and_bad_fields() {
-        let good = Manifest::new(0o755, at(0), vec![file("a", b"1"), file("b", b"2")]).expect("ok");
+        let good =
+            Manifest::new(0o755, at(0), None, vec![file("a", b"1"), file("b", b"2")]).expect("ok");
         let mut bytes = good.encode();
         // Swap the two entries' single-byte names: out of order.
         let a = bytes.iter().position(|&b| b == b'a').expect("a");
@@ -566,7 +688,75 @@ mod tests {
                 *size = MAX_OBJECT_SIZE;
             }
         }
-        assert!(Manifest::new(0o755, at(0), vec![big.clone()]).is_ok());
-        assert!(Manifest::new(0o755, at(0), vec![big, huge]).is_err());
+        assert!(Manifest::new(0o755, at(0), None, vec![big.clone()]).is_ok());
+        assert!(Manifest::new(0o755, at(0), None, vec![big, huge]).is_err());
+    }
+
+    fn packed(path: &str, size: u64) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            mode: 0o644,
+            mtime: at(4),
+            kind: Kind::Packed { size, offset: 0 },
+        }
+    }
+
+    fn pack(size: u64) -> Option<Pack> {
+        Some(Pack {
+            size,
+            oid: Oid::of(b"pack"),
+            list_digest: [7; 32],
+        })
+    }
+
+    #[test]
+    fn packed_files_take_their_places_in_the_pack_in_path_order() {
+        let m = Manifest::new(
+            0o755,
+            at(0),
+            pack(10),
+            vec![
+                packed("b", 3),
+                packed("a", 5),
+                packed("c", 0),
+                packed("d", 2),
+            ],
+        )
+        .expect("a good tree");
+        let places: Vec<(u64, u64)> = m
+            .entries()
+            .iter()
+            .map(|e| match e.kind {
+                Kind::Packed { size, offset } => (offset, size),
+                _ => panic!("not packed"),
+            })
+            .collect();
+        assert_eq!(places, [(0, 5), (5, 3), (8, 0), (8, 2)]);
+        assert_eq!(Manifest::decode(&m.encode()).expect("decodes"), m);
+        assert_eq!(m.file_bytes(), 10);
+        assert_eq!(m.members().collect::<Vec<_>>(), [Oid::of(b"pack")]);
+    }
+
+    #[test]
+    fn packed_files_must_fill_the_pack_exactly() {
+        let short = Manifest::new(0o755, at(0), pack(10), vec![packed("a", 9)]);
+        assert!(short.is_err(), "a byte of the pack left over");
+        let long = Manifest::new(0o755, at(0), pack(10), vec![packed("a", 11)]);
+        assert!(long.is_err(), "past the pack's end");
+        let none = Manifest::new(0o755, at(0), None, vec![packed("a", 1)]);
+        assert!(none.is_err(), "packed bytes without a pack");
+        // On the wire: a pack of no bytes must name no object.
+        let mut bytes = Manifest::new(0o755, at(0), None, vec![])
+            .expect("ok")
+            .encode();
+        bytes[30] = 1;
+        assert!(Manifest::decode(&bytes).is_err());
+        let huge = Manifest::new(
+            0o755,
+            at(0),
+            pack(MAX_OBJECT_SIZE),
+            vec![packed("a", MAX_OBJECT_SIZE), packed("b", 1)],
+        );
+        assert!(huge.is_err(), "sizes past an object");
     }
 }

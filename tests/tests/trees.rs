@@ -178,23 +178,25 @@ fn a_second_version_sends_only_the_changed_chunks() {
     let (a, b) = (Agent::start(), Agent::start());
     let src = a.dir.join("tree");
     std::fs::create_dir_all(src.join("d")).expect("mkdir");
+    // Small files, which travel in the pack, and every fourth a large
+    // one, an object of its own.
     for i in 0..40u64 {
-        std::fs::write(
-            src.join(format!("d/f{i:02}")),
-            random_bytes(250_000, 100 + i),
-        )
-        .expect("write");
+        let size = if i % 4 == 0 { 1_000_000 } else { 250_000 };
+        std::fs::write(src.join(format!("d/f{i:02}")), random_bytes(size, 100 + i)).expect("write");
     }
     let (v1, _) = put_tree(&a, &src);
     get_tree(&b, &v1, &b.dir.join("v1"));
     let before = a.bytes_served();
     assert!(before >= 10_000_000, "v1 sent {before}");
 
-    // A few bytes changed inside one file, one file added, one removed.
-    let f = src.join("d/f07");
-    let mut data = std::fs::read(&f).expect("read");
-    data[120_000..120_010].copy_from_slice(b"0123456789");
-    std::fs::write(&f, &data).expect("write");
+    // A few bytes changed inside a small file and a large one, one file
+    // added, one removed.
+    for f in ["d/f07", "d/f08"] {
+        let f = src.join(f);
+        let mut data = std::fs::read(&f).expect("read");
+        data[120_000..120_010].copy_from_slice(b"0123456789");
+        std::fs::write(&f, &data).expect("write");
+    }
     std::fs::write(src.join("d/new"), random_bytes(50_000, 999)).expect("write");
     std::fs::remove_file(src.join("d/f30")).expect("rm");
     let (v2, _) = put_tree(&a, &src);
@@ -202,10 +204,12 @@ fn a_second_version_sends_only_the_changed_chunks() {
     let got = get_tree(&b, &v2, &b.dir.join("v2"));
     assert_eq!(snapshot(&b.dir.join("v2")), snapshot(&src));
     let sent = a.bytes_served() - before;
-    // The new file, the changed chunks of f07 (at most a few of its
-    // 64 KiB-average chunks) and the manifest's changed chunks.
+    // The new file; the pack's changed chunks (4 KiB on average) and its
+    // descriptor list (~7.5 MB of small files: ~70 KB); f08's changed
+    // chunk or two (64 KiB on average, at most 256 KiB each); the
+    // manifest's changed chunks. Out of 17.5 MB.
     assert!(
-        sent < 50_000 + 400_000,
+        sent < 50_000 + 100_000 + 2 * 262_144 + 50_000,
         "the second version sent {sent} bytes: {got}"
     );
 }
@@ -258,6 +262,8 @@ fn raw_manifest(entries: &[(u8, &[u8], &[u8])]) -> Vec<u8> {
     let mut out = b"DOT-TREE\x01\x00".to_vec();
     out.extend_from_slice(&0o755u16.to_be_bytes());
     out.extend_from_slice(&[0; 12]);
+    // No pack.
+    out.extend_from_slice(&[0; 72]);
     out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     for (kind, p, extra) in entries {
         out.push(*kind);
@@ -328,6 +334,7 @@ fn hostile_manifests_are_refused_before_anything_is_written() {
     let m = Manifest::new(
         0o755,
         Mtime::default(),
+        None,
         vec![Entry {
             path: b"out".to_vec(),
             mode: 0o777,

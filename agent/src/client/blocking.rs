@@ -88,7 +88,16 @@ impl Client {
     /// # Errors
     /// Socket errors.
     pub fn put(&mut self) -> Result<Put<'_>> {
-        self.start_put(false)
+        self.start_put(None, false)
+    }
+
+    /// A stream put cut into chunks as `chunker` says
+    /// (`dot_store::ChunkerSpec`), not as the agent's config does.
+    ///
+    /// # Errors
+    /// Socket errors.
+    pub fn put_chunked(&mut self, chunker: &str) -> Result<Put<'_>> {
+        self.start_put(Some(chunker.to_owned()), false)
     }
 
     /// Puts a tree's manifest (see `dot_store::tree`), whose files this
@@ -98,16 +107,14 @@ impl Client {
     /// Socket errors; the agent's error (a bad manifest, a file it lists
     /// that the agent does not hold).
     pub fn put_tree(&mut self, manifest: &[u8]) -> Result<PutResult> {
-        let mut put = self.start_put(true)?;
+        let chunker = dot_store::tree::MANIFEST_CHUNKER.to_owned();
+        let mut put = self.start_put(Some(chunker), true)?;
         put.write_all(manifest)?;
         put.commit()
     }
 
-    fn start_put(&mut self, tree: bool) -> Result<Put<'_>> {
-        self.send(&Request::PutInit {
-            chunker: None,
-            tree,
-        })?;
+    fn start_put(&mut self, chunker: Option<String>, tree: bool) -> Result<Put<'_>> {
+        self.send(&Request::PutInit { chunker, tree })?;
         Ok(Put {
             client: self,
             buf: Vec::with_capacity(PUT_MESSAGE),

@@ -120,7 +120,7 @@ fn get_tree(args: &Args, ticket: &dot_store::Ticket) -> anyhow::Result<()> {
             &done,
             |m| {
                 if let Some(b) = &bar {
-                    b.set_length(m.files().count() as u64);
+                    b.set_length(m.all_files().count() as u64);
                     b.set_message(super::count(m.file_bytes(), "byte"));
                 }
             },

@@ -58,15 +58,18 @@ fn check_tree(store: &dot_store::Store, oid: Oid) -> anyhow::Result<()> {
     }
     let bytes = store.read_bytes(oid, 0, info.size as usize)?;
     let manifest = tree::Manifest::decode(&bytes)?;
-    for (entry, size, file) in manifest.files() {
+    let pack = manifest
+        .pack
+        .map(|p| ("its pack".to_owned(), p.size, p.oid));
+    let files = manifest
+        .files()
+        .map(|(e, size, oid)| (String::from_utf8_lossy(&e.path).into_owned(), size, oid));
+    for (what, size, file) in files.chain(pack) {
         let whole = store
             .info(file)?
             .is_some_and(|i| i.complete && i.size == size);
         if !whole {
-            bail!(
-                "the tree lists {} ({file}), which this agent does not hold whole",
-                String::from_utf8_lossy(&entry.path)
-            );
+            bail!("the tree lists {what} ({file}), which this agent does not hold whole");
         }
     }
     Ok(())

@@ -3,8 +3,10 @@
 //! way is opened with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, each entry
 //! is created with `O_EXCL`/`O_NOFOLLOW` (never through a link or over an
 //! existing file), so a manifest, whatever it says, writes nothing outside
-//! the destination. Files are fetched through the agent by their own
-//! tickets (the tree's token, naming the tree), several at once.
+//! the destination. Large files are fetched through the agent by their
+//! own tickets (the tree's token, naming the tree), several at once; the
+//! small files are written one after another as the tree's pack streams
+//! in.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -78,6 +80,9 @@ pub fn get_tree(
         ..TreeGot::default()
     };
     for e in manifest.entries() {
+        if matches!(e.kind, Kind::File { .. } | Kind::Packed { .. }) {
+            continue;
+        }
         let parent = open_parent(&root, e)?;
         let name = OsStr::from_bytes(e.name());
         match &e.kind {
@@ -85,7 +90,7 @@ pub fn get_tree(
             Kind::Symlink { target } => {
                 rustix::fs::symlinkat(OsStr::from_bytes(target), &parent, name)
             }
-            Kind::File { .. } => continue,
+            Kind::File { .. } | Kind::Packed { .. } => continue,
         }
         .with_context(|| format!("creating {}", shown(e)))?;
     }
@@ -94,12 +99,13 @@ pub fn get_tree(
         .iter()
         .filter(|e| matches!(e.kind, Kind::File { .. }))
         .collect();
-    got.files = files.len();
+    got.files = manifest.all_files().count();
     got.bytes = manifest.file_bytes();
     let next = AtomicUsize::new(0);
     let stats = Mutex::new(GetStats::default());
-    let workers = GET_WORKERS.min(files.len()).max(1);
+    let workers = GET_WORKERS.min(files.len());
     std::thread::scope(|s| -> anyhow::Result<()> {
+        let pack = s.spawn(|| write_packed(socket, &root, ticket, hints, &manifest, progress));
         let mut handles = Vec::new();
         for _ in 0..workers {
             handles.push(s.spawn(|| -> anyhow::Result<()> {
@@ -112,6 +118,9 @@ pub fn get_tree(
                     all.from_devices += got.from_devices;
                     drop(all);
                     progress.files.fetch_add(1, Ordering::Relaxed);
+                    if let Kind::File { size, .. } = e.kind {
+                        progress.bytes.fetch_add(size, Ordering::Relaxed);
+                    }
                 }
                 Ok(())
             }));
@@ -120,6 +129,13 @@ pub fn get_tree(
             h.join()
                 .map_err(|_| anyhow::anyhow!("a get worker panicked"))??;
         }
+        let from_pack = pack
+            .join()
+            .map_err(|_| anyhow::anyhow!("the pack's get panicked"))??;
+        let mut all = stats.lock().unwrap_or_else(|p| p.into_inner());
+        all.from_peers += from_pack.from_peers;
+        all.local += from_pack.local;
+        all.from_devices += from_pack.from_devices;
         Ok(())
     })?;
     got.stats = stats.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -138,7 +154,7 @@ pub fn get_tree(
                 rustix::fs::fchmod(&dir, mode(e.mode))
                     .and_then(|()| rustix::fs::futimens(&dir, &times(e.mtime)))
             }
-            Kind::File { .. } => continue,
+            Kind::File { .. } | Kind::Packed { .. } => continue,
         }
         .with_context(|| format!("setting the attributes of {}", shown(e)))?;
     }
@@ -267,6 +283,96 @@ fn write_file(
     rustix::fs::fchmod(fd, mode(e.mode))
         .and_then(|()| rustix::fs::futimens(fd, &times(e.mtime)))
         .with_context(|| format!("setting the attributes of {}", shown(e)))?;
+    Ok(stats)
+}
+
+/// The small files: each created new beneath its folder and filled, in
+/// manifest order, from the pack as it streams in (or left empty).
+fn write_packed(
+    socket: Option<&Path>,
+    root: &OwnedFd,
+    tree: &Ticket,
+    hints: &[String],
+    manifest: &Manifest,
+    progress: &Progress,
+) -> anyhow::Result<GetStats> {
+    use std::io::{Read, Write};
+    let mut client = match manifest.pack {
+        Some(_) => Some(Client::connect(socket)?),
+        None => None,
+    };
+    let mut pack = match (&mut client, manifest.pack) {
+        (Some(c), Some(p)) => {
+            let get = c.get(&tree.member(p.oid, p.list_digest).to_string(), hints)?;
+            if get.size() != p.size {
+                bail!(
+                    "the tree's pack has {} bytes, the tree says {}",
+                    get.size(),
+                    p.size
+                );
+            }
+            Some(get)
+        }
+        _ => None,
+    };
+    // Entries come in path order: most share the folder of the one before.
+    let mut folder: Option<(Vec<u8>, OwnedFd)> = None;
+    let mut buf = vec![0u8; 256 << 10];
+    for e in manifest.entries() {
+        let Kind::Packed { size, .. } = e.kind else {
+            continue;
+        };
+        if folder
+            .as_ref()
+            .is_none_or(|(p, _)| p.as_slice() != e.parent())
+        {
+            folder = Some((e.parent().to_vec(), open_parent(root, e)?));
+        }
+        let Some((_, parent)) = &folder else {
+            continue;
+        };
+        let fd = rustix::fs::openat(
+            parent,
+            OsStr::from_bytes(e.name()),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .with_context(|| format!("creating {}", shown(e)))?;
+        let mut out = File::from(fd);
+        let mut left = size;
+        while left > 0 {
+            let Some(get) = &mut pack else {
+                bail!("{}: packed bytes without a pack", shown(e));
+            };
+            let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            get.read_exact(&mut buf[..n])
+                .with_context(|| format!("fetching {}", shown(e)))?;
+            out.write_all(&buf[..n])
+                .with_context(|| format!("writing {}", shown(e)))?;
+            left -= n as u64;
+        }
+        let fd: BorrowedFd<'_> = out.as_fd();
+        rustix::fs::fchmod(fd, mode(e.mode))
+            .and_then(|()| rustix::fs::futimens(fd, &times(e.mtime)))
+            .with_context(|| format!("setting the attributes of {}", shown(e)))?;
+        progress.files.fetch_add(1, Ordering::Relaxed);
+        progress.bytes.fetch_add(size, Ordering::Relaxed);
+    }
+    let Some(mut get) = pack else {
+        return Ok(GetStats::default());
+    };
+    // The end: the agent's word that the whole pack checked out.
+    let mut rest = Vec::new();
+    get.read_to_end(&mut rest)
+        .context("fetching the tree's pack")?;
+    if !rest.is_empty() {
+        bail!("the tree's pack is longer than its files");
+    }
+    let stats = get.stats().unwrap_or_default();
+    drop(get);
+    if let (Some(c), Some(p)) = (&mut client, manifest.pack) {
+        c.done(&p.oid.to_string())?;
+    }
     Ok(stats)
 }
 

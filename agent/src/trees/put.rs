@@ -1,7 +1,8 @@
 //! A folder into a tree: walked beneath a handle of the root (no link is
-//! followed, no other filesystem's special files read), each regular file
-//! put by reference (the agent hashes it where it is), then the manifest
-//! put as the tree's object.
+//! followed, no other filesystem's special files read); the small files
+//! streamed into the tree's pack in manifest order while each large file
+//! is put by reference (the agent hashes it where it is); then the
+//! manifest put as the tree's object.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -12,13 +13,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
 use dot_store::Ticket;
-use dot_store::tree::{Entry, Kind, MAX_ENTRIES, MAX_PATH, Manifest, Mtime};
+use dot_store::tree::{
+    Entry, Kind, MAX_ENTRIES, MAX_PATH, Manifest, Mtime, PACK_CHUNKER, PACK_LIMIT, Pack,
+};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::api::PutResult;
 use crate::client::Client;
 
-/// Files put at once (each on its own connection to the agent).
+/// Large files put at once (each on its own connection to the agent).
 pub const PUT_WORKERS: usize = 4;
 
 /// What a tree's put made.
@@ -42,8 +45,9 @@ type Content = (u64, dot_store::Oid, [u8; 32]);
 /// An entry found, its file's content not yet put.
 struct Found {
     entry: Entry,
-    /// For a file: where it is, and its (device, inode) when walked.
-    file: Option<(PathBuf, (u64, u64))>,
+    /// For a file: where it is, and its (device, inode) and size when
+    /// walked.
+    file: Option<(PathBuf, (u64, u64), u64)>,
 }
 
 /// Puts the folder `root` as a tree through the agent at `socket`;
@@ -69,14 +73,29 @@ pub fn put_tree(
     let mut found = Vec::new();
     let mut skipped = Vec::new();
     walk(&dir, &root, &[], &mut found, &mut skipped)?;
-    let files: Vec<usize> = (0..found.len())
-        .filter(|&i| found[i].file.is_some())
+    // Manifest order, which is the pack's.
+    found.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+    let is_large = |f: &Found| {
+        f.file
+            .as_ref()
+            .is_some_and(|(_, _, size)| *size > PACK_LIMIT)
+    };
+    let files: Vec<usize> = (0..found.len()).filter(|&i| is_large(&found[i])).collect();
+    let packed: Vec<&Found> = found
+        .iter()
+        .filter(|f| f.file.is_some() && !is_large(f))
         .collect();
+    let all_files = files.len() + packed.len();
     let done = AtomicUsize::new(0);
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Content>>> = Mutex::new(vec![None; found.len()]);
-    let workers = PUT_WORKERS.min(files.len()).max(1);
-    std::thread::scope(|s| -> anyhow::Result<()> {
+    let workers = PUT_WORKERS.min(files.len());
+    let pack = std::thread::scope(|s| -> anyhow::Result<Option<Pack>> {
+        let pack = s.spawn(|| {
+            put_pack(socket, &packed, || {
+                progress(done.fetch_add(1, Ordering::Relaxed) + 1, all_files);
+            })
+        });
         let mut handles = Vec::new();
         for _ in 0..workers {
             handles.push(s.spawn(|| -> anyhow::Result<()> {
@@ -86,12 +105,12 @@ pub fn put_tree(
                     let Some(&i) = files.get(at) else {
                         return Ok(());
                     };
-                    let Some((path, id)) = &found[i].file else {
+                    let Some((path, id, _)) = &found[i].file else {
                         continue;
                     };
                     let put = put_one(&mut client, path, *id)?;
                     results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(put);
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, files.len());
+                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, all_files);
                 }
             }));
         }
@@ -99,10 +118,11 @@ pub fn put_tree(
             h.join()
                 .map_err(|_| anyhow::anyhow!("a put worker panicked"))??;
         }
-        Ok(())
+        pack.join()
+            .map_err(|_| anyhow::anyhow!("the pack's put panicked"))?
     })?;
     let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    let mut bytes = 0u64;
+    let mut bytes = pack.map_or(0, |p| p.size);
     let entries: Vec<Entry> = found
         .into_iter()
         .zip(results)
@@ -125,6 +145,7 @@ pub fn put_tree(
             secs: st.st_mtime,
             nanos: st.st_mtime_nsec as u32,
         },
+        pack,
         entries,
     )?;
     let mut client = Client::connect(socket)?;
@@ -132,14 +153,66 @@ pub fn put_tree(
     Ok(TreePut {
         result,
         entries: manifest.entries().len(),
-        files: files.len(),
+        files: all_files,
         bytes,
         skipped,
     })
 }
 
-/// Puts one file by reference, checking it is still the file walked.
-fn put_one(client: &mut Client, path: &Path, id: (u64, u64)) -> anyhow::Result<Content> {
+/// Streams the small files `packed` (in manifest order) into one object,
+/// the tree's pack; `None` when they hold no byte. Each is checked to be
+/// the file walked, of the size walked.
+fn put_pack(
+    socket: Option<&Path>,
+    packed: &[&Found],
+    each: impl Fn(),
+) -> anyhow::Result<Option<Pack>> {
+    use std::io::{Read, Write};
+    let size: u64 = packed
+        .iter()
+        .filter_map(|f| f.file.as_ref())
+        .map(|f| f.2)
+        .sum();
+    if size == 0 {
+        packed.iter().for_each(|_| each());
+        return Ok(None);
+    }
+    let mut client = Client::connect(socket)?;
+    let mut put = client.put_chunked(PACK_CHUNKER)?;
+    let mut buf = Vec::with_capacity(PACK_LIMIT as usize);
+    for f in packed {
+        let Some((path, id, size)) = &f.file else {
+            continue;
+        };
+        let file = open_walked(path, *id)?;
+        buf.clear();
+        (&file)
+            .take(size + 1)
+            .read_to_end(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if buf.len() as u64 != *size {
+            bail!("{} changed while the tree was put", path.display());
+        }
+        put.write_all(&buf)?;
+        each();
+    }
+    let r = put.commit()?;
+    let ticket: Ticket = r.ticket.parse()?;
+    if r.size != size {
+        bail!("the agent made a pack of {} bytes of {size}", r.size);
+    }
+    Ok(Some(Pack {
+        size,
+        oid: ticket.oid(),
+        list_digest: ticket
+            .list_digest()
+            .context("the agent's ticket has no descriptor-list digest")?,
+    }))
+}
+
+/// `path` opened for reading, checked to be the regular file walked
+/// (`id`: device and inode), never through a link.
+fn open_walked(path: &Path, id: (u64, u64)) -> anyhow::Result<std::fs::File> {
     let fd = rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
@@ -151,7 +224,12 @@ fn put_one(client: &mut Client, path: &Path, id: (u64, u64)) -> anyhow::Result<C
     {
         bail!("{} was replaced while the tree was put", path.display());
     }
-    let file = std::fs::File::from(fd);
+    Ok(std::fs::File::from(fd))
+}
+
+/// Puts one file by reference, checking it is still the file walked.
+fn put_one(client: &mut Client, path: &Path, id: (u64, u64)) -> anyhow::Result<Content> {
+    let file = open_walked(path, id)?;
     let r = client
         .put_file(&file, path)
         .with_context(|| format!("putting {}", path.display()))?;
@@ -221,11 +299,14 @@ fn walk(
                 .with_context(|| format!("opening {}", here.display()))?;
                 walk(&sub, &here, &path, found, skipped)?;
             }
-            FileType::RegularFile => found.push(Found {
-                // Filled in once put.
-                entry: entry(Kind::Dir),
-                file: Some((here, (st.st_dev, st.st_ino))),
-            }),
+            FileType::RegularFile => {
+                let size = st.st_size as u64;
+                found.push(Found {
+                    // A large file's kind is filled in once it is put.
+                    entry: entry(Kind::Packed { size, offset: 0 }),
+                    file: Some((here, (st.st_dev, st.st_ino), size)),
+                });
+            }
             FileType::Symlink => {
                 let target = rustix::fs::readlinkat(dir.as_fd(), name.as_slice(), Vec::new())
                     .with_context(|| format!("reading the link {}", here.display()))?;

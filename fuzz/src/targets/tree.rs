@@ -1,15 +1,16 @@
 //! Trees' manifests, as a peer or a key hands them over.
 
 use dot_store::Oid;
-use dot_store::tree::{Entry, Kind, MAX_NAME, Manifest, Mtime};
+use dot_store::tree::{Entry, Kind, MAX_NAME, Manifest, Mtime, Pack};
 
 use super::Target;
 
 pub(super) const TREE: Target = Target {
     name: "tree",
-    asserts: "Manifest::decode: a manifest that decodes re-encodes to the same bytes, and \
+    asserts: "Manifest::decode: a manifest that decodes re-encodes to the same bytes, \
               every entry is safe to make beneath a folder (names of 1..=255 bytes, no . or .., \
-              no NUL, each parent a folder listed before it, paths in ascending order)",
+              no NUL, each parent a folder listed before it, paths in ascending order), and \
+              the packed files tile the pack",
     seeds,
     dict: &[
         b"DOT-TREE\x01\x00",
@@ -43,10 +44,27 @@ fn seeds() -> Vec<Vec<u8>> {
         list_digest: [7; 32],
     };
     let trees = [
-        Manifest::new(0o755, at, Vec::new()),
+        Manifest::new(0o755, at, None, Vec::new()),
         Manifest::new(
             0o700,
             at,
+            Some(Pack {
+                size: 7,
+                oid: Oid::of(b"pack"),
+                list_digest: [9; 32],
+            }),
+            vec![
+                entry("p", Kind::Dir),
+                entry("p/a", Kind::Packed { size: 3, offset: 0 }),
+                entry("p/b", Kind::Packed { size: 0, offset: 0 }),
+                entry("p/c", Kind::Packed { size: 4, offset: 0 }),
+                entry("q", file(b"large")),
+            ],
+        ),
+        Manifest::new(
+            0o700,
+            at,
+            None,
             vec![
                 entry("a", Kind::Dir),
                 entry("a/b", file(b"b")),
@@ -100,5 +118,18 @@ fn run(data: &[u8]) -> bool {
             dirs.insert(e.path.as_slice());
         }
     }
+    // Packed files tile the pack, in order.
+    let mut at = 0u64;
+    for e in m.entries() {
+        if let Kind::Packed { size, offset } = e.kind {
+            assert_eq!(offset, at, "a packed file out of place");
+            at += size;
+        }
+    }
+    assert_eq!(
+        at,
+        m.pack.map_or(0, |p| p.size),
+        "packed files do not fill the pack"
+    );
     true
 }

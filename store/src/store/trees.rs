@@ -55,8 +55,10 @@ impl Store {
             return Ok(Some(None));
         }
         let bytes = self.read_bytes(tree, 0, info.size as usize)?;
-        Ok(Some(Manifest::decode(&bytes).ok().map(|m| {
-            Arc::new(m.files().map(|(_, _, oid)| oid).collect())
-        })))
+        Ok(Some(
+            Manifest::decode(&bytes)
+                .ok()
+                .map(|m| Arc::new(m.members().collect())),
+        ))
     }
 }
