@@ -75,7 +75,7 @@ cleanup() {
   mountpoint -q "$mnt" 2> /dev/null && umount -l "$mnt"
   bed_down
   if ((rc)); then log_ends "$work"/*.log "$work/ssh/sshd.log"; fi
-  mountpoint -q "$work" 2> /dev/null && umount "$work"
+  mountpoint -q "$work" 2> /dev/null && umount -l "$work"
   rm -rf "$work" "$img"
 }
 trap cleanup EXIT
@@ -124,7 +124,7 @@ UsePAM no
 StrictModes no
 Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
-in_s /usr/sbin/sshd -D -f "$work/ssh/sshd_config" -E "$work/ssh/sshd.log" &
+nsenter --net="/run/netns/$S" /usr/sbin/sshd -D -f "$work/ssh/sshd_config" -E "$work/ssh/sshd.log" &
 pids[sshd]=$!
 key_opts=(-i "$work/ssh/client_key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
   -o LogLevel=ERROR -o BatchMode=yes)

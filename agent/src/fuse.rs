@@ -176,6 +176,14 @@ impl AgentObjects {
         fetch.want(wanted)
     }
 
+    /// Whether `oid` was seen complete before.
+    fn known_complete(&self, oid: Oid) -> bool {
+        self.complete
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&oid)
+    }
+
     async fn read_async(
         &self,
         oid: Oid,
@@ -184,15 +192,15 @@ impl AgentObjects {
         len: u32,
     ) -> Result<Bytes, ObjError> {
         let store = self.store().clone();
-        let complete = self.fetches.running(oid).is_none() && {
-            let s = store.clone();
-            tokio::task::spawn_blocking(move || s.info(oid))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten()
-                .is_some_and(|i| i.complete)
-        };
+        let complete = self.fetches.running(oid).is_none()
+            && (self.known_complete(oid) || {
+                let s = store.clone();
+                tokio::task::spawn_blocking(move || s.is_complete(oid))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(false)
+            });
         if !complete {
             let (mut fetch, target) = self.fetch_for(oid, vouched).await?;
             if !self.want(&fetch, offset, u64::from(len)) {
@@ -297,13 +305,8 @@ impl Objects for AgentObjects {
                 store.read_bytes(oid, offset, len as usize).ok()
             }
             None => {
-                if !self
-                    .complete
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(&oid)
-                {
-                    if !store.info(oid).ok()??.complete {
+                if !self.known_complete(oid) {
+                    if !store.is_complete(oid).ok()? {
                         return None;
                     }
                     let mut known = self.complete.lock().unwrap_or_else(|p| p.into_inner());
@@ -315,6 +318,10 @@ impl Objects for AgentObjects {
                 store.read_bytes(oid, offset, len as usize).ok()
             }
         }
+    }
+
+    fn known_whole(&self, oid: Oid) -> bool {
+        self.fetches.running(oid).is_none() && self.known_complete(oid)
     }
 
     fn backing_file(&self, oid: Oid) -> Option<File> {

@@ -202,8 +202,9 @@ impl fuser::Filesystem for Fs {
             }
             match inner.tree_item(ino.0).and_then(|i| i.member()) {
                 // A tree's file is fetched by its own ticket: resolved
-                // (described by a source) before its first read.
-                Some((_, ticket)) => {
+                // (described by a source) before its first read, unless
+                // its object is here whole.
+                Some((oid, ticket)) if !inner.objects.known_whole(oid) => {
                     let inner2 = self.inner.clone();
                     inner.objects.resolve(
                         Name::Ticket(Box::new(ticket)),
@@ -213,7 +214,7 @@ impl fuser::Filesystem for Fs {
                         }),
                     );
                 }
-                None => open_object(inner, ino.0, meta.oid, fh, reply),
+                _ => open_object(inner, ino.0, meta.oid, fh, reply),
             }
             return;
         }

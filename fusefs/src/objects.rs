@@ -101,6 +101,9 @@ pub trait Objects: Send + Sync + 'static {
     /// The same bytes if they can be had at once from local, verified
     /// chunks (no waiting); `None` sends the read the slow way.
     fn read_now(&self, oid: Oid, vouched: Vouched, offset: u64, len: u32) -> Option<Bytes>;
+    /// Whether `oid` is known to be held whole here (no waiting: `false`
+    /// when not known yet); such an object's files open without resolving.
+    fn known_whole(&self, oid: Oid) -> bool;
     /// The store's own file of a complete object, for passthrough; `None`
     /// when the object is not complete or is a referenced file.
     fn backing_file(&self, oid: Oid) -> Option<File>;

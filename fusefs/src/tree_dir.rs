@@ -153,14 +153,12 @@ impl Nodes {
     /// The child called `name` of the tree folder `dir`.
     pub(crate) fn tree_lookup(&mut self, dir: &TreeItem, name: &[u8]) -> Option<u64> {
         let here = dir.tree.path(dir.entry);
-        let found = dir
-            .tree
-            .children
-            .get(here)?
-            .iter()
-            .copied()
-            .find(|&i| dir.tree.manifest.entries()[i].name() == name)?;
-        Some(self.tree_entry(dir, found))
+        // Siblings are in path order, which is their names' order.
+        let kids = dir.tree.children.get(here)?;
+        let at = kids
+            .binary_search_by(|&i| dir.tree.manifest.entries()[i].name().cmp(name))
+            .ok()?;
+        Some(self.tree_entry(dir, kids[at]))
     }
 
     /// The children of the tree folder `dir`: inode, kind, name.

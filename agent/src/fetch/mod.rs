@@ -267,11 +267,18 @@ const MAX_KNOWN: usize = 100_000;
 /// Tickets remembered per object (the oldest forgotten beyond).
 const KNOWN_PER_OBJECT: usize = 4;
 
+/// Complete objects kept as finished fetches.
+const COMPLETE_KEPT: usize = 256;
+
 /// The agent's fetches in flight.
 #[derive(Clone)]
 pub struct Fetches {
     store: Store,
     running: Arc<Mutex<HashMap<Oid, Arc<Fetch>>>>,
+    /// Complete local objects as finished fetches, recently asked for (at
+    /// most [`COMPLETE_KEPT`]): a large object's descriptors are loaded
+    /// once, not at every open of a file of a tree's pack.
+    complete: Arc<Mutex<HashMap<Oid, Arc<Fetch>>>>,
     /// The last tickets seen for each object (newest last, at most
     /// [`KNOWN_PER_OBJECT`]): where to fetch it by OID, and what a name
     /// vouching for a list reads through.
@@ -296,6 +303,7 @@ impl Fetches {
         Fetches {
             store,
             running: Arc::new(Mutex::new(HashMap::new())),
+            complete: Arc::new(Mutex::new(HashMap::new())),
             known: Arc::new(Mutex::new(HashMap::new())),
             binds: Arc::new([]),
             devices: Arc::new(Mutex::new(Vec::new())),
@@ -554,6 +562,15 @@ impl Fetches {
     /// A complete local object as a finished fetch.
     async fn complete_local(&self, oid: Oid) -> anyhow::Result<Option<Arc<Fetch>>> {
         let s = self.store.clone();
+        let complete = tokio::task::spawn_blocking(move || s.is_complete(oid)).await?;
+        if !complete.unwrap_or(false) {
+            lock(&self.complete).remove(&oid);
+            return Ok(None);
+        }
+        if let Some(f) = lock(&self.complete).get(&oid) {
+            return Ok(Some(f.clone()));
+        }
+        let s = self.store.clone();
         let found =
             tokio::task::spawn_blocking(move || match s.info(oid)?.filter(|i| i.complete) {
                 Some(info) => Ok::<_, dot_store::Error>(Some((info.size, s.descriptors(oid)?))),
@@ -565,6 +582,12 @@ impl Fetches {
         };
         let f = Fetch::new(oid, size, descs, FetchState::Complete);
         f.held_at_start.store(size, Ordering::Relaxed);
-        Ok(Some(Arc::new(f)))
+        let f = Arc::new(f);
+        let mut kept = lock(&self.complete);
+        if kept.len() >= COMPLETE_KEPT {
+            kept.clear();
+        }
+        kept.insert(oid, f.clone());
+        Ok(Some(f))
     }
 }

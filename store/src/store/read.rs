@@ -61,7 +61,12 @@ impl Store {
             .collect())
     }
 
-    pub(super) fn is_complete(&self, oid: Oid) -> Result<bool> {
+    /// Whether `oid` is held whole: one row looked up, no chunk counted
+    /// (what a reader asks before every read).
+    ///
+    /// # Errors
+    /// Index failures.
+    pub fn is_complete(&self, oid: Oid) -> Result<bool> {
         if self.open_state(oid).is_some_and(|(complete, _)| complete) {
             return Ok(true);
         }
