@@ -179,23 +179,34 @@ fn put_pack(
     }
     let mut client = Client::connect(socket)?;
     let mut put = client.put_chunked(PACK_CHUNKER)?;
-    let mut buf = Vec::with_capacity(PACK_LIMIT as usize);
-    for f in packed {
-        let Some((path, id, size)) = &f.file else {
-            continue;
-        };
-        let file = open_walked(path, *id)?;
-        buf.clear();
-        (&file)
-            .take(size + 1)
-            .read_to_end(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if buf.len() as u64 != *size {
-            bail!("{} changed while the tree was put", path.display());
-        }
-        put.write_all(&buf)?;
-        each();
-    }
+    // Small files are mostly opening and path walks: read several at once,
+    // written in order.
+    let batches = batches(packed);
+    read_in_order(
+        &batches,
+        |batch| {
+            let mut bytes = Vec::new();
+            for f in batch.iter() {
+                let Some((path, id, size)) = &f.file else {
+                    continue;
+                };
+                let at = bytes.len();
+                open_walked(path, *id)?
+                    .take(size + 1)
+                    .read_to_end(&mut bytes)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if (bytes.len() - at) as u64 != *size {
+                    bail!("{} changed while the tree was put", path.display());
+                }
+            }
+            Ok(bytes)
+        },
+        |batch, bytes| {
+            put.write_all(&bytes)?;
+            batch.iter().for_each(|_| each());
+            Ok(())
+        },
+    )?;
     let r = put.commit()?;
     let ticket: Ticket = r.ticket.parse()?;
     if r.size != size {
@@ -208,6 +219,90 @@ fn put_pack(
             .list_digest()
             .context("the agent's ticket has no descriptor-list digest")?,
     }))
+}
+
+/// Files read at once into the pack.
+const PACK_READERS: usize = 3;
+/// Batches read ahead of the one being written.
+const PACK_WINDOW: usize = 8;
+
+/// Consecutive small files, at most 64 or 1 MiB a batch.
+fn batches<'a, 'b>(packed: &'a [&'b Found]) -> Vec<&'a [&'b Found]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, f) in packed.iter().enumerate() {
+        bytes += f.file.as_ref().map_or(0, |f| f.2);
+        if i + 1 - start >= 64 || bytes >= 1 << 20 {
+            out.push(&packed[start..=i]);
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    if start < packed.len() {
+        out.push(&packed[start..]);
+    }
+    out
+}
+
+/// Reads `items` with `read` on [`PACK_READERS`] threads, at most
+/// [`PACK_WINDOW`] ahead, and hands each result to `write` in order.
+/// The first error stops both.
+fn read_in_order<T: Sync>(
+    items: &[T],
+    read: impl Fn(&T) -> anyhow::Result<Vec<u8>> + Sync,
+    mut write: impl FnMut(&T, Vec<u8>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+    use std::sync::Condvar;
+    #[derive(Default)]
+    struct State {
+        next: usize,
+        written: usize,
+        stop: bool,
+        done: BTreeMap<usize, anyhow::Result<Vec<u8>>>,
+    }
+    let state = Mutex::new(State::default());
+    let changed = Condvar::new();
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    std::thread::scope(|s| {
+        for _ in 0..PACK_READERS.min(items.len()) {
+            s.spawn(|| {
+                loop {
+                    let mut st = lock();
+                    while !st.stop && st.next < items.len() && st.next >= st.written + PACK_WINDOW {
+                        st = changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                    if st.stop || st.next >= items.len() {
+                        return;
+                    }
+                    let at = st.next;
+                    st.next += 1;
+                    drop(st);
+                    let got = read(&items[at]);
+                    lock().done.insert(at, got);
+                    changed.notify_all();
+                }
+            });
+        }
+        let result = (|| {
+            for (i, item) in items.iter().enumerate() {
+                let mut st = lock();
+                let got = loop {
+                    if let Some(got) = st.done.remove(&i) {
+                        break got;
+                    }
+                    st = changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                };
+                st.written = i + 1;
+                drop(st);
+                changed.notify_all();
+                write(item, got?)?;
+            }
+            Ok(())
+        })();
+        lock().stop = true;
+        changed.notify_all();
+        result
+    })
 }
 
 /// `path` opened for reading, checked to be the regular file walked
