@@ -96,3 +96,31 @@ time_cpu() {
   awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' "$tf"
   rm -f "$tf"
 }
+
+# ssh_setup DIR ADDR PORT: host and client keys in DIR, and DIR/sshd_config
+# for an sshd on ADDR:PORT that lets the client key in as root (run it with
+# `sshd -D -f DIR/sshd_config -E DIR/sshd.log`); sets key_opts, the ssh
+# options that use the client key.
+ssh_setup() {
+  local dir=$1 addr=$2 port=$3
+  mkdir -p "$dir" /run/sshd
+  ssh-keygen -q -t ed25519 -N '' -f "$dir/host_key"
+  ssh-keygen -q -t ed25519 -N '' -f "$dir/client_key"
+  cp "$dir/client_key.pub" "$dir/authorized_keys"
+  cat > "$dir/sshd_config" << END
+Port $port
+ListenAddress $addr
+HostKey $dir/host_key
+PidFile $dir/sshd.pid
+AuthorizedKeysFile $dir/authorized_keys
+PermitRootLogin yes
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+Subsystem sftp /usr/lib/openssh/sftp-server
+END
+  key_opts=(-i "$dir/client_key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+    -o LogLevel=ERROR -o BatchMode=yes)
+}

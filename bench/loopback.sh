@@ -57,7 +57,6 @@ if ((${#missing[@]})); then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 SSHD=/usr/sbin/sshd   # sshd wants an absolute path
-SFTP_SERVER=/usr/lib/openssh/sftp-server   # scp speaks SFTP since OpenSSH 9.0
 
 if [[ -z ${GTC:-} ]]; then
   cargo build --release -q -p dot-agent
@@ -154,28 +153,9 @@ wait_for nginx 500 curl -sf -o /dev/null "$url/small/1.bin"
 wait_for "nginx TLS" 500 "${curl_tls[@]}" -o /dev/null "$https_url/small/1.bin"
 
 # --- sshd -----------------------------------------------------------------------
-mkdir -p "$work/ssh" /run/sshd
-ssh-keygen -q -t ed25519 -N '' -f "$work/ssh/host_key"
-ssh-keygen -q -t ed25519 -N '' -f "$work/ssh/client_key"
-cp "$work/ssh/client_key.pub" "$work/ssh/authorized_keys"
-cat > "$work/ssh/sshd_config" << EOF
-Port $ssh_port
-ListenAddress 127.0.0.1
-HostKey $work/ssh/host_key
-PidFile $work/ssh/sshd.pid
-AuthorizedKeysFile $work/ssh/authorized_keys
-PermitRootLogin yes
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-Subsystem sftp $SFTP_SERVER
-EOF
+ssh_setup "$work/ssh" 127.0.0.1 "$ssh_port"
 "$SSHD" -D -f "$work/ssh/sshd_config" -E "$work/ssh/sshd.log" &
 pids[sshd]=$!
-key_opts=(-i "$work/ssh/client_key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
-  -o LogLevel=ERROR -o BatchMode=yes)
 ssh_up() { ssh "${key_opts[@]}" -p "$ssh_port" root@127.0.0.1 true 2> /dev/null; }
 wait_for sshd 500 ssh_up
 rsync_rsh="ssh ${key_opts[*]} -p $ssh_port"   # no spaces in the work dir path (mktemp)

@@ -106,28 +106,9 @@ same_tree() {   # same_tree A B: names, kinds, sizes, contents and link targets 
 }
 
 # --- sshd in the sender's namespace ---------------------------------------------------
-mkdir -p "$work/ssh" /run/sshd
-ssh-keygen -q -t ed25519 -N '' -f "$work/ssh/host_key"
-ssh-keygen -q -t ed25519 -N '' -f "$work/ssh/client_key"
-cp "$work/ssh/client_key.pub" "$work/ssh/authorized_keys"
-cat > "$work/ssh/sshd_config" << EOF
-Port 22
-ListenAddress $SIP
-HostKey $work/ssh/host_key
-PidFile $work/ssh/sshd.pid
-AuthorizedKeysFile $work/ssh/authorized_keys
-PermitRootLogin yes
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-Subsystem sftp /usr/lib/openssh/sftp-server
-EOF
+ssh_setup "$work/ssh" "$SIP" 22
 nsenter --net="/run/netns/$S" /usr/sbin/sshd -D -f "$work/ssh/sshd_config" -E "$work/ssh/sshd.log" &
 pids[sshd]=$!
-key_opts=(-i "$work/ssh/client_key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
-  -o LogLevel=ERROR -o BatchMode=yes)
 ssh_up() { in_r ssh "${key_opts[@]}" "root@$SIP" true 2> /dev/null; }
 wait_for sshd 500 ssh_up
 rsh="ssh ${key_opts[*]}"

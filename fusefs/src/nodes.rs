@@ -99,14 +99,26 @@ impl Nodes {
 
 impl Inner {
     fn attr(&self, ino: u64, kind: FileType, size: u64, perm: u16) -> FileAttr {
+        self.attr_at(ino, kind, size, perm, UNIX_EPOCH)
+    }
+
+    /// Attributes of an inode the mount's owner owns, all its times `t`.
+    pub(crate) fn attr_at(
+        &self,
+        ino: u64,
+        kind: FileType,
+        size: u64,
+        perm: u16,
+        t: std::time::SystemTime,
+    ) -> FileAttr {
         FileAttr {
             ino: INodeNo(ino),
             size,
             blocks: size.div_ceil(512),
-            atime: UNIX_EPOCH,
-            mtime: UNIX_EPOCH,
-            ctime: UNIX_EPOCH,
-            crtime: UNIX_EPOCH,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
             kind,
             perm,
             nlink: if kind == FileType::Directory { 2 } else { 1 },

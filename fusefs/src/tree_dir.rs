@@ -18,7 +18,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use dot_store::tree::{Kind, Manifest, Mtime};
 use dot_store::{Oid, Ticket};
-use fuser::{FileAttr, FileType, INodeNo};
+use fuser::{FileAttr, FileType};
 
 use crate::nodes::Nodes;
 use crate::state::{Inner, lock};
@@ -213,24 +213,7 @@ impl Inner {
         } else {
             mode & 0o555
         };
-        let t = time(mtime);
-        FileAttr {
-            ino: INodeNo(ino),
-            size,
-            blocks: size.div_ceil(512),
-            atime: t,
-            mtime: t,
-            ctime: t,
-            crtime: t,
-            kind,
-            perm,
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
-            blksize: 64 << 10,
-            flags: 0,
-        }
+        self.attr_at(ino, kind, size, perm, time(mtime))
     }
 
     /// The tree item of `ino`, if it is one.
