@@ -104,6 +104,20 @@ pub enum Request {
         /// Where the device is mounted.
         path: String,
     },
+    /// The objects the store holds, in OID order, at most [`LIST_PAGE`]
+    /// after `after`: answered by [`Response::List`].
+    List {
+        /// Start after this OID (the previous page's `next`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+    },
+    /// Drop an object from the store (its file too if the store owns it;
+    /// a file put by reference is left alone): [`Response::Ok`], or an
+    /// error if a client holds it or a fetch of it runs.
+    Remove {
+        /// The OID.
+        oid: String,
+    },
     /// The client is done with an object it put or got: the agent may
     /// evict it under its budget (objects are also released when the
     /// connection closes).
@@ -112,6 +126,9 @@ pub enum Request {
         oid: String,
     },
 }
+
+/// Most objects one [`Response::List`] carries.
+pub const LIST_PAGE: usize = 10_000;
 
 /// Largest range one [`Request::Read`] may ask for.
 pub const MAX_READ: u64 = 64 << 20;
@@ -159,6 +176,14 @@ pub enum Response {
         done: u64,
         /// Bytes in all.
         total: u64,
+    },
+    /// A page of [`Request::List`].
+    List {
+        /// The objects.
+        objects: Vec<Listed>,
+        /// Where the next page starts, if there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     },
     /// A request without other answer succeeded.
     Ok,
@@ -213,6 +238,28 @@ pub struct PutResult {
     /// The file's modification time, nanoseconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtime_ns: Option<i64>,
+}
+
+/// One object of the store, as `gtc ls --json` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Listed {
+    /// The OID.
+    pub oid: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// `complete` (every byte here and checked) or `partial`.
+    pub state: String,
+    /// Chunks, and those held.
+    pub chunks: u32,
+    /// Chunks whose verified bytes are held.
+    pub present: u32,
+    /// For an object put by reference: the file it is read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referenced: Option<String>,
+    /// Clients holding it now (it is not evicted or removed meanwhile).
+    pub pins: u32,
+    /// Last use, unix seconds.
+    pub last_use: i64,
 }
 
 /// The agent's state, as `gtc status --json` prints it.

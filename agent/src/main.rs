@@ -57,6 +57,24 @@ enum Command {
         #[command(flatten)]
         args: cmd::status::Args,
     },
+    /// List what the store holds: each object's size, state, holders and
+    /// last use.
+    #[command(
+        after_help = "Examples:\n  gtc ls\n  gtc ls --json | jq '.[] | select(.state == \"partial\")'"
+    )]
+    Ls {
+        #[command(flatten)]
+        args: cmd::objects::LsArgs,
+    },
+    /// Drop objects from the store (a file put by reference stays where it
+    /// is); an object a client holds or a fetch fills stays.
+    #[command(
+        after_help = "Examples:\n  gtc rm dot1-sha256-…\n  gtc ls --json | jq -r '.[].oid' | xargs gtc rm   # empty the cache"
+    )]
+    Rm {
+        #[command(flatten)]
+        args: cmd::objects::RmArgs,
+    },
     /// Portable storage: copy objects to a mounted key.
     #[command(
         after_help = "Examples:\n  gtc device export TICKET /media/key        # then carry the key to the receiver"
@@ -94,6 +112,8 @@ fn main() -> ExitCode {
         Command::Put { args } => cmd::put::run(args),
         Command::Get { args } => cmd::get::run(args),
         Command::Status { args } => cmd::status::run(args),
+        Command::Ls { args } => cmd::objects::ls(args),
+        Command::Rm { args } => cmd::objects::rm(args),
         Command::Device { command } => cmd::device::run(command),
         Command::Cp { args } => cmd::cp::run(args),
         Command::Smtp { args } => cmd::smtp::run(args),

@@ -6,7 +6,7 @@
 use std::io;
 use std::path::Path;
 
-use crate::api::{ApiError, GetMode, Message, PutResult, Request, Response, Status};
+use crate::api::{ApiError, GetMode, Listed, Message, PutResult, Request, Response, Status};
 
 use super::{ClientError, Result};
 
@@ -85,6 +85,13 @@ pub(super) fn get_request(ticket: &str, hints: &[String], mode: GetMode) -> Requ
 }
 
 /// The answer to [`Request::Status`].
+pub(super) fn list(r: Response) -> Result<(Vec<Listed>, Option<String>)> {
+    match r {
+        Response::List { objects, next } => Ok((objects, next)),
+        other => Err(unexpected(&other)),
+    }
+}
+
 pub(super) fn status(r: Response) -> Result<Status> {
     match r {
         Response::Status(s) => Ok(*s),

@@ -69,6 +69,36 @@ impl Client {
         answers::status(self.recv()?)
     }
 
+    /// Every object the store holds, in OID order.
+    ///
+    /// # Errors
+    /// Socket errors; the agent's error.
+    pub fn list(&mut self) -> Result<Vec<crate::api::Listed>> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            self.send(&Request::List { after })?;
+            let (page, next) = answers::list(self.recv()?)?;
+            all.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Drops `oid` from the store (see [`Request::Remove`]).
+    ///
+    /// # Errors
+    /// Socket errors; the agent's error (held by a client, being fetched,
+    /// not held at all).
+    pub fn remove(&mut self, oid: &str) -> Result<()> {
+        self.send(&Request::Remove {
+            oid: oid.to_owned(),
+        })?;
+        answers::ok(self.recv()?)
+    }
+
     /// Puts `file` (opened from `path`) by reference: the agent receives
     /// the open descriptor and does not copy the bytes.
     ///

@@ -7,6 +7,7 @@ pub mod cp;
 pub mod device;
 pub mod exit;
 pub mod get;
+pub mod objects;
 pub mod progress;
 pub mod put;
 pub mod smtp;

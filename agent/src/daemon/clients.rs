@@ -150,6 +150,14 @@ async fn client_impl(agent: &Agent, conn: &mut Conn) -> anyhow::Result<()> {
                     Err(e) => error(format!("{e:#}")),
                 }
             }
+            Request::List { after } => match super::objects::list(agent, after).await {
+                Ok(r) => r,
+                Err(e) => error(format!("{e:#}")),
+            },
+            Request::Remove { oid } => match super::objects::remove(agent, &oid).await {
+                Ok(()) => Response::Ok,
+                Err(e) => error_of(&e),
+            },
             Request::Done { oid } => match oid.parse::<Oid>() {
                 Ok(oid) => {
                     if conn.get.as_ref().is_some_and(|g| g.fetch.oid == oid) {

@@ -33,6 +33,7 @@ mod devices;
 mod export;
 mod get;
 mod local_access;
+mod objects;
 mod put;
 mod status;
 

@@ -402,6 +402,12 @@ impl Fetches {
         lock(&self.running).values().cloned().collect()
     }
 
+    /// Forgets what is kept of `oid` as a finished fetch (it left the
+    /// store).
+    pub fn forget(&self, oid: Oid) {
+        lock(&self.complete).remove(&oid);
+    }
+
     /// A running fetch of `oid`, if any.
     pub fn running(&self, oid: Oid) -> Option<Arc<Fetch>> {
         lock(&self.running).get(&oid).cloned()

@@ -67,6 +67,11 @@ fn seeds() -> Vec<Vec<u8>> {
             path: "/mnt/key".into(),
         },
         Request::Done { oid: "x".into() },
+        Request::List { after: None },
+        Request::List {
+            after: Some("x".into()),
+        },
+        Request::Remove { oid: "x".into() },
     ];
     let responses = [
         Response::Put(PutResult {
@@ -90,6 +95,19 @@ fn seeds() -> Vec<Vec<u8>> {
             from_devices: 3,
         },
         Response::Progress { done: 1, total: 2 },
+        Response::List {
+            objects: vec![dot_agent::api::Listed {
+                oid: "x".into(),
+                size: 3,
+                state: "partial".into(),
+                chunks: 2,
+                present: 1,
+                referenced: Some("/f".into()),
+                pins: 1,
+                last_use: 5,
+            }],
+            next: Some("x".into()),
+        },
         Response::Ok,
         Response::Error {
             message: "no".into(),

@@ -81,6 +81,22 @@ impl Store {
         Ok(evicted)
     }
 
+    /// Removes `oid` as [`Store::remove`] does, unless it is pinned or
+    /// open; whether it was removed. An object not held is an error.
+    ///
+    /// # Errors
+    /// [`Error::UnknownObject`]; I/O and index errors.
+    pub fn remove_unheld(&self, oid: Oid) -> Result<bool> {
+        if self.info(oid)?.is_none() {
+            return Err(Error::UnknownObject(oid));
+        }
+        if self.pins(oid) > 0 || self.in_use(oid) {
+            return Ok(false);
+        }
+        self.remove(oid)?;
+        Ok(true)
+    }
+
     /// Removes `oid`: its index rows, and its file if the store owns it.
     /// The rows are gone on disk before the file goes, so a power cut can
     /// never bring back rows that describe a file made again since (a
