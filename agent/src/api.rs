@@ -118,6 +118,16 @@ pub enum Request {
         /// The OID.
         oid: String,
     },
+    /// Re-read objects and check them against their hashes (all when
+    /// `oids` is empty; objects being fetched are left out): damaged chunks
+    /// are marked missing (fetched again when next wanted), objects whose
+    /// whole hash is wrong and referenced files that changed are dropped.
+    /// Answered by [`Response::Verified`].
+    Verify {
+        /// The OIDs.
+        #[serde(default)]
+        oids: Vec<String>,
+    },
     /// The client is done with an object it put or got: the agent may
     /// evict it under its budget (objects are also released when the
     /// connection closes).
@@ -185,6 +195,8 @@ pub enum Response {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next: Option<String>,
     },
+    /// What [`Request::Verify`] found.
+    Verified(Verified),
     /// A request without other answer succeeded.
     Ok,
     /// The request failed.
@@ -238,6 +250,34 @@ pub struct PutResult {
     /// The file's modification time, nanoseconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtime_ns: Option<i64>,
+}
+
+/// What a verify found, as `gtc verify --json` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Verified {
+    /// Objects re-read.
+    pub objects: u64,
+    /// Chunks re-hashed.
+    pub chunks: u64,
+    /// Bytes re-hashed.
+    pub bytes: u64,
+    /// Chunks whose bytes no longer matched, `OID` and index (now
+    /// missing: fetched again when next wanted).
+    pub damaged_chunks: Vec<(String, u32)>,
+    /// Objects whose whole hash was wrong (dropped).
+    pub bad_objects: Vec<String>,
+    /// Objects put by reference whose file changed or went (dropped), and
+    /// the file.
+    pub changed_files: Vec<(String, String)>,
+}
+
+impl Verified {
+    /// True when nothing was found wrong.
+    pub fn is_clean(&self) -> bool {
+        self.damaged_chunks.is_empty()
+            && self.bad_objects.is_empty()
+            && self.changed_files.is_empty()
+    }
 }
 
 /// One object of the store, as `gtc ls --json` prints it.

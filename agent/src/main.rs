@@ -75,6 +75,17 @@ enum Command {
         #[command(flatten)]
         args: cmd::objects::RmArgs,
     },
+    /// Re-read objects (all when none is named) and check every chunk and
+    /// whole hash: damaged chunks are fetched again when next wanted,
+    /// objects that do not hash to their OID are dropped. Exit code 5 when
+    /// anything was found.
+    #[command(
+        after_help = "Examples:\n  gtc verify                                  # the whole store\n  gtc verify dot1-sha256-… --json"
+    )]
+    Verify {
+        #[command(flatten)]
+        args: cmd::objects::VerifyArgs,
+    },
     /// Portable storage: copy objects to a mounted key.
     #[command(
         after_help = "Examples:\n  gtc device export TICKET /media/key        # then carry the key to the receiver"
@@ -114,6 +125,7 @@ fn main() -> ExitCode {
         Command::Status { args } => cmd::status::run(args),
         Command::Ls { args } => cmd::objects::ls(args),
         Command::Rm { args } => cmd::objects::rm(args),
+        Command::Verify { args } => cmd::objects::verify(args),
         Command::Device { command } => cmd::device::run(command),
         Command::Cp { args } => cmd::cp::run(args),
         Command::Smtp { args } => cmd::smtp::run(args),

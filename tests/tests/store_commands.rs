@@ -121,3 +121,54 @@ fn ls_shows_what_the_store_holds_and_rm_drops_it_unless_a_client_holds_it() {
     );
     assert!(entry(&a, &kept).is_some());
 }
+
+#[test]
+fn verify_finds_damaged_bytes_and_the_next_get_fetches_them_again() {
+    let (a, b) = (Agent::start(), Agent::start());
+    let data = random_bytes(1 << 20, 903);
+    let (_, oid, ticket) = put_bytes(&a, "src", &data);
+    let copy = b.dir.join("copy");
+    b.gtc_ok(&["get", &ticket, "-o", copy.to_str().expect("utf-8")]);
+    let clean: serde_json::Value =
+        serde_json::from_slice(&b.gtc_ok(&["verify", "--json"])).expect("JSON");
+    assert_eq!(clean["objects"], 1, "{clean}");
+    assert_eq!(clean["bytes"], 1 << 20, "{clean}");
+    assert!(clean["damaged_chunks"].as_array().expect("list").is_empty());
+
+    // A few bytes of B's copy go bad on disk.
+    let hex = oid.strip_prefix("dot1-sha256-").expect("an OID");
+    let file = b.dir.join("data/objects").join(&hex[..2]).join(hex);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .expect("the store's file");
+        f.write_all_at(b"damage", 100).expect("write");
+    }
+    let found = b.gtc(&["verify", &oid]);
+    assert_eq!(found.status.code(), Some(5), "{found:?}");
+    let said = String::from_utf8_lossy(&found.stdout);
+    assert!(said.contains("chunk 0 damaged"), "{said}");
+    let o = entry(&b, &oid).expect("still listed");
+    assert_eq!(o["state"], "partial", "{o}");
+
+    // The next get takes the lost chunk from A again, and only it.
+    let before = a.bytes_served();
+    let again = b.dir.join("again");
+    b.gtc_ok(&["get", &ticket, "-o", again.to_str().expect("utf-8")]);
+    assert!(
+        std::fs::read(&again).expect("read") == data,
+        "the copy differs"
+    );
+    let fetched = a.bytes_served() - before;
+    assert!(
+        fetched > 0 && fetched < 300_000,
+        "the get fetched {fetched} bytes again"
+    );
+    b.gtc_ok(&["verify"]);
+    // An OID the store does not hold: exit 3, one line.
+    let unknown = format!("dot1-sha256-{}", "0".repeat(64));
+    let out = b.gtc(&["verify", &unknown]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+}

@@ -6,7 +6,9 @@
 use std::io;
 use std::path::Path;
 
-use crate::api::{ApiError, GetMode, Listed, Message, PutResult, Request, Response, Status};
+use crate::api::{
+    ApiError, GetMode, Listed, Message, PutResult, Request, Response, Status, Verified,
+};
 
 use super::{ClientError, Result};
 
@@ -88,6 +90,13 @@ pub(super) fn get_request(ticket: &str, hints: &[String], mode: GetMode) -> Requ
 pub(super) fn list(r: Response) -> Result<(Vec<Listed>, Option<String>)> {
     match r {
         Response::List { objects, next } => Ok((objects, next)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub(super) fn verified(r: Response) -> Result<Verified> {
+    match r {
+        Response::Verified(v) => Ok(v),
         other => Err(unexpected(&other)),
     }
 }

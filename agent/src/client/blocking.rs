@@ -87,6 +87,18 @@ impl Client {
         }
     }
 
+    /// Re-reads `oids` (all objects when empty) and checks them (see
+    /// [`Request::Verify`]).
+    ///
+    /// # Errors
+    /// Socket errors; the agent's error.
+    pub fn verify(&mut self, oids: &[String]) -> Result<crate::api::Verified> {
+        self.send(&Request::Verify {
+            oids: oids.to_vec(),
+        })?;
+        answers::verified(self.recv()?)
+    }
+
     /// Drops `oid` from the store (see [`Request::Remove`]).
     ///
     /// # Errors

@@ -13,9 +13,24 @@ pub const UNREACHABLE: u8 = 4;
 /// Bytes that did not verify, or a put file that changed.
 pub const INTEGRITY: u8 = 5;
 
+/// A command found damaged data (and said where): the integrity code.
+#[derive(Debug)]
+pub struct Damaged(pub String);
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Damaged {}
+
 /// The exit code for `e`: the first kind its chain shows.
 pub fn code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if cause.is::<Damaged>() {
+            return INTEGRITY;
+        }
         // The client's errors may come wrapped in an io::Error (a read).
         let client = cause.downcast_ref::<ClientError>().or_else(|| {
             cause

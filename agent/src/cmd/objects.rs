@@ -1,5 +1,6 @@
-//! `gtc ls` (what the store holds: size, state, holders, last use) and
-//! `gtc rm` (drop objects from the store).
+//! `gtc ls` (what the store holds: size, state, holders, last use),
+//! `gtc rm` (drop objects from the store) and `gtc verify` (check them
+//! again).
 
 use std::path::PathBuf;
 
@@ -26,6 +27,53 @@ pub struct RmArgs {
     /// Local API socket (default: $GTC_SOCKET, else the agent's default).
     #[arg(long)]
     socket: Option<PathBuf>,
+}
+
+/// The flags of `gtc verify`.
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// The objects' OIDs (none: every object).
+    #[arg(value_name = "OID")]
+    oids: Vec<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Local API socket (default: $GTC_SOCKET, else the agent's default).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+/// Runs `gtc verify`: exits with the integrity code when it found damage.
+pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let v = Client::connect(args.socket.as_deref())?.verify(&args.oids)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&v)?);
+    } else {
+        for (oid, i) in &v.damaged_chunks {
+            println!("{oid}: chunk {i} damaged, marked missing (fetched again when next wanted)");
+        }
+        for oid in &v.bad_objects {
+            println!("{oid}: does not hash to its OID, dropped");
+        }
+        for (oid, path) in &v.changed_files {
+            println!("{oid}: its file {path} changed or went, dropped");
+        }
+        println!(
+            "{} re-read: {} and {} checked",
+            super::count(v.objects, "object"),
+            super::count(v.chunks, "chunk"),
+            super::count(v.bytes, "byte")
+        );
+    }
+    if !v.is_clean() {
+        let n = v.damaged_chunks.len() + v.bad_objects.len() + v.changed_files.len();
+        return Err(super::exit::Damaged(format!(
+            "verify found {}",
+            super::count(n as u64, "problem")
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Runs `gtc ls`.

@@ -154,6 +154,10 @@ async fn client_impl(agent: &Agent, conn: &mut Conn) -> anyhow::Result<()> {
                 Ok(r) => r,
                 Err(e) => error(format!("{e:#}")),
             },
+            Request::Verify { oids } => match super::objects::verify(agent, &oids).await {
+                Ok(v) => Response::Verified(v),
+                Err(e) => error_of(&e),
+            },
             Request::Remove { oid } => match super::objects::remove(agent, &oid).await {
                 Ok(()) => Response::Ok,
                 Err(e) => error_of(&e),

@@ -1,12 +1,12 @@
-//! What the store holds, for its user: a page of the list (`gtc ls`) and
+//! What the store holds, for its user: a page of the list (`gtc ls`),
 //! removing one object (`gtc rm`), never one a client holds or a fetch is
-//! filling.
+//! filling, and checking objects again (`gtc verify`).
 
 use anyhow::bail;
 use dot_store::Oid;
 
 use super::Agent;
-use crate::api::{LIST_PAGE, Listed, Response};
+use crate::api::{LIST_PAGE, Listed, Response, Verified};
 
 /// A page of the store's objects, in OID order, after `after`.
 pub(super) async fn list(agent: &Agent, after: Option<String>) -> anyhow::Result<Response> {
@@ -53,4 +53,49 @@ pub(super) async fn remove(agent: &Agent, oid: &str) -> anyhow::Result<()> {
     }
     agent.fetches.forget(oid);
     Ok(())
+}
+
+/// Re-reads `oids` (every object when empty) and checks them; objects
+/// being fetched are left out.
+pub(super) async fn verify(agent: &Agent, oids: &[String]) -> anyhow::Result<Verified> {
+    let wanted = oids
+        .iter()
+        .map(|o| o.parse::<Oid>())
+        .collect::<Result<std::collections::HashSet<Oid>, _>>()?;
+    let store = agent.store.clone();
+    for &oid in &wanted {
+        if store.info(oid)?.is_none() {
+            return Err(dot_store::Error::UnknownObject(oid).into());
+        }
+    }
+    let fetches = agent.fetches.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        store.verify_some(|i| {
+            (wanted.is_empty() || wanted.contains(&i.oid)) && fetches.running(i.oid).is_none()
+        })
+    })
+    .await??;
+    for &oid in r
+        .bad_objects
+        .iter()
+        .chain(r.changed_files.iter().map(|(o, _)| o))
+    {
+        agent.fetches.forget(oid);
+    }
+    Ok(Verified {
+        objects: r.objects,
+        chunks: r.chunks,
+        bytes: r.bytes,
+        damaged_chunks: r
+            .damaged_chunks
+            .iter()
+            .map(|(o, i)| (o.to_string(), *i))
+            .collect(),
+        bad_objects: r.bad_objects.iter().map(ToString::to_string).collect(),
+        changed_files: r
+            .changed_files
+            .iter()
+            .map(|(o, p)| (o.to_string(), p.display().to_string()))
+            .collect(),
+    })
 }

@@ -72,6 +72,9 @@ fn seeds() -> Vec<Vec<u8>> {
             after: Some("x".into()),
         },
         Request::Remove { oid: "x".into() },
+        Request::Verify {
+            oids: vec!["x".into()],
+        },
     ];
     let responses = [
         Response::Put(PutResult {
@@ -95,6 +98,14 @@ fn seeds() -> Vec<Vec<u8>> {
             from_devices: 3,
         },
         Response::Progress { done: 1, total: 2 },
+        Response::Verified(dot_agent::api::Verified {
+            objects: 2,
+            chunks: 3,
+            bytes: 4,
+            damaged_chunks: vec![("x".into(), 1)],
+            bad_objects: vec!["y".into()],
+            changed_files: vec![("z".into(), "/f".into())],
+        }),
         Response::List {
             objects: vec![dot_agent::api::Listed {
                 oid: "x".into(),

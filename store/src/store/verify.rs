@@ -60,6 +60,15 @@ impl Store {
         self.verify_where(|_| true)
     }
 
+    /// [`Store::verify`] for the objects `pick` selects (`gtc verify`
+    /// leaves out the objects being fetched).
+    ///
+    /// # Errors
+    /// As [`Store::verify`].
+    pub fn verify_some(&self, pick: impl Fn(&ObjectInfo) -> bool) -> Result<VerifyReport> {
+        self.verify_where(pick)
+    }
+
     /// [`Store::verify`] for the objects `pick` selects.
     pub(super) fn verify_where(&self, pick: impl Fn(&ObjectInfo) -> bool) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
