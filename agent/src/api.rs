@@ -322,6 +322,21 @@ pub struct Status {
     pub pinned: u64,
     /// Bytes the store holds itself.
     pub stored_bytes: u64,
+    /// Its budget (`u64::MAX`: none).
+    #[serde(default)]
+    pub budget: u64,
+    /// Free bytes its filesystem keeps (0: none).
+    #[serde(default)]
+    pub min_free_bytes: u64,
+    /// Free bytes on its filesystem now.
+    #[serde(default)]
+    pub free_bytes: u64,
+    /// Objects evicted since the agent started, and their bytes.
+    #[serde(default)]
+    pub evicted: u64,
+    /// Bytes of the objects evicted.
+    #[serde(default)]
+    pub evicted_bytes: u64,
     /// What peers were served.
     pub peers: PeerCounters,
     /// Gets in flight.

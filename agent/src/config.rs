@@ -13,7 +13,8 @@
 //! | `listen` | `--listen` | `0.0.0.0:7420` |
 //! | `advertise` | `--advertise` | none: hints name `listen` once bound |
 //! | `chunker` | | `cdc:16384:65536:262144` |
-//! | `cache-bytes` | | no budget |
+//! | `cache-bytes` | | a quarter of the store's filesystem |
+//! | `min-free-bytes` | | 5% of the store's filesystem, at most 1 GiB |
 //! | `durable` | | on |
 //! | `mount` | `--mount`, `--no-mount` | root: `/mnt/dot`; others: no mount |
 //! | `read-timeout-secs` | `--read-timeout` | 60 (at least 1) |
@@ -45,6 +46,18 @@ use serde::Deserialize;
 
 /// Default peer port.
 pub const DEFAULT_PORT: u16 = 7420;
+/// Most free bytes the store keeps by default (5% of its filesystem up
+/// to this).
+pub const DEFAULT_MIN_FREE_CAP: u64 = 1 << 30;
+
+/// Size in bytes of the filesystem holding `dir` (or, before it is made,
+/// its nearest existing parent).
+fn fs_size(dir: &Path) -> Option<u64> {
+    let on = dir.ancestors().find(|p| p.exists())?;
+    let st = rustix::fs::statvfs(on).ok()?;
+    Some(st.f_blocks.saturating_mul(st.f_frsize))
+}
+
 /// Default bytes of drafts one user may hold under the mount's `put/`.
 pub const DEFAULT_PUT_LIMIT: u64 = 16 << 30;
 
@@ -67,6 +80,8 @@ pub struct RawConfig {
     pub chunker: Option<String>,
     /// Store budget in bytes.
     pub cache_bytes: Option<u64>,
+    /// Free bytes the store's filesystem keeps.
+    pub min_free_bytes: Option<u64>,
     /// Flush received chunks to disk before recording them (default: on;
     /// off, a machine crash is caught at the next start instead, by
     /// re-verifying the objects written since the last clean stop).
@@ -174,8 +189,11 @@ pub struct Config {
     pub advertise: Vec<String>,
     /// How new objects are chunked.
     pub chunker: ChunkerSpec,
-    /// Store budget in bytes (`u64::MAX`: none).
-    pub cache_bytes: u64,
+    /// Store budget in bytes (none given: see [`Config::store_limits`]).
+    pub cache_bytes: Option<u64>,
+    /// Free bytes the store's filesystem keeps (none given: see
+    /// [`Config::store_limits`]).
+    pub min_free_bytes: Option<u64>,
     /// Flush received chunks before recording them.
     pub durable: bool,
     /// Where to mount the FUSE namespace.
@@ -401,7 +419,8 @@ impl RawConfig {
             device_mount: self.device_mount,
             outbox: self.outbox.unwrap_or(false),
             chunker,
-            cache_bytes: self.cache_bytes.unwrap_or(u64::MAX),
+            cache_bytes: self.cache_bytes,
+            min_free_bytes: self.min_free_bytes,
             durable: self.durable.unwrap_or(true),
             mount: match self.mount {
                 Some(m) if m.as_os_str().is_empty() => None,
@@ -438,6 +457,20 @@ impl RawConfig {
 }
 
 impl Config {
+    /// The store's budget and the free bytes it keeps: as configured, else
+    /// a quarter of the filesystem the store is on, and 5% of it (at most
+    /// 1 GiB); no limit where the filesystem's size is unknown.
+    pub fn store_limits(&self) -> (u64, u64) {
+        let size = fs_size(&self.data_dir);
+        let budget = self
+            .cache_bytes
+            .unwrap_or_else(|| size.map_or(u64::MAX, |s| s / 4));
+        let floor = self
+            .min_free_bytes
+            .unwrap_or_else(|| size.map_or(0, |s| (s / 20).min(DEFAULT_MIN_FREE_CAP)));
+        (budget, floor)
+    }
+
     /// The configuration `gtc agent` runs with: the file `flags.config`
     /// names (none: no keys), the flags over it, validated.
     ///

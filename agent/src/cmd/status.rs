@@ -39,6 +39,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         st.pinned,
         count(st.stored_bytes, "byte")
     );
+    let budget = if st.budget == u64::MAX {
+        "no budget".to_owned()
+    } else {
+        format!("budget {}", count(st.budget, "byte"))
+    };
+    println!(
+        "cache: {budget}, keeps {} free ({} free now); evicted {} ({})",
+        count(st.min_free_bytes, "byte"),
+        count(st.free_bytes, "byte"),
+        count(st.evicted, "object"),
+        count(st.evicted_bytes, "byte")
+    );
     println!(
         "peers: {} / {} served, {} refused, {}",
         count(st.peers.chunks_served, "chunk"),

@@ -25,7 +25,7 @@ fn keys_are_read_and_typos_rejected() {
     assert_eq!(c.data_dir, PathBuf::from("/srv/dot"));
     assert_eq!(c.listen, "127.0.0.1:9000".parse().expect("addr"));
     assert_eq!(c.advertise, vec!["10.0.0.1:9000".to_owned()]);
-    assert_eq!(c.cache_bytes, 1000);
+    assert_eq!(c.cache_bytes, Some(1000));
     let c: RawConfig =
         toml::from_str("peers = [\"10.0.0.2:7420\"]\nopen-to = [\"10.0.0.0/24\", \"::1\"]")
             .expect("parse");

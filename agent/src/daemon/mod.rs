@@ -59,9 +59,11 @@ struct Agent {
 /// If the store, the peer port or the socket cannot be opened.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     raise_open_file_limit();
+    let (budget, min_free) = config.store_limits();
     let opts = StoreOptions {
         chunker: config.chunker,
-        budget: config.cache_bytes,
+        budget,
+        min_free,
         durable: config.durable,
     };
     let dir = config.data_dir.clone();

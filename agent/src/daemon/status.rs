@@ -53,6 +53,11 @@ pub(super) async fn status(agent: &Agent) -> anyhow::Result<Status> {
         complete: list.iter().filter(|o| o.complete).count() as u64,
         pinned: list.iter().filter(|o| o.pins > 0).count() as u64,
         stored_bytes: stored,
+        budget: agent.store.limits().0,
+        min_free_bytes: agent.store.limits().1,
+        free_bytes: agent.store.free_bytes().unwrap_or(0),
+        evicted: agent.store.evictions().0,
+        evicted_bytes: agent.store.evictions().1,
         peers: PeerCounters {
             chunks_served: s.chunks_served.load(Ordering::Relaxed),
             bytes_sent: s.bytes_sent.load(Ordering::Relaxed),

@@ -53,7 +53,7 @@ impl Store {
         self.inner
             .db
             .call(move |c| index::insert_partial(c, &oid, size, &descs))?;
-        self.evict()?;
+        self.evict_for(size, Some(oid))?;
         self.missing(oid)
     }
 

@@ -77,6 +77,11 @@ pub struct StoreOptions {
     /// Bytes of owned object data to keep; unpinned objects beyond it are
     /// evicted, least recently used first. Default: no limit.
     pub budget: u64,
+    /// Bytes to keep free on the store's filesystem: unpinned objects are
+    /// evicted, least recently used first, to keep them (checked when an
+    /// object is begun, for its size, and when one is finished or put).
+    /// Default: none.
+    pub min_free: u64,
     /// Flush object files before the index records their chunks, and the
     /// index with `synchronous=FULL`, so a power cut loses nothing the index
     /// claims. Without it a killed process still loses nothing, and after a
@@ -91,6 +96,7 @@ impl Default for StoreOptions {
         StoreOptions {
             chunker: ChunkerSpec::default(),
             budget: u64::MAX,
+            min_free: 0,
             durable: true,
         }
     }
@@ -147,6 +153,8 @@ struct Inner {
     handles: Mutex<HashMap<Oid, Arc<Handle>>>,
     /// Lookups so far, to order the open objects by last use.
     ticks: AtomicU64,
+    /// Objects evicted since the store opened, and their bytes.
+    evicted: [AtomicU64; 2],
     pins: Mutex<HashMap<Oid, u32>>,
     /// Objects forgotten because their referenced file changed, and how:
     /// their readers are told that rather than "unknown" (`referenced.rs`).
@@ -223,6 +231,7 @@ impl Store {
                 db,
                 handles: Mutex::new(HashMap::new()),
                 ticks: AtomicU64::new(0),
+                evicted: [AtomicU64::new(0), AtomicU64::new(0)],
                 pins: Mutex::new(HashMap::new()),
                 changed: Mutex::new(HashMap::new()),
                 token_key,

@@ -2,11 +2,13 @@
 //!
 //! Pins count holders in memory (a client session, a running fetch);
 //! pinned objects and objects in use are never evicted. Past the budget,
-//! unpinned owned objects go least recently used first. Referenced objects
-//! cost no store space and are never evicted by size.
+//! or when the filesystem's free bytes fall below the floor, unpinned
+//! owned objects go least recently used first. Referenced objects cost no
+//! store space and are never evicted by size.
 
 use std::fs;
 use std::io;
+use std::sync::atomic::Ordering;
 
 use super::{Store, lock};
 use crate::error::{Error, Result};
@@ -51,34 +53,70 @@ impl Store {
     }
 
     /// Evicts unpinned objects, least recently used first, until the owned
-    /// bytes fit the budget. Returns the evicted OIDs.
+    /// bytes fit the budget and the filesystem keeps its free bytes.
+    /// Returns the evicted OIDs.
     ///
     /// # Errors
     /// I/O and index errors.
     pub fn evict(&self) -> Result<Vec<Oid>> {
-        let budget = self.inner.opts.budget;
-        if budget == u64::MAX {
+        self.evict_for(0, None)
+    }
+
+    /// [`Store::evict`], making room for `incoming` more bytes, never
+    /// evicting `keep` (the object they are for).
+    pub(super) fn evict_for(&self, incoming: u64, keep: Option<Oid>) -> Result<Vec<Oid>> {
+        let (budget, floor) = (self.inner.opts.budget, self.inner.opts.min_free);
+        if budget == u64::MAX && floor == 0 {
             return Ok(Vec::new());
         }
         let mut used = self.stored_bytes()?;
+        let short = |used: u64| {
+            used.saturating_add(incoming) > budget
+                || (floor > 0
+                    && self
+                        .free_bytes()
+                        .is_some_and(|free| free < floor.saturating_add(incoming)))
+        };
         let mut evicted = Vec::new();
-        if used <= budget {
+        if !short(used) {
             return Ok(evicted);
         }
         let candidates = self.inner.db.call(index::owned_by_last_use)?;
         for (oid, size) in candidates {
-            if used <= budget {
+            if !short(used) {
                 break;
             }
-            if self.pins(oid) > 0 || self.in_use(oid) {
+            if Some(oid) == keep || self.pins(oid) > 0 || self.in_use(oid) {
                 continue;
             }
             tracing::info!(oid = %oid, size, "evicting");
             self.remove(oid)?;
             used = used.saturating_sub(size);
+            self.inner.evicted[0].fetch_add(1, Ordering::Relaxed);
+            self.inner.evicted[1].fetch_add(size, Ordering::Relaxed);
             evicted.push(oid);
         }
         Ok(evicted)
+    }
+
+    /// Objects evicted since the store opened, and their bytes.
+    pub fn evictions(&self) -> (u64, u64) {
+        (
+            self.inner.evicted[0].load(Ordering::Relaxed),
+            self.inner.evicted[1].load(Ordering::Relaxed),
+        )
+    }
+
+    /// The budget and the free bytes kept (see [`super::StoreOptions`]).
+    pub fn limits(&self) -> (u64, u64) {
+        (self.inner.opts.budget, self.inner.opts.min_free)
+    }
+
+    /// Free bytes on the store's filesystem (for an unprivileged user), if
+    /// the system says.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(&self.inner.dir).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
     /// Removes `oid` as [`Store::remove`] does, unless it is pinned or
