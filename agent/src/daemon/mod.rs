@@ -33,6 +33,7 @@ mod devices;
 mod export;
 mod get;
 mod local_access;
+mod notify;
 mod objects;
 mod put;
 mod status;
@@ -159,6 +160,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         socket.display()
     );
     tracing::info!(peer = %listen, socket = %socket.display(), "agent ready");
+    notify::notify(&format!("READY=1\nSTATUS=serving peers on {listen}"));
 
     let mut pause = std::time::Duration::ZERO;
     let mut term = signal(SignalKind::terminate())?;
@@ -182,6 +184,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
+    notify::notify("STOPPING=1");
     if let Some(d) = devices {
         tokio::task::spawn_blocking(move || drop(d)).await?;
     }
