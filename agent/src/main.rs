@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod cmd;
 
@@ -86,6 +86,20 @@ enum Command {
         #[command(flatten)]
         args: cmd::objects::VerifyArgs,
     },
+    /// Print the shell completion script for SHELL.
+    #[command(
+        after_help = "Examples:\n  gtc completions bash > /etc/bash_completion.d/gtc\n  gtc completions zsh > ~/.zfunc/_gtc"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (gtc.1 and one per command) into DIR.
+    #[command(after_help = "Examples:\n  gtc man /usr/local/share/man/man1")]
+    Man {
+        /// Where to write them (made if missing).
+        dir: std::path::PathBuf,
+    },
     /// Portable storage: copy objects to a mounted key.
     #[command(
         after_help = "Examples:\n  gtc device export TICKET /media/key        # then carry the key to the receiver"
@@ -126,6 +140,8 @@ fn main() -> ExitCode {
         Command::Ls { args } => cmd::objects::ls(args),
         Command::Rm { args } => cmd::objects::rm(args),
         Command::Verify { args } => cmd::objects::verify(args),
+        Command::Completions { shell } => cmd::generated::completions(shell, Cli::command()),
+        Command::Man { dir } => cmd::generated::man(&dir, Cli::command()),
         Command::Device { command } => cmd::device::run(command),
         Command::Cp { args } => cmd::cp::run(args),
         Command::Smtp { args } => cmd::smtp::run(args),

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod cp;
 pub mod device;
 pub mod exit;
+pub mod generated;
 pub mod get;
 pub mod objects;
 pub mod progress;
