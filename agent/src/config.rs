@@ -32,6 +32,7 @@
 //! | `peer-idle-secs` | | 300: a peer connection with nothing asked is closed after this |
 //! | `peer-write-timeout-secs` | | 30: a peer that takes no bytes for this long is dropped |
 //! | `plain-peers` | | off: peers speak TLS only, and tickets name this agent's peer key |
+//! | `metrics` | | none: no metrics endpoint (give `host:port`, e.g. `127.0.0.1:9420`, for Prometheus text at `/metrics`) |
 //!
 //! A flag given replaces its key; a list flag (`--advertise`, `--peer`,
 //! `--open-to`) given at least once replaces the whole list.
@@ -130,6 +131,8 @@ pub struct RawConfig {
     /// peer key (receivers then speak plain TCP): for a trusted network
     /// where TLS's CPU is not worth it.
     pub plain_peers: Option<bool>,
+    /// Where to serve metrics (Prometheus text at `/metrics`).
+    pub metrics: Option<String>,
 }
 
 /// The flags of `gtc agent`: the configuration file, and keys that
@@ -223,6 +226,8 @@ pub struct Config {
     pub serve: dot_plugins::gtc::server::ServeOptions,
     /// Serve plain TCP too; tickets without the peer key.
     pub plain_peers: bool,
+    /// The metrics endpoint's address, if any.
+    pub metrics: Option<SocketAddr>,
 }
 
 fn is_root() -> bool {
@@ -288,7 +293,7 @@ fn gtc_hint(key: &str, addr: &str) -> anyhow::Result<dot_store::Hint> {
 }
 
 /// `listen`: `host:port`, the host an IP address or a name resolved now.
-fn listen_address(l: &str) -> anyhow::Result<SocketAddr> {
+fn listen_address(key: &str, l: &str) -> anyhow::Result<SocketAddr> {
     if let Ok(a) = l.parse() {
         return Ok(a);
     }
@@ -296,7 +301,7 @@ fn listen_address(l: &str) -> anyhow::Result<SocketAddr> {
     l.to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .with_context(|| format!("listen: {l:?} is not host:port (a local address or name)"))
+        .with_context(|| format!("{key}: {l:?} is not host:port (a local address or name)"))
 }
 
 impl RawConfig {
@@ -355,8 +360,13 @@ impl RawConfig {
     pub fn validate(self) -> anyhow::Result<Config> {
         let listen = match self.listen.as_deref() {
             None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
-            Some(l) => listen_address(l)?,
+            Some(l) => listen_address("listen", l)?,
         };
+        let metrics = self
+            .metrics
+            .as_deref()
+            .map(|m| listen_address("metrics", m))
+            .transpose()?;
         // Kept as `host:port`: the agent's own key and hints are its own.
         let advertise = self
             .advertise
@@ -452,6 +462,7 @@ impl RawConfig {
             },
             open_to,
             plain_peers: self.plain_peers.unwrap_or(false),
+            metrics,
         })
     }
 }

@@ -15,6 +15,8 @@
 //! - `fuse` (internal): the agent behind the FUSE namespace.
 //! - `fdpass` (internal): sending and receiving an open file descriptor
 //!   (SCM_RIGHTS): puts by descriptor, gets read from the agent's file.
+//! - `exposition` (internal): the Prometheus text format the metrics
+//!   endpoint speaks.
 //! - `tickets` (internal): the tickets the agent hands out for its objects.
 //! - [`trees`]: folders as objects, the client side: a folder put as a
 //!   tree, a tree written beneath a destination folder.
@@ -30,6 +32,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod daemon;
+mod exposition;
 pub(crate) mod fdpass;
 pub(crate) mod fetch;
 pub(crate) mod fuse;

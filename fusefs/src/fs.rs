@@ -262,20 +262,29 @@ impl fuser::Filesystem for Fs {
                 }
             }
         };
+        let began = std::time::Instant::now();
         match target {
             Ok((oid, vouched)) => {
                 if let Some(data) = inner.objects.read_now(oid, vouched, offset, size) {
+                    inner.reads.record(began.elapsed(), Some(data.len()));
                     reply.data(&data);
                     return;
                 }
+                let reads = inner.reads.clone();
                 inner.objects.read(
                     oid,
                     vouched,
                     offset,
                     size,
                     Box::new(move |r| match r {
-                        Ok(data) => reply.data(&data),
-                        Err(e) => reply.error(e.errno()),
+                        Ok(data) => {
+                            reads.record(began.elapsed(), Some(data.len()));
+                            reply.data(&data);
+                        }
+                        Err(e) => {
+                            reads.record(began.elapsed(), None);
+                            reply.error(e.errno());
+                        }
                     }),
                 );
             }
@@ -520,6 +529,7 @@ fn open_object(inner: &Inner, ino: u64, oid: dot_store::Oid, fh: u64, reply: Rep
         && inner.passthrough.load(Ordering::Relaxed)
         && let Some(id) = inner.backing_id(ino, oid, &reply)
     {
+        inner.reads.passthrough_open();
         reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
         return;
     }

@@ -28,6 +28,8 @@
 //!   attributes;
 //! - `tree_dir`: `MOUNT/<tree ticket>/`, a read-only folder listed from
 //!   the tree's manifest, its files fetched as they are read;
+//! - `read_stats`: what a mount counts of its reads ([`ReadStats`]: reads,
+//!   bytes, errors, passthrough opens, a latency histogram);
 //! - `state`: what one mount shares between its worker threads, with the
 //!   open handles and passthrough backing IDs;
 //! - `fs`: the `fuser::Filesystem` implementation, dispatching each
@@ -44,8 +46,10 @@ mod mount;
 mod nodes;
 mod objects;
 mod put_dir;
+mod read_stats;
 mod state;
 mod tree_dir;
 
 pub use mount::{KERNEL_READAHEAD_KB, Mount, MountOptions, mount};
 pub use objects::{Done, Meta, Name, ObjError, Objects, Put, Vouched};
+pub use read_stats::{LATENCY_BOUNDS, ReadSnapshot, ReadStats};

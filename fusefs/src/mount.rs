@@ -33,6 +33,7 @@ pub struct Mount {
     committer: Option<std::thread::JoinHandle<()>>,
     /// The committer's queue (the session holds another sender).
     commits: std::sync::mpsc::Sender<u64>,
+    reads: Arc<crate::ReadStats>,
 }
 
 /// Ends the committer (no inode has this number).
@@ -42,6 +43,11 @@ impl Mount {
     /// The mount point.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What its object reads took (for metrics).
+    pub fn read_stats(&self) -> Arc<crate::ReadStats> {
+        self.reads.clone()
     }
 }
 
@@ -161,6 +167,7 @@ pub fn mount(objects: Arc<dyn Objects>, dir: &Path, opts: MountOptions) -> io::R
                 }
             })?
     };
+    let reads = inner.reads.clone();
     let fs = Fs {
         inner,
         commits: commits.clone(),
@@ -183,5 +190,6 @@ pub fn mount(objects: Arc<dyn Objects>, dir: &Path, opts: MountOptions) -> io::R
         session: Some(session),
         committer: Some(committer),
         commits,
+        reads,
     })
 }

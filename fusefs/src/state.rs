@@ -14,7 +14,7 @@ use fuser::{BackingId, ReplyOpen};
 
 use crate::access::Access;
 use crate::nodes::Nodes;
-use crate::{MountOptions, Objects};
+use crate::{MountOptions, Objects, ReadStats};
 
 /// An open file handle.
 pub(crate) struct Handle {
@@ -39,6 +39,8 @@ pub(crate) struct Inner {
     pub(crate) gid: u32,
     /// Who may see what (several users on one machine).
     pub(crate) access: Access,
+    /// What its object reads took.
+    pub(crate) reads: Arc<ReadStats>,
 }
 
 /// Locks `m`, going on with the data of a thread that panicked holding it.
@@ -63,6 +65,7 @@ impl Inner {
             uid,
             gid,
             access: Access::new(uid),
+            reads: Arc::new(ReadStats::default()),
         }
     }
 

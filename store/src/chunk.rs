@@ -5,7 +5,10 @@
 //! [`VerifiedChunk`], so a value of that type proves the hash was checked,
 //! and the store writes it without hashing again (compare rustls's
 //! `ServerCertVerified`). Every chunk is hashed exactly once on its way from
-//! a source to the store.
+//! a source to the store, so this is also where the process counts the
+//! chunks it checked and refused ([`checked`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
@@ -37,6 +40,18 @@ pub enum ChunkError {
     },
 }
 
+static VERIFIED: AtomicU64 = AtomicU64::new(0);
+static REJECTED: AtomicU64 = AtomicU64::new(0);
+
+/// Chunks this process has checked with [`VerifiedChunk::verify`] so far:
+/// (verified, rejected).
+pub fn checked() -> (u64, u64) {
+    (
+        VERIFIED.load(Ordering::Relaxed),
+        REJECTED.load(Ordering::Relaxed),
+    )
+}
+
 /// Chunk `index` of some object, whose bytes hash to its descriptor.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VerifiedChunk {
@@ -52,6 +67,7 @@ impl VerifiedChunk {
     /// [`ChunkError`] when the bytes are not that chunk.
     pub fn verify(index: u32, desc: Descriptor, data: Bytes) -> Result<VerifiedChunk, ChunkError> {
         if data.len() != desc.len as usize {
+            REJECTED.fetch_add(1, Ordering::Relaxed);
             return Err(ChunkError::Length {
                 index,
                 want: desc.len,
@@ -60,12 +76,14 @@ impl VerifiedChunk {
         }
         let got = ChunkHash::of(&data);
         if got != desc.hash {
+            REJECTED.fetch_add(1, Ordering::Relaxed);
             return Err(ChunkError::Mismatch {
                 index,
                 want: desc.hash,
                 got,
             });
         }
+        VERIFIED.fetch_add(1, Ordering::Relaxed);
         Ok(VerifiedChunk { index, desc, data })
     }
 

@@ -68,6 +68,8 @@ pub struct Agent {
     pub mount: Option<PathBuf>,
     /// Its peer address.
     pub peer: SocketAddr,
+    /// The line it printed once ready (`gtc agent: ready peer=...`).
+    pub ready_line: String,
     extra: Vec<String>,
     /// Command the agent runs under (`nsenter --net=...`), empty for none.
     prefix: Vec<String>,
@@ -98,6 +100,7 @@ impl Agent {
             dir,
             mount,
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ready_line: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             prefix: Vec::new(),
             _tmp: Some(tmp),
@@ -118,6 +121,7 @@ impl Agent {
             dir: tmp.path().to_owned(),
             mount: None,
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ready_line: String::new(),
             extra: extra
                 .iter()
                 .map(|s| s.to_string())
@@ -173,6 +177,7 @@ impl Agent {
             .find_map(|w| w.strip_prefix("peer="))
             .and_then(|p| p.parse().ok())
             .expect("peer address");
+        self.ready_line = line;
         self.child = Some(child);
     }
 
@@ -188,6 +193,7 @@ impl Agent {
             dir: tmp.path().to_owned(),
             mount: Some(mnt),
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ready_line: String::new(),
             extra: args,
             prefix: Vec::new(),
             _tmp: Some(tmp),

@@ -55,6 +55,7 @@ impl Conn {
 pub(super) async fn client_task(agent: Arc<Agent>, mut stream: UnixStream) {
     if let Err(why) = agent.access.check(&stream) {
         tracing::warn!(%why, "local API connection refused");
+        agent.refused_clients.fetch_add(1, Ordering::Relaxed);
         let _ = api::write_json(&mut stream, &error(&why)).await;
         // Take the client's first request (briefly) before closing, so its
         // write does not meet a closed socket before it reads why.

@@ -11,7 +11,9 @@
 //! - `devices`: the device watcher feeding keys to the fetches;
 //! - `local_access`: who may use the local API (socket folder and modes,
 //!   peer credentials, the optional `socket-group`);
-//! - `status`: what `gtc status` reports.
+//! - `status`: what `gtc status` reports;
+//! - `metrics`: what the metrics endpoint reports, and `metrics_http`, the
+//!   endpoint (opt-in, config `metrics`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,6 +35,8 @@ mod devices;
 mod export;
 mod get;
 mod local_access;
+mod metrics;
+mod metrics_http;
 mod notify;
 mod objects;
 mod put;
@@ -48,6 +52,8 @@ struct Agent {
     stats: Arc<ServerStats>,
     fetches: Fetches,
     clients: AtomicU64,
+    /// Local API connections refused.
+    refused_clients: AtomicU64,
     /// Who may use the local API.
     access: local_access::LocalAccess,
 }
@@ -97,6 +103,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let stats = Arc::new(ServerStats::default());
     tokio::spawn(serve_with(peers, store.clone(), stats.clone(), serve));
+    let metrics = match config.metrics {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     let access = local_access::LocalAccess::new(config.socket_group);
     let clients = bind_socket(&config.socket, &access).await?;
     let socket = config.socket.clone();
@@ -111,6 +125,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         issuer,
         stats,
         clients: AtomicU64::new(0),
+        refused_clients: AtomicU64::new(0),
         access,
     });
     let mount = match &agent.config.mount {
@@ -151,12 +166,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let metrics_note = match metrics {
+        Some(listener) => {
+            let note = format!(" metrics={}", listener.local_addr()?);
+            let reads = mount.as_ref().map(dot_fusefs::Mount::read_stats);
+            tokio::spawn(metrics_http::serve(listener, agent.clone(), reads));
+            note
+        }
+        None => String::new(),
+    };
     let mount_note = mount
         .as_ref()
         .map(|m| format!(" mount={}", m.dir().display()))
         .unwrap_or_default();
     println!(
-        "gtc agent: ready peer={listen} socket={}{mount_note}",
+        "gtc agent: ready peer={listen} socket={}{mount_note}{metrics_note}",
         socket.display()
     );
     tracing::info!(peer = %listen, socket = %socket.display(), "agent ready");

@@ -12,7 +12,8 @@
 //! - `sources`: hint order, priority groups, describing, building the
 //!   source (one gtc peer or a multipath over a group);
 //! - `run`: the task that brings the chunks in and checks the object;
-//! - `devices`: portable keys attached to every fetch, and the outbox.
+//! - `devices`: portable keys attached to every fetch, and the outbox;
+//! - `totals`: what all fetches brought in, by kind of source and by peer.
 //!
 //! When may a reader see a chunk before the whole object hashed to its OID?
 //! Only when its own ticket carries the digest of the descriptor list the
@@ -39,6 +40,7 @@ pub(crate) mod failures;
 mod run;
 mod sources;
 mod target;
+pub mod totals;
 
 pub use target::Target;
 
@@ -295,6 +297,7 @@ pub struct Fetches {
     peers: Arc<[Hint]>,
     /// Gtc sources (and their connections) kept between fetches.
     pool: sources::Pool,
+    totals: Arc<totals::Totals>,
 }
 
 impl Fetches {
@@ -311,7 +314,13 @@ impl Fetches {
             outbox: false,
             peers: Arc::new([]),
             pool: sources::Pool::default(),
+            totals: Arc::default(),
         }
+    }
+
+    /// What every fetch has brought in so far.
+    pub fn totals(&self) -> totals::Snapshot {
+        self.totals.snapshot()
     }
 
     /// Asks `peers` for objects the agent knows by OID alone (they must be
@@ -539,6 +548,9 @@ impl Fetches {
         fetch
             .held_at_start
             .store(size - missing_bytes, Ordering::Relaxed);
+        self.totals.fetch_started();
+        let held = (fetch.descs.len() - missing.len()) as u64;
+        (self.totals).add(totals::Kind::Cache, size - missing_bytes, held);
         let run = run::Run::new(missing.len(), wants_rx, failures);
         tokio::spawn(
             self.clone()

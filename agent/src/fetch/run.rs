@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::failures::{self, Failures};
 use super::sources::{self, Source};
-use super::{Fetch, FetchState, Fetches, Target, lock};
+use super::{Fetch, FetchState, Fetches, Target, lock, totals};
 
 /// A fetch with nothing wanted and nothing in flight ends after this.
 pub const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -168,6 +168,7 @@ impl Fetches {
         let oid = fetch.oid;
         *lock(&fetch.source) = source.name();
         *lock(&fetch.multipath) = source.multipath.clone();
+        let _tracked = source.multipath.as_ref().map(|m| self.totals.track(m));
         let (tx, mut events) = mpsc::channel(EVENTS);
         let store = &self.store;
         let submit = |batch: Vec<u32>| {
@@ -289,6 +290,11 @@ impl Fetches {
                         }
                         return Ok(());
                     }
+                }
+                if device.is_some() || source.device {
+                    self.totals.add(totals::Kind::Device, len, 1);
+                } else if source.multipath.is_none() {
+                    self.totals.add_from_peer(&source.label, len);
                 }
                 run.left -= 1;
                 if device.is_some() && asked {

@@ -15,7 +15,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dot_store::Store;
@@ -42,6 +42,10 @@ pub struct ServerStats {
     pub violations: AtomicU64,
     /// Connections shed (idle, to make room) or refused (at a cap).
     pub shed: AtomicU64,
+    /// Connections admitted.
+    pub accepted: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicU64,
 }
 
 /// What a server allows its peers. The defaults suit an agent on an open
@@ -146,7 +150,10 @@ fn admit(
         return;
     };
     let open = opts.policy.is_open_to(peer.ip());
-    tokio::spawn(connection::run(
+    stats.accepted.fetch_add(1, Ordering::Relaxed);
+    stats.open.fetch_add(1, Ordering::Relaxed);
+    let stats = stats.clone();
+    let run = connection::run(
         stream,
         peer,
         store.clone(),
@@ -154,5 +161,9 @@ fn admit(
         opts.clone(),
         slot,
         open,
-    ));
+    );
+    tokio::spawn(async move {
+        run.await;
+        stats.open.fetch_sub(1, Ordering::Relaxed);
+    });
 }
