@@ -272,6 +272,16 @@ pub struct Verified {
 }
 
 impl Verified {
+    /// Adds what another verify found.
+    pub fn add(&mut self, mut other: Verified) {
+        self.objects += other.objects;
+        self.chunks += other.chunks;
+        self.bytes += other.bytes;
+        self.damaged_chunks.append(&mut other.damaged_chunks);
+        self.bad_objects.append(&mut other.bad_objects);
+        self.changed_files.append(&mut other.changed_files);
+    }
+
     /// True when nothing was found wrong.
     pub fn is_clean(&self) -> bool {
         self.damaged_chunks.is_empty()

@@ -132,6 +132,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cmd::set_verbosity(cli.quiet, cli.verbose);
+    let json = match &cli.command {
+        Command::Put { args } => args.json,
+        Command::Get { args } => args.json,
+        Command::Status { args } => args.json,
+        Command::Ls { args } => args.json,
+        Command::Verify { args } => args.json,
+        _ => false,
+    };
     let result = match cli.command {
         Command::Agent { flags } => cmd::agent::run(flags),
         Command::Put { args } => cmd::put::run(args),
@@ -151,7 +159,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line, never a backtrace: `{:?}` of an anyhow error
             // would print one whenever RUST_BACKTRACE is set.
-            eprintln!("gtc: {}", cmd::exit::one_line(&e));
+            if json {
+                eprintln!("{}", cmd::exit::json_line(&e));
+            } else {
+                eprintln!("gtc: {}", cmd::exit::one_line(&e));
+            }
             ExitCode::from(cmd::exit::code(&e))
         }
     }

@@ -72,6 +72,20 @@ pub fn one_line(e: &anyhow::Error) -> String {
     line
 }
 
+/// `e` as one JSON object, for commands given `--json`:
+/// `{"error": ONE_LINE, "kind": KIND, "exit": CODE}`, the kind one of
+/// `failure`, `not-found`, `unreachable`, `integrity`.
+pub fn json_line(e: &anyhow::Error) -> String {
+    let code = code(e);
+    let kind = match code {
+        NOT_FOUND => "not-found",
+        UNREACHABLE => "unreachable",
+        INTEGRITY => "integrity",
+        _ => "failure",
+    };
+    serde_json::json!({ "error": one_line(e), "kind": kind, "exit": code }).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

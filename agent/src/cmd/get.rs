@@ -30,7 +30,7 @@ pub struct Args {
     /// Like --stats, as one JSON object (on stdout with -o FILE, else on
     /// stderr).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Set the output file's permission bits (octal), as `gtc cp` does.
     #[arg(long, value_parser = parse_octal, requires = "output")]
     mode: Option<u32>,

@@ -4,15 +4,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
-use dot_agent::client::Client;
+use anyhow::{Context, bail};
+use dot_agent::api::{ErrorKind, Verified};
+use dot_agent::client::{Client, ClientError};
 
 /// The flags of `gtc ls`.
 #[derive(clap::Args)]
 pub struct LsArgs {
     /// Print one JSON array.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Local API socket (default: $GTC_SOCKET, else the agent's default).
     #[arg(long)]
     socket: Option<PathBuf>,
@@ -37,15 +38,45 @@ pub struct VerifyArgs {
     oids: Vec<String>,
     /// Print one JSON object.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Local API socket (default: $GTC_SOCKET, else the agent's default).
     #[arg(long)]
     socket: Option<PathBuf>,
 }
 
-/// Runs `gtc verify`: exits with the integrity code when it found damage.
+/// Runs `gtc verify`: one object at a time, with a progress bar by bytes
+/// on a terminal; exits with the integrity code when it found damage.
 pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
-    let v = Client::connect(args.socket.as_deref())?.verify(&args.oids)?;
+    let mut client = Client::connect(args.socket.as_deref())?;
+    let whole_store = args.oids.is_empty();
+    let objects: Vec<(String, u64)> = if whole_store {
+        client
+            .list()?
+            .into_iter()
+            .map(|o| (o.oid, o.size))
+            .collect()
+    } else {
+        args.oids.iter().map(|o| (o.clone(), 0)).collect()
+    };
+    let bar = super::progress::bar(objects.iter().map(|(_, size)| size).sum());
+    let mut v = Verified::default();
+    for (oid, size) in &objects {
+        match client.verify(std::slice::from_ref(oid)) {
+            Ok(found) => v.add(found),
+            // Gone (evicted, removed) since the store was listed.
+            Err(ClientError::Agent {
+                kind: Some(ErrorKind::NotFound),
+                ..
+            }) if whole_store => {}
+            Err(e) => return Err(e).with_context(|| format!("verifying {oid}")),
+        }
+        if let Some(b) = &bar {
+            b.inc(*size);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     if args.json {
         println!("{}", serde_json::to_string(&v)?);
     } else {

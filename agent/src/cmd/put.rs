@@ -19,7 +19,7 @@ pub struct Args {
     file: PathBuf,
     /// Print one JSON object (oid, ticket, size, chunks, hints, ...).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Local API socket (default: $GTC_SOCKET, else the agent's default).
     #[arg(long)]
     socket: Option<PathBuf>,
