@@ -68,6 +68,18 @@ pub enum Request {
         /// with a tree's ticket.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         tree: bool,
+        /// The bytes are segments (a tree's pack: its files), each cut
+        /// into chunks as if alone: [`Request::PutCuts`] messages give
+        /// where segments end, each before the bytes it falls in.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        segments: bool,
+    },
+    /// During a put started with `segments`: where the next segments end,
+    /// as offsets in the object, ascending (an end equal to the one before
+    /// is an empty segment). At most [`MAX_CUTS`] a message; no answer.
+    PutCuts {
+        /// Segment ends.
+        ends: Vec<u64>,
     },
     /// End of a stream put's data; answered by [`Response::Put`].
     PutCommit,
@@ -251,6 +263,9 @@ pub struct PutResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtime_ns: Option<i64>,
 }
+
+/// Segment ends in one [`Request::PutCuts`].
+pub const MAX_CUTS: usize = 4096;
 
 /// What a verify found, as `gtc verify --json` prints it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]

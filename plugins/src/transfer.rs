@@ -95,6 +95,31 @@ pub trait Transfer: Send + Sync {
         access: Option<Access>,
     ) -> BoxFuture<'_, Result<Described, TransferError>>;
 
+    /// Checks that the source holds `oid` as `size` bytes in `count`
+    /// chunks and that `access` opens it, for a receiver that holds a list
+    /// it trusts already (a tree's pack, listed in the tree's manifest).
+    /// A source that can, checks without sending the list; by default the
+    /// list is fetched and its size and count compared (the chunks are
+    /// checked against the trusted list either way).
+    fn confirm(
+        &self,
+        oid: Oid,
+        access: Option<Access>,
+        size: u64,
+        count: u32,
+    ) -> BoxFuture<'_, Result<(), TransferError>> {
+        Box::pin(async move {
+            let d = self.get_descriptors(oid, access).await?;
+            if d.size != size || d.descriptors.len() != count as usize {
+                return Err(TransferError::BadDescriptors {
+                    peer: self.name(),
+                    reason: "it describes the object otherwise than the list held".into(),
+                });
+            }
+            Ok(())
+        })
+    }
+
     /// Starts fetching `chunks` (index and descriptor) of `oid`; each one's
     /// outcome goes to `sink` as it comes.
     fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>, sink: ChunkSink);

@@ -11,8 +11,10 @@
 //! an insertion near the start of an object changes only the chunks around
 //! the edit, and the rest are found in any cache that has the old version.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use crate::descriptor::{MAX_CHUNK_LEN, parse_decimal};
 use crate::error::ParseError;
@@ -210,6 +212,90 @@ impl FromStr for ChunkerSpec {
         };
         spec.validate()?;
         Ok(spec)
+    }
+}
+
+/// Where a stream's chunks must end besides where its chunker cuts: the
+/// ends of the segments the stream is made of (a tree's pack: each file),
+/// as offsets in the stream. They are pushed as the stream is written, each
+/// before the bytes it falls in; [`segmented`] makes the chunker that
+/// honours them.
+#[derive(Debug, Clone, Default)]
+pub struct Cuts(Arc<Mutex<CutState>>);
+
+#[derive(Debug, Default)]
+struct CutState {
+    /// Segment ends not yet reached.
+    ends: VecDeque<u64>,
+    /// Where the next chunk starts.
+    at: u64,
+    /// The last end pushed.
+    last: u64,
+}
+
+/// Segment ends a stream may have pushed and not yet reached.
+pub const MAX_PENDING_CUTS: usize = 1 << 20;
+
+impl Cuts {
+    fn state(&self) -> std::sync::MutexGuard<'_, CutState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds the end of the next segment (an end equal to the last one is
+    /// an empty segment: nothing to cut).
+    ///
+    /// # Errors
+    /// An end before the last one, or more than [`MAX_PENDING_CUTS`] ends
+    /// ahead of the bytes.
+    pub fn push(&self, end: u64) -> Result<(), &'static str> {
+        let mut st = self.state();
+        if end < st.last {
+            return Err("segment ends out of order");
+        }
+        if end == st.last {
+            return Ok(());
+        }
+        if st.ends.len() >= MAX_PENDING_CUTS {
+            return Err("too many segment ends ahead of the bytes");
+        }
+        st.last = end;
+        st.ends.push_back(end);
+        Ok(())
+    }
+}
+
+/// `inner`, also cutting at every end of `cuts`: within a segment, chunks
+/// fall as `inner` cuts that segment alone.
+pub fn segmented(inner: Box<dyn Chunker>, cuts: Cuts) -> Box<dyn Chunker> {
+    Box::new(Segmented { inner, cuts })
+}
+
+struct Segmented {
+    inner: Box<dyn Chunker>,
+    cuts: Cuts,
+}
+
+impl Chunker for Segmented {
+    fn next_chunk(&self, data: &[u8], eof: bool) -> Option<usize> {
+        let mut st = self.cuts.state();
+        while st.ends.front().is_some_and(|&end| end <= st.at) {
+            st.ends.pop_front();
+        }
+        let len = match st.ends.front() {
+            Some(&end) if end - st.at <= data.len() as u64 => {
+                let segment_left = (end - st.at) as usize;
+                self.inner.next_chunk(&data[..segment_left], true)
+            }
+            _ => self.inner.next_chunk(data, eof),
+        }?;
+        st.at += len as u64;
+        Some(len)
+    }
+
+    fn max_len(&self) -> usize {
+        self.inner.max_len()
     }
 }
 

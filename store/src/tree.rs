@@ -3,11 +3,15 @@
 //! large file's content is an object of its own, named by OID, so
 //! identical large files anywhere are stored and fetched once. Small files
 //! (at most [`PACK_LIMIT`] bytes) travel in the tree's **pack**: one object
-//! holding their bytes back to back in entry order, cut into small chunks
-//! ([`PACK_CHUNKER`]), so a tree of many small files moves as one stream
-//! and a second version shares every chunk its changes did not touch. A
-//! tree's ticket opens its members, the pack and the large files (a peer
-//! serves a member to whoever holds the tree's token).
+//! holding their bytes back to back in entry order, so a tree of many
+//! small files moves as one stream. The pack is cut at every file's start
+//! and into small chunks within each file ([`PACK_CHUNKER`]), and each
+//! packed file's entry lists its own chunks: the pack's descriptor list
+//! is the manifest's (a receiver holding the manifest fetches no list),
+//! and a second version costs each changed file's changed chunks and the
+//! manifest chunks around its entry, nothing else. A tree's ticket opens
+//! its members, the pack and the large files (a peer serves a member to
+//! whoever holds the tree's token).
 //!
 //! The manifest is outside input (it comes from peers and keys): it is
 //! decoded with a bound on every length and count, and a decoded
@@ -18,7 +22,7 @@
 //! is ever created through a link or a file, and there are no cycles).
 //!
 //! ```text
-//! magic "DOT-TREE" | version u8 (1) | flags u8 (0)
+//! magic "DOT-TREE" | version u8 (2) | flags u8 (0)
 //! root: mode u16 | mtime seconds i64 | nanoseconds u32
 //! pack: size u64 | OID [32] | descriptor-list digest [32]   (all zero: none)
 //! count u32
@@ -27,23 +31,28 @@
 //!   | mtime seconds i64 | nanoseconds u32 | path length u16 | path
 //!   file: size u64 | OID [32] | descriptor-list digest [32]
 //!   packed file: size u64 (its bytes: the pack's next `size` bytes)
+//!     | chunk count u32 | count x (length u32 | BLAKE3 [32])
 //!   link: target length u16 | target
 //! ```
 //!
 //! Integers are big-endian; modes are permission bits (at most `0o7777`);
 //! nanoseconds are below 10^9. The packed files' sizes add up to the
-//! pack's exactly. Nothing may follow the last entry.
+//! pack's exactly; each file's chunks add up to its size (an empty file
+//! has none), and all of them in entry order are the pack's descriptor
+//! list, whose digest the header gives. Nothing may follow the last entry.
 
 use std::collections::HashSet;
 
-use crate::descriptor::MAX_OBJECT_SIZE;
+use crate::descriptor::{
+    Descriptor, MAX_CHUNK_LEN, MAX_OBJECT_SIZE, check_descriptors, list_digest,
+};
 use crate::error::ParseError;
-use crate::oid::Oid;
+use crate::oid::{ChunkHash, Oid};
 
 /// The first bytes of every manifest.
 pub const MAGIC: &[u8; 8] = b"DOT-TREE";
 /// The manifest version this build writes and reads.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Most entries in one tree.
 pub const MAX_ENTRIES: usize = 1 << 20;
 /// Largest manifest (a million entries of long paths fit).
@@ -56,9 +65,12 @@ pub const MAX_NAME: usize = 255;
 /// Largest file carried in a tree's pack; larger files are objects of
 /// their own.
 pub const PACK_LIMIT: u64 = 256 << 10;
-/// How a pack is cut into chunks: small, so a changed small file costs
-/// about its own bytes in a second version.
+/// How each file of a pack is cut into chunks (a chunk never crosses from
+/// one file to the next): small, so a changed small file costs about its
+/// own bytes in a second version.
 pub const PACK_CHUNKER: &str = "cdc:1024:4096:32768";
+/// Bytes of one chunk in a packed file's entry (length and hash).
+const CHUNK_ENTRY: usize = 4 + 32;
 /// How a manifest is cut into chunks: small, so a few changed entries
 /// cost a few chunks in a second version.
 pub const MANIFEST_CHUNKER: &str = "cdc:256:1024:8192";
@@ -170,6 +182,8 @@ pub struct Manifest {
     /// The pack, if any file is packed.
     pub pack: Option<Pack>,
     entries: Vec<Entry>,
+    /// The pack's descriptor list, from the packed files' entries.
+    pack_chunks: Vec<Descriptor>,
 }
 
 fn bad(reason: impl Into<String>) -> ParseError {
@@ -193,17 +207,19 @@ fn name_problem(name: &[u8]) -> Option<&'static str> {
 
 impl Manifest {
     /// A manifest of `entries` (in any order: they are sorted, see
-    /// [`sort`]; packed files' offsets are set in that order), checked as
-    /// a decoded one is.
+    /// [`sort`]; packed files' offsets are set in that order) and the
+    /// pack's descriptor list, checked as a decoded one is.
     ///
     /// # Errors
     /// What makes the entries unsafe or out of bounds; packed files that
-    /// do not add up to the pack.
+    /// do not add up to the pack; a list that is not the pack's or has a
+    /// chunk crossing from one file to the next.
     pub fn new(
         root_mode: u16,
         root_mtime: Mtime,
         pack: Option<Pack>,
         mut entries: Vec<Entry>,
+        pack_chunks: Vec<Descriptor>,
     ) -> Result<Manifest, ParseError> {
         sort(&mut entries);
         let mut m = Manifest {
@@ -211,15 +227,19 @@ impl Manifest {
             root_mtime,
             pack,
             entries,
+            pack_chunks,
         };
         m.place_packed()?;
         m.check()?;
         Ok(m)
     }
 
-    /// Sets each packed file's offset; checks they fill the pack exactly.
+    /// Sets each packed file's offset; checks the files fill the pack
+    /// exactly, that its list tiles it with a cut at every file's end, and
+    /// that the list is the one the header names.
     fn place_packed(&mut self) -> Result<(), ParseError> {
         let mut at = 0u64;
+        let mut chunks = self.pack_chunks.iter();
         for e in &mut self.entries {
             if let Kind::Packed { size, offset } = &mut e.kind {
                 *offset = at;
@@ -227,15 +247,46 @@ impl Manifest {
                     .checked_add(*size)
                     .filter(|t| *t <= MAX_OBJECT_SIZE)
                     .ok_or_else(|| bad("packed files larger than an object may be"))?;
+                let mut end = *offset;
+                while end < at {
+                    let c = chunks
+                        .next()
+                        .ok_or_else(|| bad("packed files longer than the pack's chunks"))?;
+                    if c.offset != end {
+                        return Err(bad("the pack's chunks do not follow each other"));
+                    }
+                    end += u64::from(c.len);
+                }
+                if end != at {
+                    return Err(bad("a chunk of the pack crosses the end of a file"));
+                }
             }
         }
-        if at != self.pack.map_or(0, |p| p.size) {
-            return Err(bad(format!(
-                "packed files of {at} bytes in a pack of {}",
-                self.pack.map_or(0, |p| p.size)
-            )));
+        if chunks.next().is_some() {
+            return Err(bad("chunks of the pack past its files"));
+        }
+        match self.pack {
+            None if at == 0 && self.pack_chunks.is_empty() => {}
+            Some(p) if p.size == at => {
+                check_descriptors(p.size, &self.pack_chunks).map_err(bad)?;
+                if list_digest(&self.pack_chunks) != p.list_digest {
+                    return Err(bad("the packed files' chunks are not the pack's list"));
+                }
+            }
+            _ => {
+                return Err(bad(format!(
+                    "packed files of {at} bytes in a pack of {}",
+                    self.pack.map_or(0, |p| p.size)
+                )));
+            }
         }
         Ok(())
+    }
+
+    /// The pack's descriptor list (empty without a pack): every packed
+    /// file's chunks, in entry order.
+    pub fn pack_descriptors(&self) -> &[Descriptor] {
+        &self.pack_chunks
     }
 
     /// The entries, in ascending path order (every folder before what it
@@ -343,6 +394,7 @@ impl Manifest {
             None => out.extend_from_slice(&[0; 72]),
         }
         out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+        let mut chunks = self.pack_chunks.iter().peekable();
         for e in &self.entries {
             out.push(match e.kind {
                 Kind::Dir => KIND_DIR,
@@ -365,7 +417,20 @@ impl Manifest {
                     out.extend_from_slice(oid.as_bytes());
                     out.extend_from_slice(list_digest);
                 }
-                Kind::Packed { size, .. } => out.extend_from_slice(&size.to_be_bytes()),
+                Kind::Packed { size, offset } => {
+                    out.extend_from_slice(&size.to_be_bytes());
+                    // Its chunks (a checked manifest's end at its end).
+                    let end = offset + size;
+                    let mut mine = Vec::new();
+                    while let Some(c) = chunks.next_if(|c| c.offset < end) {
+                        mine.push(c);
+                    }
+                    out.extend_from_slice(&(mine.len() as u32).to_be_bytes());
+                    for c in mine {
+                        out.extend_from_slice(&c.len.to_be_bytes());
+                        out.extend_from_slice(&c.hash.0);
+                    }
+                }
                 Kind::Symlink { target } => {
                     out.extend_from_slice(&(target.len() as u16).to_be_bytes());
                     out.extend_from_slice(target);
@@ -421,6 +486,8 @@ impl Manifest {
             )));
         }
         let mut entries = Vec::with_capacity(count);
+        let mut pack_chunks = Vec::new();
+        let mut pack_at = 0u64;
         for _ in 0..count {
             let kind = r.u8()?;
             let mode = r.u16()?;
@@ -438,10 +505,30 @@ impl Manifest {
                         list_digest: r.array()?,
                     }
                 }
-                KIND_PACKED => Kind::Packed {
-                    size: r.u64()?,
-                    offset: 0,
-                },
+                KIND_PACKED => {
+                    let size = r.u64()?;
+                    let n = r.u32()? as usize;
+                    // At least a byte a chunk, and bytes to back them.
+                    if n as u64 > size || n > r.0.len() / CHUNK_ENTRY {
+                        return Err(bad(format!(
+                            "{n} chunks claimed for a file of {size} bytes"
+                        )));
+                    }
+                    pack_chunks.reserve(n);
+                    for _ in 0..n {
+                        let len = r.u32()?;
+                        if len == 0 || len > MAX_CHUNK_LEN {
+                            return Err(bad(format!("a chunk of {len} bytes")));
+                        }
+                        pack_chunks.push(Descriptor {
+                            hash: ChunkHash(r.array()?),
+                            offset: pack_at,
+                            len,
+                        });
+                        pack_at = pack_at.saturating_add(u64::from(len));
+                    }
+                    Kind::Packed { size, offset: 0 }
+                }
                 KIND_LINK => {
                     let len = usize::from(r.u16()?);
                     Kind::Symlink {
@@ -465,6 +552,7 @@ impl Manifest {
             root_mtime,
             pack,
             entries,
+            pack_chunks,
         };
         m.check()?;
         m.place_packed()?;
@@ -597,6 +685,7 @@ mod tests {
                 file("a.b", b""),
                 file("z", b"x"),
             ],
+            Vec::new(),
         )
         .expect("a good tree")
     }
@@ -615,37 +704,55 @@ mod tests {
     #[test]
     fn unsafe_paths_are_refused() {
         for bad_path in ["", "/abs", "a/", "a//b", ".", "..", "a/../b", "./a", "x\0y"] {
-            let e = Manifest::new(0o755, at(0), None, vec![file(bad_path, b"1")]);
+            let e = Manifest::new(0o755, at(0), None, vec![file(bad_path, b"1")], Vec::new());
             assert!(e.is_err(), "{bad_path:?} accepted");
         }
         let long = "n".repeat(256);
-        assert!(Manifest::new(0o755, at(0), None, vec![file(&long, b"1")]).is_err());
+        assert!(Manifest::new(0o755, at(0), None, vec![file(&long, b"1")], Vec::new()).is_err());
         let ok = "n".repeat(255);
-        assert!(Manifest::new(0o755, at(0), None, vec![file(&ok, b"1")]).is_ok());
+        assert!(Manifest::new(0o755, at(0), None, vec![file(&ok, b"1")], Vec::new()).is_ok());
     }
 
     #[test]
     fn duplicates_orphans_and_entries_beneath_links_or_files_are_refused() {
-        let twice = Manifest::new(0o755, at(0), None, vec![file("a", b"1"), file("a", b"2")]);
+        let twice = Manifest::new(
+            0o755,
+            at(0),
+            None,
+            vec![file("a", b"1"), file("a", b"2")],
+            Vec::new(),
+        );
         assert!(twice.is_err(), "a name twice");
-        let orphan = Manifest::new(0o755, at(0), None, vec![file("d/x", b"1")]);
+        let orphan = Manifest::new(0o755, at(0), None, vec![file("d/x", b"1")], Vec::new());
         assert!(orphan.is_err(), "no folder d");
         let through_link = Manifest::new(
             0o755,
             at(0),
             None,
             vec![link("d", "/etc"), file("d/passwd", b"1")],
+            Vec::new(),
         );
         assert!(through_link.is_err(), "a file beneath a link");
-        let through_file =
-            Manifest::new(0o755, at(0), None, vec![file("d", b"1"), file("d/x", b"1")]);
+        let through_file = Manifest::new(
+            0o755,
+            at(0),
+            None,
+            vec![file("d", b"1"), file("d/x", b"1")],
+            Vec::new(),
+        );
         assert!(through_file.is_err(), "a file beneath a file");
     }
 
     #[test]
     fn decoding_refuses_out_of_order_bytes_and_bad_fields() {
-        let good =
-            Manifest::new(0o755, at(0), None, vec![file("a", b"1"), file("b", b"2")]).expect("ok");
+        let good = Manifest::new(
+            0o755,
+            at(0),
+            None,
+            vec![file("a", b"1"), file("b", b"2")],
+            Vec::new(),
+        )
+        .expect("ok");
         let mut bytes = good.encode();
         // Swap the two entries' single-byte names: out of order.
         let a = bytes.iter().position(|&b| b == b'a').expect("a");
@@ -656,7 +763,7 @@ mod tests {
         trailing.push(0);
         assert!(Manifest::decode(&trailing).is_err());
         let mut version = good.encode();
-        version[8] = 2;
+        version[8] = 1;
         assert!(Manifest::decode(&version).is_err());
         let mut mode = good.encode();
         mode[10] = 0xff;
@@ -688,8 +795,8 @@ mod tests {
                 *size = MAX_OBJECT_SIZE;
             }
         }
-        assert!(Manifest::new(0o755, at(0), None, vec![big.clone()]).is_ok());
-        assert!(Manifest::new(0o755, at(0), None, vec![big, huge]).is_err());
+        assert!(Manifest::new(0o755, at(0), None, vec![big.clone()], Vec::new()).is_ok());
+        assert!(Manifest::new(0o755, at(0), None, vec![big, huge], Vec::new()).is_err());
     }
 
     fn packed(path: &str, size: u64) -> Entry {
@@ -701,26 +808,43 @@ mod tests {
         }
     }
 
-    fn pack(size: u64) -> Option<Pack> {
-        Some(Pack {
-            size,
+    /// A pack whose chunks have these lengths (in order), and its list.
+    fn pack_of(lens: &[u32]) -> (Option<Pack>, Vec<Descriptor>) {
+        let mut at = 0u64;
+        let chunks: Vec<Descriptor> = lens
+            .iter()
+            .map(|&len| {
+                let d = Descriptor {
+                    hash: ChunkHash::of(&at.to_be_bytes()),
+                    offset: at,
+                    len,
+                };
+                at += u64::from(len);
+                d
+            })
+            .collect();
+        let pack = Pack {
+            size: at,
             oid: Oid::of(b"pack"),
-            list_digest: [7; 32],
-        })
+            list_digest: list_digest(&chunks),
+        };
+        (Some(pack), chunks)
     }
 
     #[test]
     fn packed_files_take_their_places_in_the_pack_in_path_order() {
+        let (pack, chunks) = pack_of(&[2, 3, 3, 2]);
         let m = Manifest::new(
             0o755,
             at(0),
-            pack(10),
+            pack,
             vec![
                 packed("b", 3),
                 packed("a", 5),
                 packed("c", 0),
                 packed("d", 2),
             ],
+            chunks.clone(),
         )
         .expect("a good tree");
         let places: Vec<(u64, u64)> = m
@@ -732,31 +856,68 @@ mod tests {
             })
             .collect();
         assert_eq!(places, [(0, 5), (5, 3), (8, 0), (8, 2)]);
-        assert_eq!(Manifest::decode(&m.encode()).expect("decodes"), m);
+        let decoded = Manifest::decode(&m.encode()).expect("decodes");
+        assert_eq!(decoded, m);
+        assert_eq!(decoded.pack_descriptors(), chunks.as_slice());
         assert_eq!(m.file_bytes(), 10);
         assert_eq!(m.members().collect::<Vec<_>>(), [Oid::of(b"pack")]);
     }
 
     #[test]
     fn packed_files_must_fill_the_pack_exactly() {
-        let short = Manifest::new(0o755, at(0), pack(10), vec![packed("a", 9)]);
+        let (pack10, chunks10) = pack_of(&[10]);
+        let short = Manifest::new(0o755, at(0), pack10, vec![packed("a", 9)], chunks10.clone());
         assert!(short.is_err(), "a byte of the pack left over");
-        let long = Manifest::new(0o755, at(0), pack(10), vec![packed("a", 11)]);
+        let long = Manifest::new(
+            0o755,
+            at(0),
+            pack10,
+            vec![packed("a", 11)],
+            chunks10.clone(),
+        );
         assert!(long.is_err(), "past the pack's end");
-        let none = Manifest::new(0o755, at(0), None, vec![packed("a", 1)]);
+        let none = Manifest::new(0o755, at(0), None, vec![packed("a", 1)], Vec::new());
         assert!(none.is_err(), "packed bytes without a pack");
         // On the wire: a pack of no bytes must name no object.
-        let mut bytes = Manifest::new(0o755, at(0), None, vec![])
+        let mut bytes = Manifest::new(0o755, at(0), None, vec![], Vec::new())
             .expect("ok")
             .encode();
         bytes[30] = 1;
         assert!(Manifest::decode(&bytes).is_err());
+        let (huge_pack, huge_chunks) = pack_of(&[MAX_CHUNK_LEN]);
         let huge = Manifest::new(
             0o755,
             at(0),
-            pack(MAX_OBJECT_SIZE),
+            huge_pack.map(|p| Pack {
+                size: MAX_OBJECT_SIZE,
+                ..p
+            }),
             vec![packed("a", MAX_OBJECT_SIZE), packed("b", 1)],
+            huge_chunks,
         );
         assert!(huge.is_err(), "sizes past an object");
+    }
+
+    #[test]
+    fn the_packs_chunks_must_end_at_every_file_and_be_the_headers_list() {
+        let files = || vec![packed("a", 4), packed("b", 6)];
+        let (pack, chunks) = pack_of(&[4, 3, 3]);
+        assert!(Manifest::new(0o755, at(0), pack, files(), chunks).is_ok());
+        let (pack, chunks) = pack_of(&[5, 5]);
+        let crossing = Manifest::new(0o755, at(0), pack, files(), chunks);
+        assert!(crossing.is_err(), "a chunk across a file's end");
+        let (pack, mut chunks) = pack_of(&[4, 6]);
+        chunks[1].hash = ChunkHash::of(b"another");
+        let other = Manifest::new(0o755, at(0), pack, files(), chunks);
+        assert!(other.is_err(), "a list the header does not name");
+        // On the wire: a file claiming more chunks than bytes.
+        let (pack, chunks) = pack_of(&[4, 6]);
+        let m = Manifest::new(0o755, at(0), pack, files(), chunks).expect("ok");
+        let mut bytes = m.encode();
+        // The last entry (b) ends: count u32 | one chunk (length, hash).
+        let count_at = bytes.len() - 4 - 36;
+        bytes[count_at..count_at + 4].copy_from_slice(&7u32.to_be_bytes());
+        let e = Manifest::decode(&bytes).expect_err("refused");
+        assert!(e.reason.contains("chunks claimed"), "{e}");
     }
 }

@@ -611,3 +611,48 @@ fn a_partial_object_counts_only_the_chunks_it_holds() {
     store.flush().expect("flush");
     assert_eq!(store.stored_bytes().expect("bytes"), u64::from(d.len));
 }
+
+#[test]
+fn a_stream_cut_into_segments_chunks_each_segment_as_if_alone() {
+    use dot_store::ChunkerSpec;
+    use dot_store::chunker::{Cuts, describe};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let spec: ChunkerSpec = "cdc:1024:4096:32768".parse().expect("spec");
+    let chunker = spec.build().expect("chunker");
+    // Three segments of pseudo-random bytes, one empty, one small.
+    let segments: Vec<Vec<u8>> = vec![
+        bytes(50_000, 1),
+        Vec::new(),
+        bytes(700, 2),
+        bytes(130_000, 3),
+    ];
+    let mut want = Vec::new();
+    let mut at = 0u64;
+    for seg in &segments {
+        for mut d in describe(chunker.as_ref(), seg) {
+            d.offset += at;
+            want.push(d);
+        }
+        at += seg.len() as u64;
+    }
+    let cuts = Cuts::default();
+    let mut w = store.put_writer_cut(Some(spec), Some(cuts.clone()));
+    let mut end = 0u64;
+    for seg in &segments {
+        end += seg.len() as u64;
+        cuts.push(end).expect("in order");
+        // Written in pieces that do not follow the segments.
+        for piece in seg.chunks(3000) {
+            std::io::Write::write_all(&mut w, piece).expect("write");
+        }
+    }
+    let out = w.finish().expect("put");
+    let got = store.descriptors(out.oid).expect("descriptors");
+    assert_eq!(
+        &got[..],
+        want.as_slice(),
+        "chunks end at every segment's end"
+    );
+    assert!(cuts.push(end - 1).is_err(), "ends go forward only");
+}

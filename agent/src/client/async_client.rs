@@ -98,6 +98,7 @@ impl AsyncClient {
     /// Socket errors.
     pub async fn put_with(&mut self, chunker: Option<&str>) -> Result<AsyncPut<'_>> {
         self.send(&Request::PutInit {
+            segments: false,
             chunker: chunker.map(str::to_owned),
             tree: false,
         })

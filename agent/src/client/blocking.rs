@@ -130,7 +130,7 @@ impl Client {
     /// # Errors
     /// Socket errors.
     pub fn put(&mut self) -> Result<Put<'_>> {
-        self.start_put(None, false)
+        self.start_put(None, false, false)
     }
 
     /// A stream put cut into chunks as `chunker` says
@@ -139,7 +139,17 @@ impl Client {
     /// # Errors
     /// Socket errors.
     pub fn put_chunked(&mut self, chunker: &str) -> Result<Put<'_>> {
-        self.start_put(Some(chunker.to_owned()), false)
+        self.start_put(Some(chunker.to_owned()), false, false)
+    }
+
+    /// A stream put of segments (a tree's pack: its files), each cut into
+    /// chunks by `chunker` as if alone; [`Put::end_segments`] says where
+    /// they end, before their bytes are written.
+    ///
+    /// # Errors
+    /// Socket errors.
+    pub fn put_segments(&mut self, chunker: &str) -> Result<Put<'_>> {
+        self.start_put(Some(chunker.to_owned()), false, true)
     }
 
     /// Puts a tree's manifest (see `dot_store::tree`), whose files this
@@ -150,13 +160,22 @@ impl Client {
     /// that the agent does not hold).
     pub fn put_tree(&mut self, manifest: &[u8]) -> Result<PutResult> {
         let chunker = dot_store::tree::MANIFEST_CHUNKER.to_owned();
-        let mut put = self.start_put(Some(chunker), true)?;
+        let mut put = self.start_put(Some(chunker), true, false)?;
         put.write_all(manifest)?;
         put.commit()
     }
 
-    fn start_put(&mut self, chunker: Option<String>, tree: bool) -> Result<Put<'_>> {
-        self.send(&Request::PutInit { chunker, tree })?;
+    fn start_put(
+        &mut self,
+        chunker: Option<String>,
+        tree: bool,
+        segments: bool,
+    ) -> Result<Put<'_>> {
+        self.send(&Request::PutInit {
+            chunker,
+            tree,
+            segments,
+        })?;
         Ok(Put {
             client: self,
             buf: Vec::with_capacity(PUT_MESSAGE),
@@ -282,6 +301,21 @@ impl Put<'_> {
         self.client.stream.write_all(&head)?;
         self.client.stream.write_all(&self.buf)?;
         self.buf.clear();
+        Ok(())
+    }
+
+    /// In a put of segments ([`Client::put_segments`]): the next segments
+    /// end at these offsets of the object (ascending), sent before the
+    /// bytes they fall in.
+    ///
+    /// # Errors
+    /// Socket errors.
+    pub fn end_segments(&mut self, ends: &[u64]) -> Result<()> {
+        for ends in ends.chunks(api::MAX_CUTS) {
+            self.client.send(&Request::PutCuts {
+                ends: ends.to_vec(),
+            })?;
+        }
         Ok(())
     }
 

@@ -123,8 +123,13 @@ async fn client_impl(agent: &Agent, conn: &mut Conn) -> anyhow::Result<()> {
                     Err(e) => error(format!("{e:#}")),
                 }
             }
-            Request::PutInit { chunker, tree } => {
-                match super::put::stream_put(agent, &mut conn.stream, chunker, tree).await? {
+            Request::PutInit {
+                chunker,
+                tree,
+                segments,
+            } => {
+                let put = super::put::stream_put(agent, &mut conn.stream, chunker, tree, segments);
+                match put.await? {
                     Ok(r) => {
                         conn.pin(&agent.store, r.0);
                         Response::Put(r.1)
@@ -132,7 +137,9 @@ async fn client_impl(agent: &Agent, conn: &mut Conn) -> anyhow::Result<()> {
                     Err(e) => error(format!("{e:#}")),
                 }
             }
-            Request::PutCommit => error("put-commit without put-init"),
+            Request::PutCommit | Request::PutCuts { .. } => {
+                error("put-commit or put-cuts without put-init")
+            }
             Request::Get {
                 ticket,
                 hints,

@@ -4,6 +4,7 @@
 use std::os::fd::OwnedFd;
 
 use anyhow::{Context, bail};
+use dot_store::chunker::Cuts;
 use dot_store::{Oid, PutOutcome, tree};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -83,6 +84,7 @@ pub(super) async fn stream_put(
     stream: &mut UnixStream,
     chunker: Option<String>,
     tree: bool,
+    segments: bool,
 ) -> anyhow::Result<anyhow::Result<(Oid, PutResult)>> {
     // A bad chunker fails the put once its data is read (the client is
     // sending it already).
@@ -94,10 +96,15 @@ pub(super) async fn stream_put(
         Commit,
     }
     let (tx, mut rx) = mpsc::channel::<Piece>(8);
+    let mut tx = Some(tx);
+    let cuts = segments.then(Cuts::default);
+    let mut cut_error = None;
     let store = agent.store.clone();
+    let writer_cuts = cuts.clone();
     let writer = tokio::task::spawn_blocking(move || {
         use std::io::Write;
-        let mut w = store.put_writer_with(chunker.map_err(|e| anyhow::anyhow!("put: {e}"))?);
+        let chunker = chunker.map_err(|e| anyhow::anyhow!("put: {e}"))?;
+        let mut w = store.put_writer_cut(chunker, writer_cuts);
         loop {
             match rx.blocking_recv() {
                 Some(Piece::Data(d)) => w.write_all(&d)?,
@@ -114,7 +121,8 @@ pub(super) async fn stream_put(
         };
         match msg {
             Message::Data(d) => {
-                if !writer_gone && tx.send(Piece::Data(d)).await.is_err() {
+                let Some(sender) = &tx else { continue };
+                if !writer_gone && sender.send(Piece::Data(d)).await.is_err() {
                     // The writer failed; keep reading to the commit, then
                     // report its error.
                     writer_gone = true;
@@ -122,15 +130,35 @@ pub(super) async fn stream_put(
             }
             Message::Json(body) => match serde_json::from_slice::<Request>(&body)? {
                 Request::PutCommit => {
-                    let _ = tx.send(Piece::Commit).await;
+                    if let Some(sender) = &tx {
+                        let _ = sender.send(Piece::Commit).await;
+                    }
                     break;
+                }
+                Request::PutCuts { ends } => {
+                    let Some(cuts) = &cuts else {
+                        bail!("put-cuts in a put not started with segments");
+                    };
+                    if ends.len() > api::MAX_CUTS {
+                        bail!("put-cuts with more than {} ends", api::MAX_CUTS);
+                    }
+                    if let Err(e) = ends.iter().try_for_each(|&end| cuts.push(end)) {
+                        // The chunks may not fall where they must: the put
+                        // is abandoned (dropping the sender) and fails.
+                        cut_error.get_or_insert(e);
+                        tx = None;
+                    }
                 }
                 other => bail!("{other:?} in the middle of a put"),
             },
         }
     }
     drop(tx);
-    let out = match writer.await? {
+    let written = writer.await?;
+    if let Some(e) = cut_error {
+        return Ok(Err(anyhow::anyhow!("put: {e}")));
+    }
+    let out = match written {
         Ok(out) => out,
         Err(e) => return Ok(Err(e.context("put"))),
     };

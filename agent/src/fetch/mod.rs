@@ -13,7 +13,8 @@
 //!   source (one gtc peer or a multipath over a group);
 //! - `run`: the task that brings the chunks in and checks the object;
 //! - `devices`: portable keys attached to every fetch, and the outbox;
-//! - `totals`: what all fetches brought in, by kind of source and by peer.
+//! - `totals`: what all fetches brought in, by kind of source and by peer;
+//! - `tree_lists`: a tree's pack's list, from the tree's manifest.
 //!
 //! When may a reader see a chunk before the whole object hashed to its OID?
 //! Only when its own ticket carries the digest of the descriptor list the
@@ -41,6 +42,7 @@ mod run;
 mod sources;
 mod target;
 pub mod totals;
+mod tree_lists;
 
 pub use target::Target;
 
@@ -474,7 +476,8 @@ impl Fetches {
         let (source, rest, size, descs, failures) = match self.describe_on_devices(target).await {
             Some((source, size, descs)) => (source, order, size, descs, Default::default()),
             None => {
-                let d = sources::describe(&self.pool, target, &order).await?;
+                let known = tree_lists::pack_list(&self.store, target).await;
+                let d = sources::describe(&self.pool, target, &order, known).await?;
                 let chunks = d.descs.len() as u32;
                 let (source, rest) = sources::paths(
                     &self.pool,

@@ -154,11 +154,14 @@ fn priority_group(order: &[Hint], at: usize) -> Range<usize> {
 /// Asks the sources for the object's descriptors, one priority group after
 /// the other; within a group all at once (a slow path must not hold up the
 /// start). Returns the first that answers with the list the ticket vouches
-/// for (if it gives a digest).
+/// for (if it gives a digest). With a list already `known` (and vouched
+/// for), the sources only confirm they hold the object and open it to the
+/// ticket's token ([`Transfer::confirm`]): the list is not sent again.
 pub(super) async fn describe(
     pool: &Pool,
     target: &Target,
     order: &[Hint],
+    known: Option<Arc<dot_plugins::transfer::Described>>,
 ) -> anyhow::Result<Described> {
     let oid = target.oid;
     let mut failures = Failures::default();
@@ -172,17 +175,26 @@ pub(super) async fn describe(
         let mut asking = tokio::task::JoinSet::new();
         for at in group {
             let (tx, hint, token) = (tx.clone(), order[at].clone(), target.access);
-            let pool = pool.clone();
+            let (pool, known) = (pool.clone(), known.clone());
             asking.spawn(async move {
                 let mut why = Failures::default();
-                let answer = match plugin_for(&pool, &hint, &mut why).await {
-                    Some(plugin) => Some(
+                let answer = match (plugin_for(&pool, &hint, &mut why).await, known) {
+                    (Some(plugin), None) => Some(
                         plugin
                             .get_descriptors(oid, token)
                             .await
                             .map(|d| (plugin, d)),
                     ),
-                    None => None,
+                    (Some(plugin), Some(known)) => {
+                        let count = known.descriptors.len() as u32;
+                        Some(
+                            plugin
+                                .confirm(oid, token, known.size, count)
+                                .await
+                                .map(|()| (plugin, (*known).clone())),
+                        )
+                    }
+                    (None, _) => None,
                 };
                 let _ = tx.send((at, answer, why));
             });

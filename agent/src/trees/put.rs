@@ -12,10 +12,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
-use dot_store::Ticket;
+use dot_store::chunker::describe;
 use dot_store::tree::{
     Entry, Kind, MAX_ENTRIES, MAX_PATH, Manifest, Mtime, PACK_CHUNKER, PACK_LIMIT, Pack,
 };
+use dot_store::{ChunkerSpec, Descriptor, Ticket};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::api::PutResult;
@@ -90,7 +91,7 @@ pub fn put_tree(
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Content>>> = Mutex::new(vec![None; found.len()]);
     let workers = PUT_WORKERS.min(files.len());
-    let pack = std::thread::scope(|s| -> anyhow::Result<Option<Pack>> {
+    let pack = std::thread::scope(|s| -> anyhow::Result<Option<(Pack, Vec<Descriptor>)>> {
         let pack = s.spawn(|| {
             put_pack(socket, &packed, || {
                 progress(done.fetch_add(1, Ordering::Relaxed) + 1, all_files);
@@ -122,6 +123,10 @@ pub fn put_tree(
             .map_err(|_| anyhow::anyhow!("the pack's put panicked"))?
     })?;
     let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let (pack, pack_chunks) = match pack {
+        Some((pack, chunks)) => (Some(pack), chunks),
+        None => (None, Vec::new()),
+    };
     let mut bytes = pack.map_or(0, |p| p.size);
     let entries: Vec<Entry> = found
         .into_iter()
@@ -147,6 +152,7 @@ pub fn put_tree(
         },
         pack,
         entries,
+        pack_chunks,
     )?;
     let mut client = Client::connect(socket)?;
     let result = client.put_tree(&manifest.encode())?;
@@ -160,13 +166,15 @@ pub fn put_tree(
 }
 
 /// Streams the small files `packed` (in manifest order) into one object,
-/// the tree's pack; `None` when they hold no byte. Each is checked to be
-/// the file walked, of the size walked.
+/// the tree's pack, each file cut into chunks on its own; `None` when they
+/// hold no byte. Each is checked to be the file walked, of the size
+/// walked. Returns the pack and its descriptor list (each file's chunks,
+/// described here as the agent cuts them, for the manifest).
 fn put_pack(
     socket: Option<&Path>,
     packed: &[&Found],
     each: impl Fn(),
-) -> anyhow::Result<Option<Pack>> {
+) -> anyhow::Result<Option<(Pack, Vec<Descriptor>)>> {
     use std::io::{Read, Write};
     let size: u64 = packed
         .iter()
@@ -177,32 +185,50 @@ fn put_pack(
         packed.iter().for_each(|_| each());
         return Ok(None);
     }
+    let spec: ChunkerSpec = PACK_CHUNKER.parse()?;
     let mut client = Client::connect(socket)?;
-    let mut put = client.put_chunked(PACK_CHUNKER)?;
-    // Small files are mostly opening and path walks: read several at once,
-    // written in order.
+    let mut put = client.put_segments(PACK_CHUNKER)?;
+    let mut chunks: Vec<Descriptor> = Vec::new();
+    let mut at = 0u64;
+    // Small files are mostly opening and path walks: read (and cut and
+    // hash) several at once, written in order.
     let batches = batches(packed);
     read_in_order(
         &batches,
         |batch| {
+            let chunker = spec.build()?;
             let mut bytes = Vec::new();
+            let mut files = Vec::with_capacity(batch.len());
             for f in batch.iter() {
                 let Some((path, id, size)) = &f.file else {
                     continue;
                 };
-                let at = bytes.len();
+                let start = bytes.len();
                 open_walked(path, *id)?
                     .take(size + 1)
                     .read_to_end(&mut bytes)
                     .with_context(|| format!("reading {}", path.display()))?;
-                if (bytes.len() - at) as u64 != *size {
+                if (bytes.len() - start) as u64 != *size {
                     bail!("{} changed while the tree was put", path.display());
                 }
+                files.push(describe(chunker.as_ref(), &bytes[start..]));
             }
-            Ok(bytes)
+            Ok((bytes, files))
         },
-        |batch, bytes| {
+        |batch, (bytes, files)| {
+            let mut ends = Vec::with_capacity(files.len());
+            let mut end = at;
+            for descs in files {
+                for mut d in descs {
+                    d.offset += end;
+                    chunks.push(d);
+                }
+                end = chunks.last().map_or(end, |d| d.offset + u64::from(d.len));
+                ends.push(end);
+            }
+            put.end_segments(&ends)?;
             put.write_all(&bytes)?;
+            at += bytes.len() as u64;
             batch.iter().for_each(|_| each());
             Ok(())
         },
@@ -212,13 +238,20 @@ fn put_pack(
     if r.size != size {
         bail!("the agent made a pack of {} bytes of {size}", r.size);
     }
-    Ok(Some(Pack {
-        size,
-        oid: ticket.oid(),
-        list_digest: ticket
-            .list_digest()
-            .context("the agent's ticket has no descriptor-list digest")?,
-    }))
+    let list_digest = ticket
+        .list_digest()
+        .context("the agent's ticket has no descriptor-list digest")?;
+    if list_digest != dot_store::descriptor::list_digest(&chunks) {
+        bail!("the agent cut the tree's pack otherwise than its files' ends");
+    }
+    Ok(Some((
+        Pack {
+            size,
+            oid: ticket.oid(),
+            list_digest,
+        },
+        chunks,
+    )))
 }
 
 /// Files read at once into the pack.
@@ -246,21 +279,25 @@ fn batches<'a, 'b>(packed: &'a [&'b Found]) -> Vec<&'a [&'b Found]> {
 /// Reads `items` with `read` on [`PACK_READERS`] threads, at most
 /// [`PACK_WINDOW`] ahead, and hands each result to `write` in order.
 /// The first error stops both.
-fn read_in_order<T: Sync>(
+fn read_in_order<T: Sync, R: Send>(
     items: &[T],
-    read: impl Fn(&T) -> anyhow::Result<Vec<u8>> + Sync,
-    mut write: impl FnMut(&T, Vec<u8>) -> anyhow::Result<()>,
+    read: impl Fn(&T) -> anyhow::Result<R> + Sync,
+    mut write: impl FnMut(&T, R) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     use std::collections::BTreeMap;
     use std::sync::Condvar;
-    #[derive(Default)]
-    struct State {
+    struct State<R> {
         next: usize,
         written: usize,
         stop: bool,
-        done: BTreeMap<usize, anyhow::Result<Vec<u8>>>,
+        done: BTreeMap<usize, anyhow::Result<R>>,
     }
-    let state = Mutex::new(State::default());
+    let state = Mutex::new(State::<R> {
+        next: 0,
+        written: 0,
+        stop: false,
+        done: BTreeMap::new(),
+    });
     let changed = Condvar::new();
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
     std::thread::scope(|s| {

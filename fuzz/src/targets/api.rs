@@ -43,14 +43,20 @@ fn seeds() -> Vec<Vec<u8>> {
         Request::PutInit {
             chunker: None,
             tree: false,
+            segments: false,
         },
         Request::PutInit {
             chunker: Some("cdc:1024:4096:32768".into()),
             tree: false,
+            segments: true,
+        },
+        Request::PutCuts {
+            ends: vec![0, 17, 4096, 4096],
         },
         Request::PutInit {
             chunker: None,
             tree: true,
+            segments: false,
         },
         Request::PutCommit,
         Request::Get {

@@ -1,7 +1,8 @@
 //! Trees' manifests, as a peer or a key hands them over.
 
-use dot_store::Oid;
+use dot_store::descriptor::list_digest;
 use dot_store::tree::{Entry, Kind, MAX_NAME, Manifest, Mtime, Pack};
+use dot_store::{ChunkHash, Descriptor, Oid};
 
 use super::Target;
 
@@ -43,15 +44,24 @@ fn seeds() -> Vec<Vec<u8>> {
         oid: Oid::of(content),
         list_digest: [7; 32],
     };
+    // The pack's chunks: "abc" (one chunk), "", "defg" (two).
+    let chunks: Vec<Descriptor> = [(0u64, &b"abc"[..]), (3, b"de"), (5, b"fg")]
+        .iter()
+        .map(|&(offset, bytes)| Descriptor {
+            hash: ChunkHash::of(bytes),
+            offset,
+            len: bytes.len() as u32,
+        })
+        .collect();
     let trees = [
-        Manifest::new(0o755, at, None, Vec::new()),
+        Manifest::new(0o755, at, None, Vec::new(), Vec::new()),
         Manifest::new(
             0o700,
             at,
             Some(Pack {
                 size: 7,
-                oid: Oid::of(b"pack"),
-                list_digest: [9; 32],
+                oid: Oid::of(b"abcdefg"),
+                list_digest: list_digest(&chunks),
             }),
             vec![
                 entry("p", Kind::Dir),
@@ -60,6 +70,7 @@ fn seeds() -> Vec<Vec<u8>> {
                 entry("p/c", Kind::Packed { size: 4, offset: 0 }),
                 entry("q", file(b"large")),
             ],
+            chunks.clone(),
         ),
         Manifest::new(
             0o700,
@@ -77,6 +88,7 @@ fn seeds() -> Vec<Vec<u8>> {
                 entry("e", Kind::Dir),
                 entry("z", file(b"")),
             ],
+            Vec::new(),
         ),
     ];
     trees
@@ -131,5 +143,22 @@ fn run(data: &[u8]) -> bool {
         m.pack.map_or(0, |p| p.size),
         "packed files do not fill the pack"
     );
+    // Its chunks are the pack's list the header names, a cut at every
+    // file's end.
+    if let Some(p) = m.pack {
+        assert_eq!(list_digest(m.pack_descriptors()), p.list_digest);
+    }
+    for e in m.entries() {
+        if let Kind::Packed { size, offset } = e.kind {
+            let end = offset + size;
+            assert!(
+                size == 0
+                    || m.pack_descriptors()
+                        .iter()
+                        .any(|d| d.offset + u64::from(d.len) == end),
+                "a chunk crosses a file's end"
+            );
+        }
+    }
     true
 }

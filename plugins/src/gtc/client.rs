@@ -349,6 +349,32 @@ impl Inner {
                 })?;
         Ok(Described { size, descriptors })
     }
+
+    /// [`Transfer::confirm`]: one descriptor request for the page past the
+    /// last chunk, which the peer answers empty (with the size and count)
+    /// when the token opens the object.
+    async fn confirm(
+        &self,
+        oid: Oid,
+        access: Option<Access>,
+        size: u64,
+        count: u32,
+    ) -> Result<(), TransferError> {
+        let conn = self.conn().await?;
+        let access = access.unwrap_or(NO_TOKEN);
+        let page = self.desc_page(&conn, oid, access, count).await?;
+        if page.size != size || page.total != count || !page.descs.is_empty() {
+            return Err(TransferError::BadDescriptors {
+                peer: self.name.clone(),
+                reason: format!(
+                    "it holds {} bytes in {} chunks where the list held says {size} in {count}",
+                    page.size, page.total
+                ),
+            });
+        }
+        self.remember(oid, access, page.total);
+        Ok(())
+    }
 }
 
 impl Transfer for GtcSource {
@@ -362,6 +388,16 @@ impl Transfer for GtcSource {
         access: Option<Access>,
     ) -> BoxFuture<'_, Result<Described, TransferError>> {
         Box::pin(self.inner.describe(oid, access))
+    }
+
+    fn confirm(
+        &self,
+        oid: Oid,
+        access: Option<Access>,
+        size: u64,
+        count: u32,
+    ) -> BoxFuture<'_, Result<(), TransferError>> {
+        Box::pin(self.inner.confirm(oid, access, size, count))
     }
 
     fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>, sink: ChunkSink) {

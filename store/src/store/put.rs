@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::handle::FileStamp;
 use super::{PutOutcome, Store, fsync_dir};
-use crate::chunker::ChunkerSpec;
+use crate::chunker::{ChunkerSpec, Cuts};
 use crate::descriptor::Descriptor;
 use crate::error::{Error, Result};
 use crate::index;
@@ -40,11 +40,26 @@ impl Store {
         input: &mut (dyn Read + Send),
         chunker: Option<ChunkerSpec>,
     ) -> Result<PutOutcome> {
+        self.put_reader_cut(input, chunker, None)
+    }
+
+    /// [`Store::put_reader_with`], also cutting chunks at every end
+    /// `cuts` gives (see [`crate::chunker::segmented`]).
+    fn put_reader_cut(
+        &self,
+        input: &mut (dyn Read + Send),
+        chunker: Option<ChunkerSpec>,
+        cuts: Option<Cuts>,
+    ) -> Result<PutOutcome> {
         let chunker = match chunker {
             Some(spec) => spec
                 .build()
                 .map_err(|e| Error::Input(io::Error::other(e)))?,
             None => self.chunker()?,
+        };
+        let chunker = match cuts {
+            Some(cuts) => crate::chunker::segmented(chunker, cuts),
+            None => chunker,
         };
         let tmp_path = self.inner.tmp_dir.join(format!(
             "put-{}",
@@ -100,6 +115,13 @@ impl Store {
     /// [`Store::put_writer`] with a chunker of its own
     /// ([`Store::put_reader_with`]).
     pub fn put_writer_with(&self, chunker: Option<ChunkerSpec>) -> PutWriter {
+        self.put_writer_cut(chunker, None)
+    }
+
+    /// [`Store::put_writer_with`], also cutting chunks at every end pushed
+    /// to `cuts` (each pushed before the bytes it falls in): a stream of
+    /// segments, each chunked as if alone (a tree's pack).
+    pub fn put_writer_cut(&self, chunker: Option<ChunkerSpec>, cuts: Option<Cuts>) -> PutWriter {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Option<Vec<u8>>>(8);
         let store = self.clone();
         let worker = std::thread::spawn(move || {
@@ -109,7 +131,7 @@ impl Store {
                 at: 0,
                 ended: false,
             };
-            store.put_reader_with(&mut reader, chunker)
+            store.put_reader_cut(&mut reader, chunker, cuts)
         });
         PutWriter {
             tx: Some(tx),
