@@ -100,6 +100,15 @@ enum Command {
         /// Where to write them (made if missing).
         dir: std::path::PathBuf,
     },
+    /// Publish an object to a folder a web server serves (the layout of
+    /// a key), and print its ticket with that mirror as a hint.
+    #[command(
+        after_help = "Examples:\n  gtc publish TICKET /var/www/dot --url https://mirror.example/dot/\n  gtc publish TICKET /srv/dot --url http://10.0.0.5/dot/ --priority 5   # tried before the agent\n\nSee docs/mirrors.md."
+    )]
+    Publish {
+        #[command(flatten)]
+        args: cmd::publish::Args,
+    },
     /// Portable storage: copy objects to a mounted key.
     #[command(
         after_help = "Examples:\n  gtc device export TICKET /media/key        # then carry the key to the receiver"
@@ -151,6 +160,7 @@ fn main() -> ExitCode {
         Command::Completions { shell } => cmd::generated::completions(shell, Cli::command()),
         Command::Man { dir } => cmd::generated::man(&dir, Cli::command()),
         Command::Device { command } => cmd::device::run(command),
+        Command::Publish { args } => cmd::publish::run(args),
         Command::Cp { args } => cmd::cp::run(args),
         Command::Smtp { args } => cmd::smtp::run(args),
     };

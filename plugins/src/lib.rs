@@ -11,12 +11,15 @@
 //!   scheduler).
 //! - [`portable`]: a DOT store on a removable device (its layout, export)
 //!   and the source that reads objects from it.
+//! - [`http`]: mirrors: a web server, CDN or cache serving that layout
+//!   over HTTP(S).
 //! - [`error`]: the errors of a transfer, [`TransferError`].
 
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod gtc;
+pub mod http;
 pub mod multipath;
 pub mod portable;
 pub mod transfer;

@@ -162,6 +162,15 @@ impl Ticket {
         t
     }
 
+    /// The same ticket with `hint` added after its hints (a mirror the
+    /// object was published to); `None` if the ticket has no room for it.
+    #[must_use]
+    pub fn with_hint(mut self, hint: Hint) -> Option<Ticket> {
+        self.hints.push(hint.clone());
+        self.fit();
+        self.hints.contains(&hint).then_some(self)
+    }
+
     /// Whether the object is a tree's manifest.
     pub fn is_tree(&self) -> bool {
         self.tree

@@ -20,6 +20,7 @@ pub mod key;
 pub mod link;
 pub mod mail;
 pub mod netbed;
+pub mod nginx;
 pub mod peer;
 pub mod relay;
 

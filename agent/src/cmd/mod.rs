@@ -10,6 +10,7 @@ pub mod generated;
 pub mod get;
 pub mod objects;
 pub mod progress;
+pub mod publish;
 pub mod put;
 pub mod smtp;
 pub mod status;

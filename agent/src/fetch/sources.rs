@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use dot_plugins::Transfer;
 use dot_plugins::gtc::client::{DEFAULT_WINDOW, GtcSource};
+use dot_plugins::http::HttpSource;
 use dot_plugins::multipath::Multipath;
 use dot_store::descriptor::list_digest;
 use dot_store::hint::order_hints;
@@ -36,10 +37,10 @@ pub(super) struct Source {
 }
 
 impl Source {
-    fn single(hint: &Hint, plugin: GtcSource) -> Source {
+    fn single(hint: &Hint, plugin: Arc<dyn Transfer>) -> Source {
         Source {
             label: hint.to_string(),
-            plugin: Arc::new(plugin),
+            plugin,
             multipath: None,
             device: false,
         }
@@ -282,8 +283,12 @@ pub(super) async fn paths(
         binds.iter().copied().map(Some).collect()
     };
     let mut plugins: Vec<Arc<dyn Transfer>> = Vec::new();
-    for hint in hints {
+    for (i, hint) in hints.into_iter().enumerate() {
         let Some(addr) = resolve(hint, &mut Failures::default()).await else {
+            // A mirror: the source that answered is its one path.
+            if i == 0 {
+                plugins.push(first.plugin.clone());
+            }
             continue;
         };
         for bind in &binds {
@@ -330,9 +335,24 @@ pub(super) async fn connect(
     Ok(Source::single(hint, plugin))
 }
 
-async fn plugin_for(pool: &Pool, hint: &Hint, failures: &mut Failures) -> Option<GtcSource> {
+/// The source a hint names: another agent (`gtc://`), kept in the pool,
+/// or a mirror (`http://`, `https://`).
+async fn plugin_for(
+    pool: &Pool,
+    hint: &Hint,
+    failures: &mut Failures,
+) -> Option<Arc<dyn Transfer>> {
+    if matches!(hint.scheme(), "http" | "https") {
+        return match HttpSource::new(hint.uri()) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                failures.push(&hint.to_string(), &e.into());
+                None
+            }
+        };
+    }
     let addr = resolve(hint, failures).await?;
-    Some(pool.source(addr, None, hint.peer_key()))
+    Some(Arc::new(pool.source(addr, None, hint.peer_key())))
 }
 
 /// The address of a gtc hint.

@@ -1,0 +1,209 @@
+//! Mirrors: an object published to a folder that a real nginx serves is
+//! fetched from it alone (the sender stopped); a mirror with a modified
+//! chunk file, or one answering errors, costs no wrong byte: the get
+//! finishes from the sender.
+
+use std::path::Path;
+use std::process::Command;
+
+use dot_tests::nginx::Nginx;
+use dot_tests::{Agent, COMMAND_LIMIT, find_tool, gtc_bin, output_within, put_bytes, random_bytes};
+
+fn require_nginx(test: &str) {
+    let missing: Vec<&str> = find_tool("nginx")
+        .is_none()
+        .then_some("nginx")
+        .into_iter()
+        .collect();
+    dot_tests::require_with(test, "root and nginx (Debian package nginx)", &missing);
+}
+
+/// `gtc publish TICKET DIR --url URL EXTRA...` on `a`: the new ticket.
+fn publish(a: &Agent, ticket: &str, dir: &Path, url: &str, extra: &[&str]) -> String {
+    let mut cmd = Command::new(gtc_bin());
+    cmd.arg("publish")
+        .arg(ticket)
+        .arg(dir)
+        .args(["--url", url])
+        .args(extra)
+        .env("GTC_SOCKET", a.socket());
+    let out = output_within(cmd, COMMAND_LIMIT);
+    assert!(out.status.success(), "publish: {out:?}");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+/// `gtc get TICKET -o OUT --json` on `b`: the stats.
+fn get(b: &Agent, ticket: &str, out: &Path) -> serde_json::Value {
+    let mut cmd = Command::new(gtc_bin());
+    cmd.args(["get", ticket, "--json", "-o"])
+        .arg(out)
+        .env("GTC_SOCKET", b.socket());
+    let got = output_within(cmd, COMMAND_LIMIT);
+    assert!(got.status.success(), "get: {got:?}");
+    serde_json::from_slice(&got.stdout).expect("stats")
+}
+
+/// Every chunk file under `dir`'s `.dot/chunks`.
+fn chunk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for fan in std::fs::read_dir(dir.join(".dot/chunks")).expect("chunks") {
+        for f in std::fs::read_dir(fan.expect("entry").path()).expect("fan-out") {
+            out.push(f.expect("entry").path());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and nginx (CI installs it): runs in CI, or as root"
+)]
+fn an_object_published_to_a_folder_is_fetched_from_nginx_alone() {
+    require_nginx("an_object_published_to_a_folder_is_fetched_from_nginx_alone");
+    let mut a = Agent::start();
+    let b = Agent::start();
+    let data = random_bytes(5 << 20, 4201);
+    let (_, oid, ticket) = put_bytes(&a, "obj", &data);
+    let site = tempfile::tempdir().expect("tempdir");
+    let nginx = Nginx::serve(site.path(), "");
+    let mirrored = publish(&a, &ticket, site.path(), &nginx.url(), &[]);
+    let t: dot_store::Ticket = mirrored.parse().expect("a ticket");
+    assert_eq!(t.oid().to_string(), oid);
+    assert!(
+        t.hints().iter().any(|h| h.uri() == nginx.url()),
+        "the mirror is a hint: {:?}",
+        t.hints()
+    );
+    // Publishing again copies nothing: the files stay as they were.
+    let files = chunk_files(site.path());
+    let stamps: Vec<_> = files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .and_then(|m| m.modified())
+                .expect("mtime")
+        })
+        .collect();
+    assert_eq!(
+        publish(&a, &ticket, site.path(), &nginx.url(), &[]),
+        mirrored
+    );
+    let again: Vec<_> = files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .and_then(|m| m.modified())
+                .expect("mtime")
+        })
+        .collect();
+    assert_eq!(stamps, again, "a second publish rewrote chunk files");
+
+    // The sender goes away: the mirror alone serves the object.
+    a.stop();
+    let out = b.dir.join("got");
+    let stats = get(&b, &mirrored, &out);
+    assert_eq!(std::fs::read(&out).expect("read"), data);
+    assert_eq!(stats["from_peers"], data.len() as u64, "{stats}");
+    let requests = nginx.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with(&format!("GET /.dot/objects/{oid} "))),
+        "{requests:?}"
+    );
+    let chunk_gets = requests
+        .iter()
+        .filter(|r| r.starts_with("GET /.dot/chunks/"))
+        .count();
+    assert_eq!(chunk_gets, files.len(), "each chunk fetched once");
+}
+
+#[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and nginx (CI installs it): runs in CI, or as root"
+)]
+fn a_mirror_with_a_modified_chunk_or_errors_costs_no_wrong_byte() {
+    require_nginx("a_mirror_with_a_modified_chunk_or_errors_costs_no_wrong_byte");
+    let a = Agent::start();
+    let data = random_bytes(3 << 20, 4202);
+    let (_, _, ticket) = put_bytes(&a, "obj", &data);
+    let site = tempfile::tempdir().expect("tempdir");
+    let nginx = Nginx::serve(site.path(), "");
+    // Preferred over the sender (priority 5 before 10).
+    let mirrored = publish(&a, &ticket, site.path(), &nginx.url(), &["--priority", "5"]);
+    let files = chunk_files(site.path());
+    let victim = &files[files.len() / 2];
+    let mut bytes = std::fs::read(victim).expect("read");
+    bytes[7] ^= 0xff;
+    std::fs::write(victim, &bytes).expect("write");
+    let b = Agent::start();
+    let out = b.dir.join("got");
+    let served_before = a.bytes_served();
+    get(&b, &mirrored, &out);
+    assert_eq!(std::fs::read(&out).expect("read"), data, "no wrong byte");
+    let victim_name = victim.file_name().and_then(|n| n.to_str()).expect("name");
+    assert!(
+        nginx.requests().iter().any(|r| r.contains(victim_name)),
+        "the mirror was asked for the modified chunk"
+    );
+    assert!(
+        a.bytes_served() > served_before,
+        "the sender finished what the mirror could not"
+    );
+
+    // A mirror that takes connections and never answers, beside the
+    // sender: the sender answers first and the get does not wait for it.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hang_url = format!("http://{}/", hanging.local_addr().expect("addr"));
+    let mirrored = publish(&a, &ticket, site.path(), &hang_url, &[]);
+    let b = Agent::start();
+    let out = b.dir.join("got");
+    let began = std::time::Instant::now();
+    get(&b, &mirrored, &out);
+    assert_eq!(std::fs::read(&out).expect("read"), data);
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(10),
+        "held up by a hanging mirror: {:?}",
+        began.elapsed()
+    );
+
+    // Mirrors answering 404 and 500 for every chunk.
+    for (status, n) in [(404, 4203), (500, 4204)] {
+        let data = random_bytes(2 << 20, n);
+        let (_, _, ticket) = put_bytes(&a, &format!("obj{status}"), &data);
+        let site = tempfile::tempdir().expect("tempdir");
+        let failing = Nginx::serve(
+            site.path(),
+            &format!("    location /.dot/chunks/ {{ return {status}; }}"),
+        );
+        let mirrored = publish(
+            &a,
+            &ticket,
+            site.path(),
+            &failing.url(),
+            &["--priority", "5"],
+        );
+        let b = Agent::start();
+        let out = b.dir.join("got");
+        let served_before = a.bytes_served();
+        get(&b, &mirrored, &out);
+        assert_eq!(std::fs::read(&out).expect("read"), data, "HTTP {status}");
+        assert!(
+            a.bytes_served() > served_before,
+            "HTTP {status}: the sender served"
+        );
+        assert!(
+            failing
+                .requests()
+                .iter()
+                .any(|r| r.starts_with("GET /.dot/chunks/")),
+            "the mirror was tried"
+        );
+    }
+}
