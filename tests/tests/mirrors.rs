@@ -207,3 +207,35 @@ fn a_mirror_with_a_modified_chunk_or_errors_costs_no_wrong_byte() {
         );
     }
 }
+
+#[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and nginx (CI installs it): runs in CI, or as root"
+)]
+fn a_get_takes_chunks_from_the_mirror_and_the_sender_at_once() {
+    require_nginx("a_get_takes_chunks_from_the_mirror_and_the_sender_at_once");
+    let a = Agent::start();
+    let data = random_bytes(24 << 20, 4205);
+    let (_, _, ticket) = put_bytes(&a, "obj", &data);
+    let site = tempfile::tempdir().expect("tempdir");
+    let nginx = Nginx::serve(site.path(), "");
+    // The mirror at the agent's own priority: both are paths of one fetch.
+    let mirrored = publish(&a, &ticket, site.path(), &nginx.url(), &[]);
+    let b = Agent::start();
+    let out = b.dir.join("got");
+    let served_before = a.bytes_served();
+    get(&b, &mirrored, &out);
+    assert_eq!(std::fs::read(&out).expect("read"), data);
+    let from_mirror = nginx
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /.dot/chunks/"))
+        .count();
+    let chunks = chunk_files(site.path()).len();
+    let from_sender = a.bytes_served() - served_before;
+    assert!(
+        from_mirror > 0 && from_sender > 0,
+        "both served: {from_mirror} of {chunks} chunks from the mirror, {from_sender} bytes from the sender"
+    );
+}

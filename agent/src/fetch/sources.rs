@@ -244,8 +244,9 @@ pub(super) async fn describe(
 
 /// The source to fetch from, given the one that described the object
 /// (`order[at]`), and the hints left as fallbacks. The hints of its
-/// priority, each from every local address in `binds`, are paths of one
-/// [`Multipath`] source; a single path stays a plain source.
+/// priority (agents, each from every local address in `binds`, and
+/// mirrors) are paths of one [`Multipath`] source; a single path stays a
+/// plain source.
 pub(super) async fn paths(
     pool: &Pool,
     target: &Target,
@@ -284,11 +285,16 @@ pub(super) async fn paths(
     };
     let mut plugins: Vec<Arc<dyn Transfer>> = Vec::new();
     for (i, hint) in hints.into_iter().enumerate() {
-        let Some(addr) = resolve(hint, &mut Failures::default()).await else {
-            // A mirror: the source that answered is its one path.
+        // A mirror is one path, whatever the local addresses.
+        if matches!(hint.scheme(), "http" | "https") {
             if i == 0 {
                 plugins.push(first.plugin.clone());
+            } else if let Ok(mirror) = HttpSource::new(hint.uri()) {
+                plugins.push(Arc::new(mirror));
             }
+            continue;
+        }
+        let Some(addr) = resolve(hint, &mut Failures::default()).await else {
             continue;
         };
         for bind in &binds {
