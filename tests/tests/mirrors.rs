@@ -239,3 +239,51 @@ fn a_get_takes_chunks_from_the_mirror_and_the_sender_at_once() {
         "both served: {from_mirror} of {chunks} chunks from the mirror, {from_sender} bytes from the sender"
     );
 }
+
+#[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and nginx (CI installs it): runs in CI, or as root"
+)]
+fn eight_receivers_behind_one_cache_take_each_chunk_across_the_uplink_once() {
+    require_nginx("eight_receivers_behind_one_cache_take_each_chunk_across_the_uplink_once");
+    let a = Agent::start();
+    let data = random_bytes(8 << 20, 4206);
+    let (_, _, ticket) = put_bytes(&a, "obj", &data);
+    let site = tempfile::tempdir().expect("tempdir");
+    let origin = Nginx::serve(site.path(), "");
+    let cache = Nginx::cache(&origin.url());
+    // Receivers reach the mirror through the cache, before the sender.
+    let mirrored = publish(&a, &ticket, site.path(), &cache.url(), &["--priority", "5"]);
+    let receivers: Vec<Agent> = (0..8).map(|_| Agent::start()).collect();
+    std::thread::scope(|s| {
+        for (i, b) in receivers.iter().enumerate() {
+            let (mirrored, data) = (&mirrored, &data);
+            s.spawn(move || {
+                let out = b.dir.join(format!("got{i}"));
+                get(b, mirrored, &out);
+                assert_eq!(&std::fs::read(&out).expect("read"), data, "receiver {i}");
+            });
+        }
+    });
+    assert_eq!(a.bytes_served(), 0, "the sender was not needed");
+    let chunks = chunk_files(site.path()).len();
+    let requests = origin.requests();
+    let chunk_requests: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.starts_with("GET /.dot/chunks/"))
+        .collect();
+    let distinct: std::collections::HashSet<&&String> = chunk_requests.iter().collect();
+    assert_eq!(distinct.len(), chunks, "every chunk came through the cache");
+    assert_eq!(
+        chunk_requests.len(),
+        chunks,
+        "the origin served each chunk once for eight receivers"
+    );
+    let sent = origin.bytes_sent();
+    assert!(
+        sent as f64 <= 1.05 * data.len() as f64,
+        "the origin sent {sent} bytes for an object of {}",
+        data.len()
+    );
+}
