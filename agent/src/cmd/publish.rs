@@ -1,6 +1,7 @@
 //! `gtc publish`: copy an object, as immutable verifiable files, to a
-//! folder a web server serves (the `.dot/` layout of a portable key), and
-//! print its ticket with that mirror added as a hint (docs/mirrors.md).
+//! folder a web server serves (the `.dot/` layout of a portable key) or an
+//! S3-compatible bucket, and print its ticket with that mirror added as a
+//! hint (docs/mirrors.md).
 
 use std::path::PathBuf;
 
@@ -16,11 +17,13 @@ pub struct Args {
     /// The object's ticket (its OID alone publishes it, but no ticket
     /// can be printed).
     target: String,
-    /// The folder to publish into (its `.dot/` is made if missing); only
-    /// what it lacks is copied.
-    dir: PathBuf,
-    /// The URL at which a web server serves DIR (`https://host/path/`):
-    /// the hint added to the ticket.
+    /// The folder to publish into (its `.dot/` is made if missing), or
+    /// `s3://BUCKET/PREFIX` (credentials and endpoint from the AWS_*
+    /// variables); only what it lacks is copied.
+    dest: String,
+    /// The URL at which DEST is served (`https://host/path/`; for a
+    /// bucket, its HTTP(S) address with the prefix): the hint added to the
+    /// ticket.
     #[arg(long)]
     url: String,
     /// The hint's priority (lower is tried first; the agent's own hints
@@ -40,7 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {
         bail!(
             "--url: give the http:// or https:// URL at which {} is served",
-            args.dir.display()
+            args.dest
         );
     }
     let mut url = args.url.clone();
@@ -50,8 +53,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let hint = Hint::new(&url)
         .with_context(|| format!("--url {url}"))?
         .with(args.priority, args.weight);
-    let dir = std::path::absolute(&args.dir)
-        .with_context(|| format!("resolving {}", args.dir.display()))?;
+    let s3 = super::s3::parse(&args.dest);
+    // A bucket gets the files of a folder the agent exports to first.
+    let staging = match s3 {
+        Some(_) => Some(tempfile::tempdir().context("a staging folder")?),
+        None => None,
+    };
+    let dir = match &staging {
+        Some(t) => t.path().to_owned(),
+        None => {
+            std::path::absolute(&args.dest).with_context(|| format!("resolving {}", args.dest))?
+        }
+    };
     let mut bar = None;
     Client::connect(args.socket.as_deref())?.export(&args.target, &dir, |done, total| {
         bar.get_or_insert_with(|| progress::bar(total))
@@ -61,10 +74,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Some(b)) = bar {
         b.finish_and_clear();
     }
+    if let Some((bucket, prefix)) = &s3 {
+        let (files, bytes) = super::s3::upload(&dir, bucket, prefix)?;
+        if !super::quiet() {
+            eprintln!("uploaded {files} files, {bytes} bytes to {}", args.dest);
+        }
+    }
     let Ok(ticket) = args.target.trim().parse::<Ticket>() else {
         eprintln!(
             "published to {}; give its ticket to get one naming the mirror",
-            dir.display()
+            args.dest
         );
         println!("{hint}");
         return Ok(());
