@@ -46,6 +46,33 @@ fn get(b: &Agent, ticket: &str, out: &Path) -> serde_json::Value {
     serde_json::from_slice(&got.stdout).expect("stats")
 }
 
+/// An object put on `a`, published to a folder a new nginx serves (with
+/// `server` in its server block), the ticket given `extra` publish flags.
+struct Published {
+    data: Vec<u8>,
+    oid: String,
+    ticket: String,
+    site: tempfile::TempDir,
+    nginx: Nginx,
+    mirrored: String,
+}
+
+fn published(a: &Agent, size: usize, seed: u64, server: &str, extra: &[&str]) -> Published {
+    let data = random_bytes(size, seed);
+    let (_, oid, ticket) = put_bytes(a, &format!("obj{seed}"), &data);
+    let site = tempfile::tempdir().expect("tempdir");
+    let nginx = Nginx::serve(site.path(), server);
+    let mirrored = publish(a, &ticket, site.path(), &nginx.url(), extra);
+    Published {
+        data,
+        oid,
+        ticket,
+        site,
+        nginx,
+        mirrored,
+    }
+}
+
 /// Every chunk file under `dir`'s `.dot/chunks`.
 fn chunk_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -67,11 +94,14 @@ fn an_object_published_to_a_folder_is_fetched_from_nginx_alone() {
     require_nginx("an_object_published_to_a_folder_is_fetched_from_nginx_alone");
     let mut a = Agent::start();
     let b = Agent::start();
-    let data = random_bytes(5 << 20, 4201);
-    let (_, oid, ticket) = put_bytes(&a, "obj", &data);
-    let site = tempfile::tempdir().expect("tempdir");
-    let nginx = Nginx::serve(site.path(), "");
-    let mirrored = publish(&a, &ticket, site.path(), &nginx.url(), &[]);
+    let Published {
+        data,
+        oid,
+        ticket,
+        site,
+        nginx,
+        mirrored,
+    } = published(&a, 5 << 20, 4201, "", &[]);
     let t: dot_store::Ticket = mirrored.parse().expect("a ticket");
     assert_eq!(t.oid().to_string(), oid);
     assert!(
@@ -131,12 +161,15 @@ fn an_object_published_to_a_folder_is_fetched_from_nginx_alone() {
 fn a_mirror_with_a_modified_chunk_or_errors_costs_no_wrong_byte() {
     require_nginx("a_mirror_with_a_modified_chunk_or_errors_costs_no_wrong_byte");
     let a = Agent::start();
-    let data = random_bytes(3 << 20, 4202);
-    let (_, _, ticket) = put_bytes(&a, "obj", &data);
-    let site = tempfile::tempdir().expect("tempdir");
-    let nginx = Nginx::serve(site.path(), "");
     // Preferred over the sender (priority 5 before 10).
-    let mirrored = publish(&a, &ticket, site.path(), &nginx.url(), &["--priority", "5"]);
+    let Published {
+        data,
+        ticket,
+        site,
+        nginx,
+        mirrored,
+        ..
+    } = published(&a, 3 << 20, 4202, "", &["--priority", "5"]);
     let files = chunk_files(site.path());
     let victim = &files[files.len() / 2];
     let mut bytes = std::fs::read(victim).expect("read");
@@ -175,31 +208,26 @@ fn a_mirror_with_a_modified_chunk_or_errors_costs_no_wrong_byte() {
 
     // Mirrors answering 404 and 500 for every chunk.
     for (status, n) in [(404, 4203), (500, 4204)] {
-        let data = random_bytes(2 << 20, n);
-        let (_, _, ticket) = put_bytes(&a, &format!("obj{status}"), &data);
-        let site = tempfile::tempdir().expect("tempdir");
-        let failing = Nginx::serve(
-            site.path(),
-            &format!("    location /.dot/chunks/ {{ return {status}; }}"),
-        );
-        let mirrored = publish(
+        let failing = published(
             &a,
-            &ticket,
-            site.path(),
-            &failing.url(),
+            2 << 20,
+            n,
+            &format!("    location /.dot/chunks/ {{ return {status}; }}"),
             &["--priority", "5"],
         );
+        let (data, mirrored) = (&failing.data, &failing.mirrored);
         let b = Agent::start();
         let out = b.dir.join("got");
         let served_before = a.bytes_served();
-        get(&b, &mirrored, &out);
-        assert_eq!(std::fs::read(&out).expect("read"), data, "HTTP {status}");
+        get(&b, mirrored, &out);
+        assert_eq!(&std::fs::read(&out).expect("read"), data, "HTTP {status}");
         assert!(
             a.bytes_served() > served_before,
             "HTTP {status}: the sender served"
         );
         assert!(
             failing
+                .nginx
                 .requests()
                 .iter()
                 .any(|r| r.starts_with("GET /.dot/chunks/")),
@@ -216,12 +244,14 @@ fn a_mirror_with_a_modified_chunk_or_errors_costs_no_wrong_byte() {
 fn a_get_takes_chunks_from_the_mirror_and_the_sender_at_once() {
     require_nginx("a_get_takes_chunks_from_the_mirror_and_the_sender_at_once");
     let a = Agent::start();
-    let data = random_bytes(24 << 20, 4205);
-    let (_, _, ticket) = put_bytes(&a, "obj", &data);
-    let site = tempfile::tempdir().expect("tempdir");
-    let nginx = Nginx::serve(site.path(), "");
     // The mirror at the agent's own priority: both are paths of one fetch.
-    let mirrored = publish(&a, &ticket, site.path(), &nginx.url(), &[]);
+    let Published {
+        data,
+        site,
+        nginx,
+        mirrored,
+        ..
+    } = published(&a, 24 << 20, 4205, "", &[]);
     let b = Agent::start();
     let out = b.dir.join("got");
     let served_before = a.bytes_served();

@@ -40,8 +40,23 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 fn export(target: &str, path: PathBuf, socket: Option<PathBuf>) -> anyhow::Result<()> {
     let path =
         std::path::absolute(&path).with_context(|| format!("resolving {}", path.display()))?;
+    export_with_bar(socket.as_deref(), target, &path)?;
+    eprintln!("exported to {}", path.display());
+    Ok(())
+}
+
+/// Has the agent at `socket` export `target` to the `.dot/` store at
+/// `path`, with a progress bar on a terminal (also `gtc publish`'s copy).
+///
+/// # Errors
+/// The agent's (fetching the object, writing the files).
+pub fn export_with_bar(
+    socket: Option<&std::path::Path>,
+    target: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
     let mut bar = None;
-    Client::connect(socket.as_deref())?.export(target, &path, |done, total| {
+    Client::connect(socket)?.export(target, path, |done, total| {
         bar.get_or_insert_with(|| progress::bar(total))
             .as_ref()
             .inspect(|b| b.set_position(done));
@@ -49,6 +64,5 @@ fn export(target: &str, path: PathBuf, socket: Option<PathBuf>) -> anyhow::Resul
     if let Some(Some(b)) = bar {
         b.finish_and_clear();
     }
-    eprintln!("exported to {}", path.display());
     Ok(())
 }

@@ -6,10 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use dot_agent::client::Client;
 use dot_store::{Hint, Ticket};
-
-use super::progress;
 
 /// The flags of `gtc publish`.
 #[derive(clap::Args)]
@@ -65,15 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             std::path::absolute(&args.dest).with_context(|| format!("resolving {}", args.dest))?
         }
     };
-    let mut bar = None;
-    Client::connect(args.socket.as_deref())?.export(&args.target, &dir, |done, total| {
-        bar.get_or_insert_with(|| progress::bar(total))
-            .as_ref()
-            .inspect(|b| b.set_position(done));
-    })?;
-    if let Some(Some(b)) = bar {
-        b.finish_and_clear();
-    }
+    super::device::export_with_bar(args.socket.as_deref(), &args.target, &dir)?;
     if let Some((bucket, prefix)) = &s3 {
         let (files, bytes) = super::s3::upload(&dir, bucket, prefix)?;
         if !super::quiet() {
