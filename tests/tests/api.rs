@@ -222,3 +222,37 @@ fn slow_source(data: &[u8], ms: u64) -> PeerDouble {
         },
     )
 }
+
+#[test]
+fn a_put_of_segments_refuses_ends_out_of_order_and_keeps_serving() {
+    let a = Agent::start();
+    let data = random_bytes(200_000, 22);
+    let mut c = Client::connect(Some(&a.socket())).expect("connect");
+    // Ends that go back: the put fails with a clear error, nothing is kept.
+    let mut put = c.put_segments("cdc:1024:4096:32768").expect("put");
+    put.end_segments(&[100_000, 50_000]).expect("send ends");
+    put.write_all(&data).expect("write");
+    let e = put.commit().expect_err("ends out of order");
+    assert!(e.to_string().contains("out of order"), "{e}");
+    // The connection and the agent go on: a sound put of segments works,
+    // its chunks ending where the segments do.
+    let mut put = c.put_segments("cdc:1024:4096:32768").expect("put");
+    put.end_segments(&[70_001, 70_001, 200_000])
+        .expect("send ends");
+    put.write_all(&data).expect("write");
+    let r = put.commit().expect("commit");
+    assert_eq!(r.size, data.len() as u64);
+    let listed = Client::connect(Some(&a.socket()))
+        .expect("connect")
+        .list()
+        .expect("list");
+    assert_eq!(listed.len(), 1, "only the sound put is held: {listed:?}");
+    // A put not started with segments takes no ends: a protocol
+    // violation, the connection is closed.
+    let mut plain = Client::connect(Some(&a.socket())).expect("connect");
+    let mut put = plain.put().expect("put");
+    put.end_segments(&[10]).expect("send ends");
+    put.write_all(b"x").expect("write");
+    assert!(put.commit().is_err());
+    assert!(a.status()["version"].is_string(), "the agent still serves");
+}
