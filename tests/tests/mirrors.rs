@@ -73,6 +73,19 @@ fn published(a: &Agent, size: usize, seed: u64, server: &str, extra: &[&str]) ->
     }
 }
 
+/// A get of `mirrored` by a fresh receiver, checked to be `data`: the
+/// stats.
+fn get_on_a_new_agent(mirrored: &str, data: &[u8], what: &str) -> serde_json::Value {
+    let b = Agent::start();
+    let out = b.dir.join("got");
+    let stats = get(&b, mirrored, &out);
+    assert!(
+        std::fs::read(&out).expect("read") == data,
+        "{what}: the copy differs"
+    );
+    stats
+}
+
 /// Every chunk file under `dir`'s `.dot/chunks`.
 fn chunk_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -175,11 +188,8 @@ fn a_mirror_with_a_modified_chunk_or_errors_costs_no_wrong_byte() {
     let mut bytes = std::fs::read(victim).expect("read");
     bytes[7] ^= 0xff;
     std::fs::write(victim, &bytes).expect("write");
-    let b = Agent::start();
-    let out = b.dir.join("got");
     let served_before = a.bytes_served();
-    get(&b, &mirrored, &out);
-    assert_eq!(std::fs::read(&out).expect("read"), data, "no wrong byte");
+    get_on_a_new_agent(&mirrored, &data, "no wrong byte");
     let victim_name = victim.file_name().and_then(|n| n.to_str()).expect("name");
     assert!(
         nginx.requests().iter().any(|r| r.contains(victim_name)),
@@ -195,11 +205,8 @@ fn a_mirror_with_a_modified_chunk_or_errors_costs_no_wrong_byte() {
     let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let hang_url = format!("http://{}/", hanging.local_addr().expect("addr"));
     let mirrored = publish(&a, &ticket, site.path(), &hang_url, &[]);
-    let b = Agent::start();
-    let out = b.dir.join("got");
     let began = std::time::Instant::now();
-    get(&b, &mirrored, &out);
-    assert_eq!(std::fs::read(&out).expect("read"), data);
+    get_on_a_new_agent(&mirrored, &data, "beside a silent mirror");
     assert!(
         began.elapsed() < std::time::Duration::from_secs(10),
         "held up by a hanging mirror: {:?}",
@@ -216,11 +223,8 @@ fn a_mirror_with_a_modified_chunk_or_errors_costs_no_wrong_byte() {
             &["--priority", "5"],
         );
         let (data, mirrored) = (&failing.data, &failing.mirrored);
-        let b = Agent::start();
-        let out = b.dir.join("got");
         let served_before = a.bytes_served();
-        get(&b, mirrored, &out);
-        assert_eq!(&std::fs::read(&out).expect("read"), data, "HTTP {status}");
+        get_on_a_new_agent(mirrored, data, &format!("HTTP {status}"));
         assert!(
             a.bytes_served() > served_before,
             "HTTP {status}: the sender served"
@@ -252,11 +256,8 @@ fn a_get_takes_chunks_from_the_mirror_and_the_sender_at_once() {
         mirrored,
         ..
     } = published(&a, 24 << 20, 4205, "", &[]);
-    let b = Agent::start();
-    let out = b.dir.join("got");
     let served_before = a.bytes_served();
-    get(&b, &mirrored, &out);
-    assert_eq!(std::fs::read(&out).expect("read"), data);
+    get_on_a_new_agent(&mirrored, &data, "mirror and sender");
     let from_mirror = nginx
         .requests()
         .iter()
@@ -360,9 +361,6 @@ fn an_object_published_to_an_s3_bucket_is_fetched_from_the_gateway_alone() {
     assert!(said.contains("uploaded 0 files"), "{said}");
 
     a.stop();
-    let b = Agent::start();
-    let out = b.dir.join("got");
-    let stats = get(&b, &mirrored, &out);
-    assert_eq!(std::fs::read(&out).expect("read"), data);
+    let stats = get_on_a_new_agent(&mirrored, &data, "from the gateway");
     assert_eq!(stats["from_peers"], data.len() as u64, "{stats}");
 }
