@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
-use crate::flusher::{self, Mark, Marks};
+use crate::flusher::{self, Mark, Marks, Pending};
 use crate::index::{self, Generations};
 use crate::oid::Oid;
 
@@ -42,6 +42,8 @@ pub(crate) struct Db {
     /// To the flusher, for marks and what must follow them.
     flush_tx: mpsc::Sender<flusher::Msg<Job>>,
     marks: Marks,
+    /// Bytes of the marks not yet recorded.
+    pending: Pending,
     /// The index's write-ahead log, flushed by [`Db::sync`].
     wal: Arc<PathBuf>,
     durable: bool,
@@ -95,6 +97,7 @@ impl Db {
             tx,
             flush_tx,
             marks,
+            pending: Pending::default(),
             wal: Arc::new(PathBuf::from(wal)),
             durable,
         };
@@ -132,12 +135,25 @@ impl Db {
             .map_err(|_| Error::Closed)
     }
 
-    /// Records that chunk `index` of `oid` was written (to `file`) and
-    /// verified. Takes effect with the next batch; returns at once.
-    pub(crate) fn mark_present(&self, oid: Oid, index: u32, file: Arc<File>) -> Result<()> {
+    /// Records that chunk `index` of `oid`, `len` bytes, was written (to
+    /// `file`) and verified. Takes effect with the next batch; returns at
+    /// once.
+    pub(crate) fn mark_present(
+        &self,
+        oid: Oid,
+        index: u32,
+        len: u32,
+        file: Arc<File>,
+    ) -> Result<()> {
+        let held = self.pending.hold(u64::from(len));
         let first = {
             let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
-            marks.push(Mark { oid, index, file });
+            marks.push(Mark {
+                oid,
+                index,
+                file,
+                _held: held,
+            });
             marks.len() == 1
         };
         // Only the mark that found the list empty wakes the thread: a
@@ -148,6 +164,14 @@ impl Db {
                 .map_err(|_| Error::Closed)?;
         }
         Ok(())
+    }
+
+    /// Bytes of object data the store owns: the index's count (see
+    /// [`index::owned_bytes`]) and the chunks whose marks it has yet to
+    /// record, read together on the index thread so no chunk is missed.
+    pub(crate) fn owned_bytes(&self) -> Result<u64> {
+        let pending = self.pending.clone();
+        self.call(move |c| Ok(index::owned_bytes(c)?.saturating_add(pending.bytes())))
     }
 
     /// Waits until every message sent and every mark made before has
@@ -232,6 +256,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<Msg>) {
 
 /// One transaction: the jobs and the marks, in order.
 fn run_batch(conn: &Connection, batch: Vec<Msg>) -> rusqlite::Result<()> {
+    let mut recorded = Vec::new();
     // Statements prepared once: a batch of small jobs is mostly these.
     let run = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
     run("BEGIN IMMEDIATE")?;
@@ -247,15 +272,17 @@ fn run_batch(conn: &Connection, batch: Vec<Msg>) -> rusqlite::Result<()> {
             }
             Msg::Marks(marks) => {
                 let mut written = HashSet::new();
-                for mark in marks {
+                for mark in &marks {
                     index::mark_present(conn, &mark.oid, mark.index)?;
                     written.insert(mark.oid);
                 }
                 for oid in written {
                     index::mark_written(conn, &oid)?;
                 }
+                recorded.push(marks);
             }
         }
     }
+    // The marks stop counting as pending once their rows are committed.
     run("COMMIT")
 }

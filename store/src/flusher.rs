@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +29,42 @@ pub(crate) struct Mark {
     pub oid: Oid,
     pub index: u32,
     pub file: Arc<File>,
+    /// The chunk's bytes, counted as unrecorded while the mark lives.
+    pub _held: Unrecorded,
+}
+
+/// Bytes written and verified whose marks the index does not hold yet: a
+/// mark counts its chunk from when it is made until it is dropped, which
+/// the index thread does only once its transaction committed. Queries on
+/// that thread add this count to the index's and so never miss a byte.
+#[derive(Clone, Default)]
+pub(crate) struct Pending(Arc<AtomicU64>);
+
+impl Pending {
+    /// Counts `len` bytes until the returned token drops.
+    pub(crate) fn hold(&self, len: u64) -> Unrecorded {
+        self.0.fetch_add(len, Ordering::SeqCst);
+        Unrecorded {
+            count: self.0.clone(),
+            len,
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One mark's share of [`Pending`].
+pub(crate) struct Unrecorded {
+    count: Arc<AtomicU64>,
+    len: u64,
+}
+
+impl Drop for Unrecorded {
+    fn drop(&mut self) {
+        self.count.fetch_sub(self.len, Ordering::SeqCst);
+    }
 }
 
 /// Marks waiting for the next round.

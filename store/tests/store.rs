@@ -608,8 +608,38 @@ fn a_partial_object_counts_only_the_chunks_it_holds() {
     store
         .write_chunk(oid, 1, &data[d.offset as usize..d.end() as usize])
         .expect("write");
+    // Counted at once, while its mark is still on its way to the index.
+    assert_eq!(store.stored_bytes().expect("bytes"), u64::from(d.len));
     store.flush().expect("flush");
     assert_eq!(store.stored_bytes().expect("bytes"), u64::from(d.len));
+}
+
+#[test]
+fn filled_objects_stay_within_the_budget_before_their_marks_are_recorded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = StoreOptions {
+        durable: false,
+        budget: 5 << 20,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), opts).expect("open");
+    for seed in 0..4 {
+        let data = bytes(2 << 20, 300 + seed);
+        let oid = Oid::of(&data);
+        let descs = describe(&data);
+        store
+            .begin_fill(oid, data.len() as u64, &descs)
+            .expect("begin");
+        for (i, d) in descs.iter().enumerate() {
+            store
+                .write_chunk(oid, i as u32, chunk(&data, d))
+                .expect("write");
+        }
+        store.finish(oid).expect("finish");
+        let held = store.stored_bytes().expect("bytes");
+        assert!(held <= 5 << 20, "after fill {seed}: {held} held");
+    }
+    assert!(store.evictions().0 >= 1);
 }
 
 #[test]

@@ -125,7 +125,9 @@ impl Store {
             }
             st.set_present(index)
         };
-        self.inner.db.mark_present(h.oid, index, h.file.clone())?;
+        self.inner
+            .db
+            .mark_present(h.oid, index, d.len, h.file.clone())?;
         if awaited {
             h.wake();
         }

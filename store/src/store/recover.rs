@@ -291,7 +291,7 @@ impl Store {
                 present[i] = true;
                 self.inner
                     .db
-                    .mark_present(h.oid, i as u32, h.file.clone())?;
+                    .mark_present(h.oid, i as u32, d.len, h.file.clone())?;
                 recovered += 1;
             }
         }

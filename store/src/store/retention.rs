@@ -44,12 +44,13 @@ impl Store {
 
     /// Bytes of object data the store itself holds: complete objects whole,
     /// partial ones by the chunks the index records (a sparse file holds
-    /// no more); referenced files do not count.
+    /// no more), including chunks written whose marks are still on their
+    /// way to the index; referenced files do not count.
     ///
     /// # Errors
     /// Index errors.
     pub fn stored_bytes(&self) -> Result<u64> {
-        self.inner.db.call(index::owned_bytes)
+        self.inner.db.owned_bytes()
     }
 
     /// Evicts unpinned objects, least recently used first, until the owned
