@@ -70,11 +70,14 @@ impl Fetches {
         // The whole-object hash follows the chunks as they land, on a core
         // the transfer leaves idle.
         let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+        let idle = Arc::new(IdleWhileFilling::default());
         let hasher = {
             let (store, oid, stop) = (self.store.clone(), fetch.oid, stop.0.clone());
-            tokio::task::spawn_blocking(move || {
-                at_idle_priority(|| store.hash_while_filling(oid, &stop))
-            })
+            let lowered = idle.clone();
+            let task = tokio::task::spawn_blocking(move || {
+                lowered.run(|| store.hash_while_filling(oid, &stop))
+            });
+            (task, idle)
         };
         let result = self
             .run(&fetch, &target, source, rest, &mut run, hasher)
@@ -116,7 +119,10 @@ impl Fetches {
         first: Source,
         rest: Vec<Hint>,
         run: &mut Run,
-        hasher: tokio::task::JoinHandle<dot_store::Result<()>>,
+        hasher: (
+            tokio::task::JoinHandle<dot_store::Result<()>>,
+            Arc<IdleWhileFilling>,
+        ),
     ) -> anyhow::Result<bool> {
         let mut next = Some(first);
         let mut others = rest.into_iter();
@@ -149,14 +155,16 @@ impl Fetches {
             }
         }
         fetch.state.send_replace(FetchState::Verifying);
-        if let Err(e) = hasher.await? {
+        // The transfer is over: what the hash has left is the fetch's last
+        // step, and the object stays pinned until it is done.
+        let (task, idle) = hasher;
+        idle.raise();
+        if let Err(e) = task.await? {
             tracing::debug!(oid = %fetch.oid, error = %e, "hashing while filling stopped");
         }
         let s = self.store.clone();
         let oid = fetch.oid;
-        // What the hasher left (nothing, unless it stopped) only yields to
-        // readers, on an idle-priority thread.
-        tokio::task::spawn_blocking(move || at_idle_priority(|| s.finish(oid)))
+        tokio::task::spawn_blocking(move || s.finish(oid))
             .await?
             .context("checking the whole object")?;
         Ok(true)
@@ -325,17 +333,43 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Runs `f` with the calling thread scheduled only when a CPU is
-/// otherwise idle (SCHED_IDLE), then restores its policy.
-fn at_idle_priority<T>(f: impl FnOnce() -> T) -> T {
-    let idle = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; the parameter is valid for both
-    // policies.
-    let lowered = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) } == 0;
-    let out = f();
-    if lowered {
-        // SAFETY: as above.
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &idle) };
+/// The hasher's thread, scheduled only when a CPU is otherwise idle
+/// (SCHED_IDLE) while the transfer runs, and raised back to the normal
+/// policy once the transfer is over: a hash that fell behind on a busy
+/// machine then finishes at a fair share instead of waiting, object pinned,
+/// for the machine to go idle.
+#[derive(Default)]
+struct IdleWhileFilling(std::sync::Mutex<Option<libc::pid_t>>);
+
+impl IdleWhileFilling {
+    /// Runs `f` on the calling thread at idle priority until [`Self::raise`]
+    /// or its end, then restores the normal policy.
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; the parameter is valid for
+        // both policies.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+            // SAFETY: gettid has no preconditions.
+            *lock(&self.0) = Some(unsafe { libc::gettid() });
+        }
+        let out = f();
+        if lock(&self.0).take().is_some() {
+            // SAFETY: as above.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+        }
+        out
     }
-    out
+
+    /// Puts the thread running [`Self::run`], if it still does, back on the
+    /// normal policy. The lock keeps the thread from being handed another
+    /// job meanwhile.
+    fn raise(&self) {
+        let running = lock(&self.0);
+        if let Some(tid) = *running {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: `tid` is a thread of this process, inside `run` while
+            // the lock is held; the parameter is valid for the policy.
+            unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &param) };
+        }
+    }
 }

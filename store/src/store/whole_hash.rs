@@ -1,10 +1,10 @@
 //! The whole-object SHA-256, taken while an object fills.
 //!
 //! A receiver runs [`Store::hash_while_filling`] on a thread of its own
-//! (the agent: at idle priority) beside the transfer: it feeds the
-//! object's running SHA-256 the present chunks in order, straight from the
-//! mapping of the store's file (no copy, no read back from disk), and
-//! sleeps until the next chunk lands. When the transfer leaves a core idle
+//! (the agent: at idle priority until the transfer ends) beside the
+//! transfer: it feeds the object's running SHA-256 the present chunks in
+//! order, straight from the mapping of the store's file (no copy, no read
+//! back from disk), and sleeps until the next chunk lands. When the transfer leaves a core idle
 //! (a link slower than the CPU) the hash keeps up and the OID check is done
 //! right after the last chunk; when the cores are busy it falls behind and
 //! catches up afterwards, never slowing the transfer. `finish` hashes
