@@ -15,7 +15,13 @@ use super::progress;
 #[derive(clap::Args)]
 pub struct Args {
     /// The ticket `gtc put` printed, or an OID the agent can find.
-    target: String,
+    #[arg(required_unless_present = "segments", conflicts_with = "segments")]
+    target: Option<String>,
+    /// Read a folder's segments from standard input (the lines of `gtc
+    /// put --segments --json`) and write them, as they come, into the
+    /// folder -o names (what `gtc cp -r` runs on the receiving side).
+    #[arg(long, requires = "output")]
+    segments: bool,
     /// Write here (`-` for stdout; without `-o` the object goes to stdout
     /// unless that is a terminal). For a tree's ticket: the folder to make
     /// (or an empty one) to write the tree into.
@@ -53,7 +59,13 @@ fn parse_octal(s: &str) -> Result<u32, String> {
 /// Runs `gtc get`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    if let Ok(ticket) = args.target.trim().parse::<dot_store::Ticket>()
+    if args.segments {
+        return get_segments(&args);
+    }
+    let Some(target) = args.target.as_deref() else {
+        bail!("give a ticket, or --segments");
+    };
+    if let Ok(ticket) = target.trim().parse::<dot_store::Ticket>()
         && ticket.is_tree()
     {
         return get_tree(&args, &ticket);
@@ -68,7 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if output.is_none() && (args.mode.is_some() || args.mtime_ns.is_some()) {
         bail!("--mode and --mtime-ns set a file's attributes: give -o FILE");
     }
-    let (size, got) = get(args.socket.as_deref(), &args.target, &args.hints, output)?;
+    let (size, got) = get(args.socket.as_deref(), target, &args.hints, output)?;
     if let Some(path) = output {
         set_attrs(path, args.mode, args.mtime_ns)?;
     }
@@ -89,6 +101,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             got.local
         );
     }
+    Ok(())
+}
+
+/// `gtc get --segments -o DIR`: a folder's segments, their lines read
+/// from standard input, written into a new (or empty) folder.
+fn get_segments(args: &Args) -> anyhow::Result<()> {
+    let Some(dest) = args.output.as_deref().filter(|p| p.as_os_str() != "-") else {
+        bail!("--segments writes a folder: give -o DIR, a folder to make");
+    };
+    if args.mode.is_some() || args.mtime_ns.is_some() || !args.hints.is_empty() {
+        bail!("--mode, --mtime-ns and --hint are not for --segments");
+    }
+    let done = dot_agent::trees::Progress::default();
+    let got =
+        super::segments::get_lines(args.socket.as_deref(), std::io::stdin().lock(), dest, &done)?;
+    report_tree(args, &got);
     Ok(())
 }
 
@@ -131,6 +159,12 @@ fn get_tree(args: &Args, ticket: &dot_store::Ticket) -> anyhow::Result<()> {
         let _ = watching.join();
         got
     })?;
+    report_tree(args, &got);
+    Ok(())
+}
+
+/// What a tree's get reports with --json or --stats.
+fn report_tree(args: &Args, got: &dot_agent::trees::TreeGot) {
     if args.json {
         println!(
             "{}",
@@ -147,7 +181,6 @@ fn get_tree(args: &Args, ticket: &dot_store::Ticket) -> anyhow::Result<()> {
             got.stats.local
         );
     }
-    Ok(())
 }
 
 /// Writes the object to `output` (at offsets, as chunks arrive) or to

@@ -13,6 +13,7 @@ pub mod progress;
 pub mod publish;
 pub mod put;
 pub mod s3;
+pub mod segments;
 pub mod smtp;
 pub mod status;
 

@@ -20,6 +20,14 @@ pub struct Args {
     /// Print one JSON object (oid, ticket, size, chunks, hints, ...).
     #[arg(long)]
     pub json: bool,
+    /// A folder in segments, each a tree printed as a JSON line as soon
+    /// as it is put, then an end line (what `gtc cp -r` reads to fetch
+    /// while the put goes on). A file is put as without it.
+    #[arg(long, requires = "json")]
+    segments: bool,
+    /// With --segments: most bytes of files in one segment.
+    #[arg(long, hide = true, requires = "segments")]
+    segment_bytes: Option<u64>,
     /// Local API socket (default: $GTC_SOCKET, else the agent's default).
     #[arg(long)]
     socket: Option<PathBuf>,
@@ -28,6 +36,21 @@ pub struct Args {
 /// Runs `gtc put`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.file.as_os_str() != "-" && args.file.is_dir() {
+        if args.segments {
+            let done = super::segments::put_lines(
+                args.socket.as_deref(),
+                &args.file,
+                args.segment_bytes,
+                |line| {
+                    println!("{line}");
+                    Ok(())
+                },
+            )?;
+            for s in &done.skipped {
+                eprintln!("gtc put: left out {s}: not a file, folder or link");
+            }
+            return Ok(());
+        }
         return put_tree(&args);
     }
     let r = put(args.socket.as_deref(), &args.file)?;

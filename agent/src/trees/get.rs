@@ -69,12 +69,155 @@ pub fn get_tree(
     progress: &Progress,
     on_manifest: impl FnOnce(&Manifest),
 ) -> anyhow::Result<TreeGot> {
+    let manifest = fetch_tree(socket, ticket, hints)?;
+    on_manifest(&manifest);
+    let root = open_destination(dest)?;
+    let got = write_tree(socket, ticket, hints, &root, &manifest, progress)?;
+    set_attributes(
+        &root,
+        manifest.entries(),
+        (manifest.root_mode, manifest.root_mtime),
+        dest,
+    )?;
+    Ok(got)
+}
+
+/// Segments fetched at once by [`get_segments`].
+pub const SEGMENT_GETS: usize = 2;
+
+/// Fetches the segments of a folder (see
+/// [`super::put_tree_segments`]) into `dest` (a folder that does not exist
+/// yet, or an empty one) as `segments` yields their tickets, several at
+/// once, then sets the folders' attributes. Segments may share folders
+/// but no other entry: a second file of one path is refused, never
+/// written over the first.
+///
+/// # Errors
+/// As [`get_tree`]; the first error of `segments`.
+pub fn get_segments(
+    socket: Option<&Path>,
+    segments: impl Iterator<Item = anyhow::Result<Ticket>>,
+    dest: &Path,
+    progress: &Progress,
+) -> anyhow::Result<TreeGot> {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::AtomicBool;
+    // Made once the first manifest checked out.
+    let opened: Mutex<Option<OwnedFd>> = Mutex::new(None);
+    let root = || -> anyhow::Result<OwnedFd> {
+        let mut opened = opened.lock().unwrap_or_else(|p| p.into_inner());
+        if opened.is_none() {
+            *opened = Some(open_destination(dest)?);
+        }
+        match &*opened {
+            Some(fd) => Ok(rustix::io::dup(fd)?),
+            None => bail!("{} is not open", dest.display()),
+        }
+    };
+    // Folders and links of every segment, for their attributes at the
+    // end; the root's, from any segment (all say the same).
+    let kept: Mutex<(BTreeMap<Vec<u8>, Entry>, Option<(u16, Mtime)>)> =
+        Mutex::new((BTreeMap::new(), None));
+    let all = Mutex::new(TreeGot::default());
+    let failed = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Ticket>(SEGMENT_GETS);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let mut workers = Vec::new();
+        for _ in 0..SEGMENT_GETS {
+            workers.push(s.spawn(|| -> anyhow::Result<()> {
+                let mut result = Ok(());
+                // After a failure, what is queued is taken and dropped.
+                while let Ok(ticket) = rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                    if result.is_err() || failed.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let got = fetch_tree(socket, &ticket, &[]).and_then(|m| {
+                        let mut k = kept.lock().unwrap_or_else(|p| p.into_inner());
+                        for e in m.entries() {
+                            if matches!(e.kind, Kind::Dir | Kind::Symlink { .. }) {
+                                k.0.entry(e.path.clone()).or_insert_with(|| e.clone());
+                            }
+                        }
+                        k.1 = Some((m.root_mode, m.root_mtime));
+                        drop(k);
+                        write_tree(socket, &ticket, &[], &root()?, &m, progress)
+                    });
+                    match got {
+                        Ok(got) => {
+                            let mut all = all.lock().unwrap_or_else(|p| p.into_inner());
+                            all.files += got.files;
+                            all.bytes += got.bytes;
+                            all.stats.from_peers += got.stats.from_peers;
+                            all.stats.local += got.stats.local;
+                            all.stats.from_devices += got.stats.from_devices;
+                        }
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            result = Err(e);
+                        }
+                    }
+                }
+                result
+            }));
+        }
+        let mut fed = Ok(());
+        for ticket in segments {
+            if failed.load(Ordering::Relaxed) {
+                break;
+            }
+            match ticket {
+                Ok(t) => {
+                    if tx.send(t).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    fed = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a segment's get panicked"))??;
+        }
+        fed
+    })?;
+    let (entries, root_attrs) = kept.into_inner().unwrap_or_else(|p| p.into_inner());
+    let root_attrs = root_attrs.context("no segment came")?;
+    let root = root()?;
+    let entries: Vec<Entry> = entries.into_values().collect();
+    set_attributes(&root, &entries, root_attrs, dest)?;
+    let mut got = all.into_inner().unwrap_or_else(|p| p.into_inner());
+    got.entries = got.files + entries.len();
+    Ok(got)
+}
+
+/// The manifest of the tree `ticket` names, fetched and checked.
+fn fetch_tree(
+    socket: Option<&Path>,
+    ticket: &Ticket,
+    hints: &[String],
+) -> anyhow::Result<Manifest> {
     if !ticket.is_tree() {
         bail!("the ticket is not a tree's");
     }
-    let manifest = fetch_manifest(socket, ticket, hints)?;
-    on_manifest(&manifest);
-    let root = open_destination(dest)?;
+    fetch_manifest(socket, ticket, hints)
+}
+
+/// Writes the tree `ticket` names (its checked `manifest`) beneath
+/// `root`: new folders made, existing ones entered, every file and link
+/// created new; folders' attributes are left to [`set_attributes`].
+fn write_tree(
+    socket: Option<&Path>,
+    ticket: &Ticket,
+    hints: &[String],
+    root: &OwnedFd,
+    manifest: &Manifest,
+    progress: &Progress,
+) -> anyhow::Result<TreeGot> {
     let mut got = TreeGot {
         entries: manifest.entries().len(),
         ..TreeGot::default()
@@ -83,10 +226,15 @@ pub fn get_tree(
         if matches!(e.kind, Kind::File { .. } | Kind::Packed { .. }) {
             continue;
         }
-        let parent = open_parent(&root, e)?;
+        let parent = open_parent(root, e)?;
         let name = OsStr::from_bytes(e.name());
         match &e.kind {
-            Kind::Dir => rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)),
+            // A folder another segment made is entered (opening it
+            // beneath the root, links refused, checks it is one).
+            Kind::Dir => match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)) {
+                Err(rustix::io::Errno::EXIST) => Ok(()),
+                r => r,
+            },
             Kind::Symlink { target } => {
                 rustix::fs::symlinkat(OsStr::from_bytes(target), &parent, name)
             }
@@ -105,13 +253,13 @@ pub fn get_tree(
     let stats = Mutex::new(GetStats::default());
     let workers = GET_WORKERS.min(files.len());
     std::thread::scope(|s| -> anyhow::Result<()> {
-        let pack = s.spawn(|| write_packed(socket, &root, ticket, hints, &manifest, progress));
+        let pack = s.spawn(|| write_packed(socket, root, ticket, hints, manifest, progress));
         let mut handles = Vec::new();
         for _ in 0..workers {
             handles.push(s.spawn(|| -> anyhow::Result<()> {
                 let mut client = None;
                 while let Some(e) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let got = write_file(&mut client, socket, &root, ticket, hints, e)?;
+                    let got = write_file(&mut client, socket, root, ticket, hints, e)?;
                     let mut all = stats.lock().unwrap_or_else(|p| p.into_inner());
                     all.from_peers += got.from_peers;
                     all.local += got.local;
@@ -139,11 +287,22 @@ pub fn get_tree(
         Ok(())
     })?;
     got.stats = stats.into_inner().unwrap_or_else(|p| p.into_inner());
-    // Links' times, then folders' modes and times, deepest first (making
-    // their entries changed their times; a read-only folder is made so
-    // only once filled).
-    for e in manifest.entries().iter().rev() {
-        let parent = open_parent(&root, e)?;
+    Ok(got)
+}
+
+/// Sets the attributes of the links and folders among `entries` (in
+/// manifest order) beneath `root`, and the root's (`attrs`: its mode and
+/// time; `dest` names it): links' times, then folders' modes and times,
+/// deepest first (making their entries changed their times; a read-only
+/// folder is made so only once filled).
+fn set_attributes(
+    root: &OwnedFd,
+    entries: &[Entry],
+    (root_mode, root_mtime): (u16, Mtime),
+    dest: &Path,
+) -> anyhow::Result<()> {
+    for e in entries.iter().rev() {
+        let parent = open_parent(root, e)?;
         let name = OsStr::from_bytes(e.name());
         match e.kind {
             Kind::Symlink { .. } => {
@@ -158,10 +317,9 @@ pub fn get_tree(
         }
         .with_context(|| format!("setting the attributes of {}", shown(e)))?;
     }
-    rustix::fs::fchmod(&root, mode(manifest.root_mode))
-        .and_then(|()| rustix::fs::futimens(&root, &times(manifest.root_mtime)))
-        .with_context(|| format!("setting the attributes of {}", dest.display()))?;
-    Ok(got)
+    rustix::fs::fchmod(root, mode(root_mode))
+        .and_then(|()| rustix::fs::futimens(root, &times(root_mtime)))
+        .with_context(|| format!("setting the attributes of {}", dest.display()))
 }
 
 /// The manifest's bytes, fetched and checked.

@@ -5,10 +5,15 @@
 //!   reference, the manifest put as the tree ([`put_tree`]);
 //! - `get`: a tree's manifest fetched and checked, every entry made
 //!   beneath a handle of the destination, files fetched by their own
-//!   tickets several at once ([`get_tree`]).
+//!   tickets several at once ([`get_tree`]);
+//! - segments, for copies: a folder put as a series of trees, each handed
+//!   on as soon as it is made ([`put_tree_segments`]), and fetched into
+//!   one destination as they come ([`get_segments`]).
 
 mod get;
 mod put;
 
-pub use get::{GET_WORKERS, Progress, RESTORED_MODE, TreeGot, get_tree};
-pub use put::{PUT_WORKERS, TreePut, put_tree};
+pub use get::{
+    GET_WORKERS, Progress, RESTORED_MODE, SEGMENT_GETS, TreeGot, get_segments, get_tree,
+};
+pub use put::{PUT_WORKERS, SEGMENT_BYTES, Segmented, TreePut, put_tree, put_tree_segments};

@@ -51,17 +51,19 @@ struct Found {
     file: Option<(PathBuf, (u64, u64), u64)>,
 }
 
-/// Puts the folder `root` as a tree through the agent at `socket`;
-/// `progress(files_done, files)` is called as files are put.
-///
-/// # Errors
-/// A folder that cannot be read or is too large for a manifest; the
-/// agent's errors.
-pub fn put_tree(
-    socket: Option<&Path>,
-    root: &Path,
-    progress: impl Fn(usize, usize) + Sync,
-) -> anyhow::Result<TreePut> {
+/// A folder walked: its root's attributes and every entry, in manifest
+/// order.
+struct Walked {
+    root_mode: u16,
+    root_mtime: Mtime,
+    found: Vec<Found>,
+    skipped: Vec<String>,
+    /// Files in it.
+    files: usize,
+}
+
+/// Walks the folder `root` beneath a handle of it.
+fn walk_root(root: &Path) -> anyhow::Result<Walked> {
     let root =
         std::fs::canonicalize(root).with_context(|| format!("reading {}", root.display()))?;
     let dir = rustix::fs::open(
@@ -76,27 +78,182 @@ pub fn put_tree(
     walk(&dir, &root, &[], &mut found, &mut skipped)?;
     // Manifest order, which is the pack's.
     found.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+    Ok(Walked {
+        root_mode: (st.st_mode & 0o7777) as u16,
+        root_mtime: Mtime {
+            secs: st.st_mtime,
+            nanos: st.st_mtime_nsec as u32,
+        },
+        files: found.iter().filter(|f| f.file.is_some()).count(),
+        found,
+        skipped,
+    })
+}
+
+/// Files put so far of all, for `progress(done, all)`.
+struct Counted<'a, P> {
+    done: AtomicUsize,
+    all: usize,
+    progress: &'a P,
+}
+
+impl<P: Fn(usize, usize) + Sync> Counted<'_, P> {
+    fn one(&self) {
+        (self.progress)(self.done.fetch_add(1, Ordering::Relaxed) + 1, self.all);
+    }
+}
+
+/// Puts the folder `root` as a tree through the agent at `socket`;
+/// `progress(files_done, files)` is called as files are put.
+///
+/// # Errors
+/// A folder that cannot be read or is too large for a manifest; the
+/// agent's errors.
+pub fn put_tree(
+    socket: Option<&Path>,
+    root: &Path,
+    progress: impl Fn(usize, usize) + Sync,
+) -> anyhow::Result<TreePut> {
+    let walked = walk_root(root)?;
+    let counted = Counted {
+        done: AtomicUsize::new(0),
+        all: walked.files,
+        progress: &progress,
+    };
+    let all: Vec<&Found> = walked.found.iter().collect();
+    let mut put = put_entries(socket, &walked, &all, &counted)?;
+    put.skipped = walked.skipped;
+    Ok(put)
+}
+
+/// The first segment's bytes of files; each next one doubles, up to
+/// [`SEGMENT_BYTES`].
+const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
+/// Most bytes of files in one segment.
+pub const SEGMENT_BYTES: u64 = 16 << 20;
+/// The first segment's entries; each next one doubles, up to
+/// [`SEGMENT_ENTRIES`].
+const FIRST_SEGMENT_ENTRIES: usize = 512;
+/// Most entries of one segment.
+const SEGMENT_ENTRIES: usize = 16384;
+
+/// What a put in segments made, besides each segment.
+#[derive(Debug)]
+pub struct Segmented {
+    /// Segments put.
+    pub segments: usize,
+    /// Entries in the folder, files in it and their bytes.
+    pub entries: usize,
+    /// Files in it.
+    pub files: usize,
+    /// Bytes of its files.
+    pub bytes: u64,
+    /// What was left out, and why.
+    pub skipped: Vec<String>,
+}
+
+/// Puts the folder `root` as a series of trees, its **segments**, and
+/// hands each to `each` as soon as it is made, so a copy can fetch one
+/// while the next is read: each holds a run of the folder's entries in
+/// manifest order (the first small, each next one larger, up to
+/// [`SEGMENT_BYTES`]) and the folders above them, and is a valid tree on
+/// its own; together they hold every entry once (folders in every
+/// segment below them). `segment_bytes`, if given, caps each segment's
+/// bytes of files.
+///
+/// # Errors
+/// As [`put_tree`]; `each`'s error stops the put.
+pub fn put_tree_segments(
+    socket: Option<&Path>,
+    root: &Path,
+    segment_bytes: Option<u64>,
+    progress: impl Fn(usize, usize) + Sync,
+    mut each: impl FnMut(TreePut) -> anyhow::Result<()>,
+) -> anyhow::Result<Segmented> {
+    let walked = walk_root(root)?;
+    let counted = Counted {
+        done: AtomicUsize::new(0),
+        all: walked.files,
+        progress: &progress,
+    };
+    let cap = segment_bytes.unwrap_or(SEGMENT_BYTES).max(1);
+    let folders: std::collections::HashMap<&[u8], usize> = walked
+        .found
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.entry.kind == Kind::Dir)
+        .map(|(i, f)| (f.entry.path.as_slice(), i))
+        .collect();
+    let mut out = Segmented {
+        segments: 0,
+        entries: walked.found.len(),
+        files: walked.files,
+        bytes: 0,
+        skipped: walked.skipped.clone(),
+    };
+    let (mut start, mut k) = (0usize, 0u32);
+    loop {
+        let (max_bytes, max_entries) = (
+            (FIRST_SEGMENT_BYTES << k.min(16)).min(cap),
+            (FIRST_SEGMENT_ENTRIES << k.min(16)).min(SEGMENT_ENTRIES),
+        );
+        let (mut end, mut bytes) = (start, 0u64);
+        while end < walked.found.len() && bytes < max_bytes && end - start < max_entries {
+            bytes += walked.found[end].file.as_ref().map_or(0, |f| f.2);
+            end += 1;
+        }
+        // The folders above the run that it does not hold.
+        let mut above = std::collections::BTreeSet::new();
+        for f in &walked.found[start..end] {
+            let mut parent = f.entry.parent();
+            while let Some(&i) = folders.get(parent) {
+                if i >= start || !above.insert(i) {
+                    break;
+                }
+                parent = walked.found[i].entry.parent();
+            }
+        }
+        let segment: Vec<&Found> = above
+            .into_iter()
+            .map(|i| &walked.found[i])
+            .chain(&walked.found[start..end])
+            .collect();
+        let put = put_entries(socket, &walked, &segment, &counted)?;
+        out.bytes += put.bytes;
+        out.segments += 1;
+        each(put)?;
+        if end == walked.found.len() {
+            return Ok(out);
+        }
+        (start, k) = (end, k + 1);
+    }
+}
+
+/// Puts `found` (entries of the folder `walked`, in manifest order, every
+/// folder above them among them) as one tree.
+fn put_entries<P: Fn(usize, usize) + Sync>(
+    socket: Option<&Path>,
+    walked: &Walked,
+    found: &[&Found],
+    counted: &Counted<'_, P>,
+) -> anyhow::Result<TreePut> {
     let is_large = |f: &Found| {
         f.file
             .as_ref()
             .is_some_and(|(_, _, size)| *size > PACK_LIMIT)
     };
-    let files: Vec<usize> = (0..found.len()).filter(|&i| is_large(&found[i])).collect();
+    let files: Vec<usize> = (0..found.len()).filter(|&i| is_large(found[i])).collect();
     let packed: Vec<&Found> = found
         .iter()
+        .copied()
         .filter(|f| f.file.is_some() && !is_large(f))
         .collect();
     let all_files = files.len() + packed.len();
-    let done = AtomicUsize::new(0);
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Content>>> = Mutex::new(vec![None; found.len()]);
     let workers = PUT_WORKERS.min(files.len());
     let pack = std::thread::scope(|s| -> anyhow::Result<Option<(Pack, Vec<Descriptor>)>> {
-        let pack = s.spawn(|| {
-            put_pack(socket, &packed, || {
-                progress(done.fetch_add(1, Ordering::Relaxed) + 1, all_files);
-            })
-        });
+        let pack = s.spawn(|| put_pack(socket, &packed, || counted.one()));
         let mut handles = Vec::new();
         for _ in 0..workers {
             handles.push(s.spawn(|| -> anyhow::Result<()> {
@@ -111,7 +268,7 @@ pub fn put_tree(
                     };
                     let put = put_one(&mut client, path, *id)?;
                     results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(put);
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, all_files);
+                    counted.one();
                 }
             }));
         }
@@ -129,10 +286,10 @@ pub fn put_tree(
     };
     let mut bytes = pack.map_or(0, |p| p.size);
     let entries: Vec<Entry> = found
-        .into_iter()
+        .iter()
         .zip(results)
         .map(|(f, put)| {
-            let mut entry = f.entry;
+            let mut entry = f.entry.clone();
             if let Some((size, oid, list_digest)) = put {
                 bytes += size;
                 entry.kind = Kind::File {
@@ -145,11 +302,8 @@ pub fn put_tree(
         })
         .collect();
     let manifest = Manifest::new(
-        (st.st_mode & 0o7777) as u16,
-        Mtime {
-            secs: st.st_mtime,
-            nanos: st.st_mtime_nsec as u32,
-        },
+        walked.root_mode,
+        walked.root_mtime,
         pack,
         entries,
         pack_chunks,
@@ -161,7 +315,7 @@ pub fn put_tree(
         entries: manifest.entries().len(),
         files: all_files,
         bytes,
-        skipped,
+        skipped: Vec::new(),
     })
 }
 
