@@ -116,8 +116,8 @@ pub fn get_segments(
     };
     // Folders and links of every segment, for their attributes at the
     // end; the root's, from any segment (all say the same).
-    let kept: Mutex<(BTreeMap<Vec<u8>, Entry>, Option<(u16, Mtime)>)> =
-        Mutex::new((BTreeMap::new(), None));
+    type Kept = (BTreeMap<Vec<u8>, Entry>, Option<(u16, Mtime)>);
+    let kept: Mutex<Kept> = Mutex::new((BTreeMap::new(), None));
     let all = Mutex::new(TreeGot::default());
     let failed = AtomicBool::new(false);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Ticket>(SEGMENT_GETS);
