@@ -132,7 +132,8 @@ fn open_source(
         if !Path::new(path).is_dir() {
             return Ok(Source::File(put(socket, Path::new(path))?));
         }
-        let (reader, mut writer) = std::io::pipe()?;
+        let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (reader, mut writer) = (std::fs::File::from(reader), std::fs::File::from(writer));
         let (socket, dir) = (socket.map(Path::to_path_buf), PathBuf::from(path));
         let maker = std::thread::spawn(move || {
             super::segments::put_lines(socket.as_deref(), &dir, None, |line| {
