@@ -4,51 +4,17 @@
 //! changed, a tree's token opens only its own files, and hostile
 //! manifests are refused before anything is written.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use dot_store::Ticket;
 use dot_store::tree::{Entry, Kind, Manifest, Mtime};
+use dot_tests::folders::snapshot;
 use dot_tests::{Agent, random_bytes};
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// What a tree holds, as compared between source and copy: each entry's
-/// kind, permission bits, mtime and content (or link target).
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, (String, u32, i64, i64, Vec<u8>)> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(dir) = todo.pop() {
-        for e in std::fs::read_dir(&dir).expect("read_dir") {
-            let p = e.expect("entry").path();
-            let m = std::fs::symlink_metadata(&p).expect("lstat");
-            let rel = p.strip_prefix(root).expect("beneath").to_path_buf();
-            let (kind, data) = if m.file_type().is_symlink() {
-                (
-                    "link",
-                    std::fs::read_link(&p)
-                        .expect("readlink")
-                        .into_os_string()
-                        .into_encoded_bytes(),
-                )
-            } else if m.is_dir() {
-                todo.push(p.clone());
-                ("dir", Vec::new())
-            } else {
-                ("file", std::fs::read(&p).expect("read"))
-            };
-            let mode = if kind == "link" { 0 } else { m.mode() & 0o7777 };
-            out.insert(
-                rel,
-                (kind.to_owned(), mode, m.mtime(), m.mtime_nsec(), data),
-            );
-        }
-    }
-    out
 }
 
 fn set_mtime(p: &Path, secs: u64) {
