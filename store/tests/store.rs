@@ -21,6 +21,16 @@ fn open(dir: &Path) -> Store {
     .expect("open store")
 }
 
+/// A store of at most `budget` bytes.
+fn open_with_budget(dir: &Path, budget: u64) -> Store {
+    let opts = StoreOptions {
+        durable: false,
+        budget,
+        ..StoreOptions::default()
+    };
+    Store::open(dir, opts).expect("open")
+}
+
 fn chunk<'a>(data: &'a [u8], d: &Descriptor) -> &'a [u8] {
     &data[d.offset as usize..d.end() as usize]
 }
@@ -308,12 +318,7 @@ fn chunks_held_by_any_object_are_reused() {
 #[test]
 fn pinned_objects_stay_and_the_least_recently_used_go() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = StoreOptions {
-        durable: false,
-        budget: 5 << 20,
-        ..StoreOptions::default()
-    };
-    let store = Store::open(dir.path(), opts).expect("open");
+    let store = open_with_budget(dir.path(), 5 << 20);
     let a = store
         .put_reader(&mut &bytes(2 << 20, 20)[..])
         .expect("a")
@@ -617,12 +622,7 @@ fn a_partial_object_counts_only_the_chunks_it_holds() {
 #[test]
 fn filled_objects_stay_within_the_budget_before_their_marks_are_recorded() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = StoreOptions {
-        durable: false,
-        budget: 5 << 20,
-        ..StoreOptions::default()
-    };
-    let store = Store::open(dir.path(), opts).expect("open");
+    let store = open_with_budget(dir.path(), 5 << 20);
     for seed in 0..4 {
         let data = bytes(2 << 20, 300 + seed);
         let oid = Oid::of(&data);

@@ -128,7 +128,13 @@ pub fn get_segments(
             workers.push(s.spawn(|| -> anyhow::Result<()> {
                 let mut result = Ok(());
                 // After a failure, what is queued is taken and dropped.
-                while let Ok(ticket) = rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                loop {
+                    // The lock only while waiting: a guard in the loop's
+                    // head would hold it through each get.
+                    let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(ticket) = next else {
+                        break;
+                    };
                     if result.is_err() || failed.load(Ordering::Relaxed) {
                         continue;
                     }
