@@ -22,23 +22,30 @@
 //! is ever created through a link or a file, and there are no cycles).
 //!
 //! ```text
-//! magic "DOT-TREE" | version u8 (2) | flags u8 (0)
+//! magic "DOT-TREE" | version u8 (3) | flags u8 (0)
 //! root: mode u16 | mtime seconds i64 | nanoseconds u32
 //! pack: size u64 | OID [32] | descriptor-list digest [32]   (all zero: none)
 //! count u32
 //! count x entry:
 //!   kind u8 (1 folder, 2 file, 3 symbolic link, 4 packed file) | mode u16
-//!   | mtime seconds i64 | nanoseconds u32 | path length u16 | path
-//!   file: size u64 | OID [32] | descriptor-list digest [32]
-//!   packed file: size u64 (its bytes: the pack's next `size` bytes)
-//!     | chunk count u32 | count x (length u32 | BLAKE3 [32])
-//!   link: target length u16 | target
+//!   | mtime: seconds since the entry before's (the root's for the first),
+//!     zigzag varint | nanoseconds varint
+//!   | path: bytes shared with the entry before's path, varint | length of
+//!     the rest, varint | the rest
+//!   file: size varint | OID [32] | descriptor-list digest [32]
+//!   packed file: size varint (its bytes: the pack's next `size` bytes)
+//!     | chunk count varint | one chunk: BLAKE3 [32] (its length is the
+//!     size) | more: count x (length varint | BLAKE3 [32])
+//!   link: target length varint | target
 //! ```
 //!
-//! Integers are big-endian; modes are permission bits (at most `0o7777`);
-//! nanoseconds are below 10^9. The packed files' sizes add up to the
-//! pack's exactly; each file's chunks add up to its size (an empty file
-//! has none), and all of them in entry order are the pack's descriptor
+//! Fixed-width integers are big-endian; varints are LEB128 (7 bits a
+//! byte, least significant first, at most 10 bytes, no needless zero
+//! byte); a path shares all the bytes it can with the one before (one
+//! manifest has one encoding). Modes are permission bits (at most
+//! `0o7777`); nanoseconds are below 10^9. The packed files' sizes add up
+//! to the pack's exactly; each file's chunks add up to its size (an empty
+//! file has none), and all of them in entry order are the pack's descriptor
 //! list, whose digest the header gives. Nothing may follow the last entry.
 
 use std::collections::HashSet;
@@ -52,7 +59,7 @@ use crate::oid::{ChunkHash, Oid};
 /// The first bytes of every manifest.
 pub const MAGIC: &[u8; 8] = b"DOT-TREE";
 /// The manifest version this build writes and reads.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Most entries in one tree.
 pub const MAX_ENTRIES: usize = 1 << 20;
 /// Largest manifest (a million entries of long paths fit).
@@ -69,14 +76,16 @@ pub const PACK_LIMIT: u64 = 256 << 10;
 /// one file to the next): small, so a changed small file costs about its
 /// own bytes in a second version.
 pub const PACK_CHUNKER: &str = "cdc:1024:4096:32768";
-/// Bytes of one chunk in a packed file's entry (length and hash).
-const CHUNK_ENTRY: usize = 4 + 32;
+/// Fewest bytes of one chunk of several in a packed file's entry (length
+/// and hash).
+const CHUNK_ENTRY: usize = 1 + 32;
 /// How a manifest is cut into chunks: small, so a few changed entries
 /// cost a few chunks in a second version.
 pub const MANIFEST_CHUNKER: &str = "cdc:256:1024:8192";
 
-/// Bytes of an entry before its path (kind, mode, mtime, path length).
-const ENTRY_HEAD: usize = 1 + 2 + 8 + 4 + 2;
+/// Fewest bytes of an entry (kind, mode, mtime, shared and rest lengths,
+/// a byte of path).
+const ENTRY_MIN: usize = 1 + 2 + 1 + 1 + 1 + 1 + 1;
 /// Bytes of the header (magic, version, flags, root mode and mtime, pack,
 /// count).
 const HEADER: usize = 8 + 1 + 1 + 2 + 8 + 4 + 72 + 4;
@@ -379,12 +388,13 @@ impl Manifest {
 
     /// The manifest's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER + self.entries.len() * (ENTRY_HEAD + 96));
+        let mut out = Vec::with_capacity(HEADER + self.entries.len() * (ENTRY_MIN + 64));
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.push(0);
         out.extend_from_slice(&self.root_mode.to_be_bytes());
-        put_mtime(&mut out, self.root_mtime);
+        out.extend_from_slice(&self.root_mtime.secs.to_be_bytes());
+        out.extend_from_slice(&self.root_mtime.nanos.to_be_bytes());
         match &self.pack {
             Some(p) => {
                 out.extend_from_slice(&p.size.to_be_bytes());
@@ -395,6 +405,7 @@ impl Manifest {
         }
         out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
         let mut chunks = self.pack_chunks.iter().peekable();
+        let (mut secs, mut prev): (i64, &[u8]) = (self.root_mtime.secs, &[]);
         for e in &self.entries {
             out.push(match e.kind {
                 Kind::Dir => KIND_DIR,
@@ -403,9 +414,14 @@ impl Manifest {
                 Kind::Symlink { .. } => KIND_LINK,
             });
             out.extend_from_slice(&e.mode.to_be_bytes());
-            put_mtime(&mut out, e.mtime);
-            out.extend_from_slice(&(e.path.len() as u16).to_be_bytes());
-            out.extend_from_slice(&e.path);
+            put_varint(&mut out, zigzag(e.mtime.secs.wrapping_sub(secs)));
+            put_varint(&mut out, u64::from(e.mtime.nanos));
+            secs = e.mtime.secs;
+            let shared = prev.iter().zip(&e.path).take_while(|(a, b)| a == b).count();
+            put_varint(&mut out, shared as u64);
+            put_varint(&mut out, (e.path.len() - shared) as u64);
+            out.extend_from_slice(&e.path[shared..]);
+            prev = &e.path;
             match &e.kind {
                 Kind::Dir => {}
                 Kind::File {
@@ -413,26 +429,29 @@ impl Manifest {
                     oid,
                     list_digest,
                 } => {
-                    out.extend_from_slice(&size.to_be_bytes());
+                    put_varint(&mut out, *size);
                     out.extend_from_slice(oid.as_bytes());
                     out.extend_from_slice(list_digest);
                 }
                 Kind::Packed { size, offset } => {
-                    out.extend_from_slice(&size.to_be_bytes());
+                    put_varint(&mut out, *size);
                     // Its chunks (a checked manifest's end at its end).
                     let end = offset + size;
                     let mut mine = Vec::new();
                     while let Some(c) = chunks.next_if(|c| c.offset < end) {
                         mine.push(c);
                     }
-                    out.extend_from_slice(&(mine.len() as u32).to_be_bytes());
+                    put_varint(&mut out, mine.len() as u64);
+                    let one = mine.len() == 1;
                     for c in mine {
-                        out.extend_from_slice(&c.len.to_be_bytes());
+                        if !one {
+                            put_varint(&mut out, u64::from(c.len));
+                        }
                         out.extend_from_slice(&c.hash.0);
                     }
                 }
                 Kind::Symlink { target } => {
-                    out.extend_from_slice(&(target.len() as u16).to_be_bytes());
+                    put_varint(&mut out, target.len() as u64);
                     out.extend_from_slice(target);
                 }
             }
@@ -479,25 +498,36 @@ impl Manifest {
             Some(pack)
         };
         let count = r.u32()? as usize;
-        if count > MAX_ENTRIES || count > r.0.len() / (ENTRY_HEAD + 1) {
+        if count > MAX_ENTRIES || count > r.0.len() / ENTRY_MIN {
             return Err(bad(format!(
                 "{count} entries claimed in {} bytes",
                 bytes.len()
             )));
         }
-        let mut entries = Vec::with_capacity(count);
+        let mut entries: Vec<Entry> = Vec::with_capacity(count);
         let mut pack_chunks = Vec::new();
         let mut pack_at = 0u64;
+        let mut secs = root_mtime.secs;
         for _ in 0..count {
             let kind = r.u8()?;
             let mode = r.u16()?;
-            let mtime = r.mtime()?;
-            let len = usize::from(r.u16()?);
-            let path = r.take(len)?.to_vec();
+            secs = secs.wrapping_add(unzigzag(r.varint()?));
+            let nanos = u32::try_from(r.varint()?).map_err(|_| bad("nanoseconds past 32 bits"))?;
+            let mtime = Mtime { secs, nanos };
+            let prev: &[u8] = entries.last().map_or(&[], |e| &e.path);
+            let shared = r.length(prev.len())?;
+            let rest = r.length(MAX_PATH)?;
+            let rest = r.take(rest)?;
+            if rest.is_empty() || (shared < prev.len() && rest[0] == prev[shared]) {
+                return Err(bad("a path not coded against the one before it"));
+            }
+            let mut path = Vec::with_capacity(shared + rest.len());
+            path.extend_from_slice(&prev[..shared]);
+            path.extend_from_slice(rest);
             let kind = match kind {
                 KIND_DIR => Kind::Dir,
                 KIND_FILE => {
-                    let size = r.u64()?;
+                    let size = r.varint()?;
                     let oid = Oid(r.array()?);
                     Kind::File {
                         size,
@@ -506,17 +536,26 @@ impl Manifest {
                     }
                 }
                 KIND_PACKED => {
-                    let size = r.u64()?;
-                    let n = r.u32()? as usize;
+                    let size = r.varint()?;
+                    let n = r.length(MAX_ENTRIES * 64)?;
                     // At least a byte a chunk, and bytes to back them.
-                    if n as u64 > size || n > r.0.len() / CHUNK_ENTRY {
+                    let need = if n == 1 {
+                        32
+                    } else {
+                        n.saturating_mul(CHUNK_ENTRY)
+                    };
+                    if n as u64 > size || need > r.0.len() {
                         return Err(bad(format!(
                             "{n} chunks claimed for a file of {size} bytes"
                         )));
                     }
                     pack_chunks.reserve(n);
                     for _ in 0..n {
-                        let len = r.u32()?;
+                        let len = if n == 1 {
+                            u32::try_from(size).unwrap_or(u32::MAX)
+                        } else {
+                            u32::try_from(r.varint()?).unwrap_or(u32::MAX)
+                        };
                         if len == 0 || len > MAX_CHUNK_LEN {
                             return Err(bad(format!("a chunk of {len} bytes")));
                         }
@@ -530,7 +569,7 @@ impl Manifest {
                     Kind::Packed { size, offset: 0 }
                 }
                 KIND_LINK => {
-                    let len = usize::from(r.u16()?);
+                    let len = r.length(MAX_PATH)?;
                     Kind::Symlink {
                         target: r.take(len)?.to_vec(),
                     }
@@ -583,9 +622,22 @@ fn check_mtime(t: Mtime) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn put_mtime(out: &mut Vec<u8>, t: Mtime) {
-    out.extend_from_slice(&t.secs.to_be_bytes());
-    out.extend_from_slice(&t.nanos.to_be_bytes());
+/// Appends `v` as a varint (LEB128).
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A signed number as an unsigned one, small for small magnitudes.
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(u: u64) -> i64 {
+    (u >> 1) as i64 ^ -((u & 1) as i64)
 }
 
 /// Bytes not yet decoded.
@@ -621,6 +673,35 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self) -> Result<u64, ParseError> {
         Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    /// A varint (LEB128): at most 10 bytes, no needless zero byte, within
+    /// 64 bits.
+    fn varint(&mut self) -> Result<u64, ParseError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.u8()?;
+            let part = u64::from(b & 0x7f);
+            if i == 9 && part > 1 {
+                return Err(bad("a varint past 64 bits"));
+            }
+            v |= part << (7 * i);
+            if b & 0x80 == 0 {
+                if i > 0 && b == 0 {
+                    return Err(bad("a varint with a needless zero byte"));
+                }
+                return Ok(v);
+            }
+        }
+        Err(bad("a varint longer than 10 bytes"))
+    }
+
+    /// A varint that counts at most `max`.
+    fn length(&mut self, max: usize) -> Result<usize, ParseError> {
+        usize::try_from(self.varint()?)
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| bad(format!("a length past {max}")))
     }
 
     fn mtime(&mut self) -> Result<Mtime, ParseError> {
@@ -914,10 +995,44 @@ mod tests {
         let (pack, chunks) = pack_of(&[4, 6]);
         let m = Manifest::new(0o755, at(0), pack, files(), chunks).expect("ok");
         let mut bytes = m.encode();
-        // The last entry (b) ends: count u32 | one chunk (length, hash).
-        let count_at = bytes.len() - 4 - 36;
-        bytes[count_at..count_at + 4].copy_from_slice(&7u32.to_be_bytes());
+        // The last entry (b) ends: count varint | one chunk's hash.
+        let count_at = bytes.len() - 1 - 32;
+        bytes[count_at] = 7;
         let e = Manifest::decode(&bytes).expect_err("refused");
         assert!(e.reason.contains("chunks claimed"), "{e}");
+    }
+
+    #[test]
+    fn the_coding_has_one_form_and_keeps_extreme_times() {
+        let mut a = dir("a");
+        a.mtime = Mtime {
+            secs: i64::MIN,
+            nanos: 999_999_999,
+        };
+        let mut b = file("a/b", b"x");
+        b.mtime = Mtime {
+            secs: i64::MAX,
+            nanos: 0,
+        };
+        let m = Manifest::new(0o755, at(-7), None, vec![a, b, dir("ab")], Vec::new()).expect("ok");
+        let bytes = m.encode();
+        assert_eq!(Manifest::decode(&bytes).expect("decodes"), m);
+        // "ab" shares "a" with "a/b": coded as shared 1, rest "b". Shared 0
+        // with rest "ab" is the same path in another form: refused.
+        assert_eq!(&bytes[bytes.len() - 3..], &[1, 1, b'b']);
+        let mut other = bytes[..bytes.len() - 3].to_vec();
+        other.extend_from_slice(&[0, 2, b'a', b'b']);
+        let e = Manifest::decode(&other).expect_err("refused");
+        assert!(e.reason.contains("coded against"), "{e}");
+        // A varint with a needless zero byte is another form too.
+        let mut padded = bytes[..bytes.len() - 3].to_vec();
+        padded.extend_from_slice(&[0x81, 0x00, 1, b'b']);
+        let e = Manifest::decode(&padded).expect_err("refused");
+        assert!(e.reason.contains("needless zero"), "{e}");
+        // Sharing more than the path before holds.
+        let mut past = bytes[..bytes.len() - 3].to_vec();
+        past.extend_from_slice(&[9, 1, b'b']);
+        let e = Manifest::decode(&past).expect_err("refused");
+        assert!(e.reason.contains("length past"), "{e}");
     }
 }

@@ -222,8 +222,20 @@ fn hostile_tree(a: &Agent, name: &str, bytes: &[u8]) -> String {
     t.as_tree().to_string()
 }
 
-/// A manifest's bytes with one entry, whatever it says (encoded by hand:
-/// the encoder refuses such entries).
+/// A varint (LEB128), as manifests code lengths and sizes.
+fn varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
+/// A manifest's bytes with these entries, whatever they say (encoded by
+/// hand: the encoder refuses such entries): each path coded against the
+/// one before, times all zero.
 fn raw_manifest(entries: &[(u8, &[u8], &[u8])]) -> Vec<u8> {
     let mut out = b"DOT-TREE".to_vec();
     out.extend_from_slice(&[dot_store::tree::VERSION, 0]);
@@ -232,13 +244,21 @@ fn raw_manifest(entries: &[(u8, &[u8], &[u8])]) -> Vec<u8> {
     // No pack.
     out.extend_from_slice(&[0; 72]);
     out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    let mut prev: &[u8] = &[];
     for (kind, p, extra) in entries {
         out.push(*kind);
         out.extend_from_slice(&0o644u16.to_be_bytes());
-        out.extend_from_slice(&[0; 12]);
-        out.extend_from_slice(&(p.len() as u16).to_be_bytes());
-        out.extend_from_slice(p);
+        out.extend_from_slice(&[0, 0]);
+        let shared = prev
+            .iter()
+            .zip(p.iter())
+            .take_while(|(a, b)| a == b)
+            .count();
+        out.extend_from_slice(&varint(shared as u64));
+        out.extend_from_slice(&varint((p.len() - shared) as u64));
+        out.extend_from_slice(&p[shared..]);
         out.extend_from_slice(extra);
+        prev = p;
     }
     out
 }
@@ -247,13 +267,13 @@ fn raw_manifest(entries: &[(u8, &[u8], &[u8])]) -> Vec<u8> {
 fn hostile_manifests_are_refused_before_anything_is_written() {
     let (a, b) = (Agent::start(), Agent::start());
     let file = |content: &[u8]| {
-        let mut v = (content.len() as u64).to_be_bytes().to_vec();
+        let mut v = varint(content.len() as u64);
         v.extend_from_slice(dot_store::Oid::of(content).as_bytes());
         v.extend_from_slice(&[0; 32]);
         v
     };
     let link = |target: &[u8]| {
-        let mut v = (target.len() as u16).to_be_bytes().to_vec();
+        let mut v = varint(target.len() as u64);
         v.extend_from_slice(target);
         v
     };
