@@ -93,7 +93,6 @@ shape() {   # shape LINK MBIT: both ends of link LINK (1-3)
   tc -n "$R" qdisc replace dev "y$1" root tbf rate "$2mbit" burst "$burst" limit "$limit"
 }
 for i in 1 2 3; do shape "$i" "$RATE"; done
-in_ns() { local ns=$1; shift; nsenter --net="/run/netns/$ns" "$@"; }
 
 # --- the object, put and published; two nginx serve the folder ----------------
 www=$work/www
@@ -128,9 +127,9 @@ http {
   }
 }
 EOF
-  in_ns "mb-m$i" /usr/sbin/nginx -p "$d/" -e "$d/error.log" -c "$d/nginx.conf" > "$work/nginx-$i.log" 2>&1 &
+  nsenter --net="/run/netns/mb-m$i" /usr/sbin/nginx -p "$d/" -e "$d/error.log" -c "$d/nginx.conf" > "$work/nginx-$i.log" 2>&1 &
   pids[nginx$i]=$!
-  up() { in_ns "$R" bash -c "(exec 3<> /dev/tcp/10.$NET.$1.1/80)" 2> /dev/null; }
+  up() { nsenter --net="/run/netns/$R" bash -c "(exec 3<> /dev/tcp/10.$NET.$1.1/80)" 2> /dev/null; }
   wait_for "nginx $i" 1500 up "$i"
 done
 m1=http://10.$NET.1.1/
@@ -141,7 +140,7 @@ start_agent() {   # start_agent NAME NS ADDR: a fresh agent, no mount
   local name=$1 ns=$2 addr=$3
   rm -rf "${work:?}/$name"
   : > "$work/$name.out"
-  in_ns "$ns" "$GTC" agent --no-mount --data-dir "$work/$name" --socket "$work/$name.sock" \
+  nsenter --net="/run/netns/$ns" "$GTC" agent --no-mount --data-dir "$work/$name" --socket "$work/$name.sock" \
     --listen "$addr" --advertise "$addr" > "$work/$name.out" 2>> "$work/$name.log" &
   pids[$name]=$!
   agent_ready() {
@@ -174,7 +173,7 @@ gtc_get() {
 aria() {   # aria KEY URL...: aria2c splits the plain file across the URLs
   local key=$1
   shift
-  t=$(time_cpu in_ns "$R" aria2c -q --allow-overwrite=true --file-allocation=none \
+  t=$(time_cpu nsenter --net="/run/netns/$R" aria2c -q --allow-overwrite=true --file-allocation=none \
     -x 4 -s 8 -k 1M -d "$work" -o out.bin "${@/%//object.bin}")
   cmp -s "$out" "$file" || fail "$key: the copy differs"
   rm -f "$out"
