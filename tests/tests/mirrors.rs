@@ -1,7 +1,8 @@
 //! Mirrors: an object published to a folder that a real nginx serves is
 //! fetched from it alone (the sender stopped); a mirror with a modified
 //! chunk file, or one answering errors, costs no wrong byte: the get
-//! finishes from the sender.
+//! finishes from the sender; a slow mirror beside the sender never holds
+//! the get up.
 
 use std::path::Path;
 use std::process::Command;
@@ -269,6 +270,55 @@ fn a_get_takes_chunks_from_the_mirror_and_the_sender_at_once() {
         from_mirror > 0 && from_sender > 0,
         "both served: {from_mirror} of {chunks} chunks from the mirror, {from_sender} bytes from the sender"
     );
+}
+
+#[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and nginx (CI installs it): runs in CI, or as root"
+)]
+fn a_slow_mirror_gives_up_its_chunks_to_the_sender() {
+    require_nginx("a_slow_mirror_gives_up_its_chunks_to_the_sender");
+    let a = Agent::start();
+    // A mirror at the sender's priority sending 8 KB/s a request: each
+    // chunk it is asked for would take seconds. The sender, done with the
+    // rest, takes over what the mirror still owes (both copies in flight,
+    // the first wins), so the get never waits for the mirror.
+    let Published {
+        data,
+        nginx,
+        mirrored,
+        ..
+    } = published(
+        &a,
+        8 << 20,
+        4206,
+        "    location /.dot/chunks/ { limit_rate 8k; }",
+        &[],
+    );
+    let served_before = a.bytes_served();
+    let began = std::time::Instant::now();
+    get_on_a_new_agent(&mirrored, &data, "beside a slow mirror");
+    let took = began.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "waited for the slow mirror: {took:?}"
+    );
+    assert!(a.bytes_served() > served_before, "the sender served");
+    // The mirror was asked for chunks: its requests end (in its log) once
+    // the receiver that gave them up is gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !nginx
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("GET /.dot/chunks/"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow mirror was never asked for a chunk"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]
