@@ -19,8 +19,8 @@
 #   SIZE_MB=256 RUNS=3 bash bench/mirrors.sh
 #   GTC=/path/to/gtc bash bench/mirrors.sh     # skip the cargo build
 #
-# Not yet here (issue "Beyond one sender"): the shaped test bed with
-# several mirrors against aria2c.
+# The shaped test bed (two mirrors and the sender, each behind its own
+# link, against aria2c and the ideal time): bench/mirrors-bed.sh.
 #
 # Installs nginx, curl and bc from Debian when missing. Starts its own
 # nginx and agents and stops exactly those (by PID) on exit.
