@@ -39,7 +39,7 @@ const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The client every mirror shares, so connections are kept across
 /// fetches: HTTP/1.1, rustls with ring and the system's roots.
-fn client() -> Result<&'static reqwest::Client, String> {
+pub(crate) fn client() -> Result<&'static reqwest::Client, String> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
@@ -66,6 +66,20 @@ fn client() -> Result<&'static reqwest::Client, String> {
         })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// The source an `http://` or `https://` hint names: a mirror's folder
+/// (the URL ends in `/`) or the object's bytes themselves (any other URL:
+/// [`crate::http_range`]).
+///
+/// # Errors
+/// A URL that is not `http://` or `https://`.
+pub fn source(url: &str) -> Result<Arc<dyn Transfer>, TransferError> {
+    if crate::http_range::is_object_url(url) {
+        Ok(Arc::new(crate::http_range::RangeSource::new(url)?))
+    } else {
+        Ok(Arc::new(HttpSource::new(url)?))
+    }
 }
 
 /// A mirror at a base URL (`http://host/path/`, `https://...`).

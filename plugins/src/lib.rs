@@ -12,7 +12,9 @@
 //! - [`portable`]: a DOT store on a removable device (its layout, export)
 //!   and the source that reads objects from it.
 //! - [`http`]: mirrors: a web server, CDN or cache serving that layout
-//!   over HTTP(S).
+//!   over HTTP(S); [`http::source`] picks it or [`http_range`].
+//! - [`http_range`]: a plain URL of an object's bytes, read by `Range`
+//!   requests beside a source that gave the list.
 //! - [`error`]: the errors of a transfer, [`TransferError`].
 
 #![warn(missing_docs)]
@@ -20,6 +22,7 @@
 pub mod error;
 pub mod gtc;
 pub mod http;
+pub mod http_range;
 pub mod multipath;
 pub mod portable;
 pub mod transfer;

@@ -326,6 +326,65 @@ fn a_slow_mirror_gives_up_its_chunks_to_the_sender() {
     not(privileged),
     ignore = "needs root and nginx (CI installs it): runs in CI, or as root"
 )]
+fn a_plain_url_of_the_bytes_serves_ranges_beside_the_sender() {
+    require_nginx("a_plain_url_of_the_bytes_serves_ranges_beside_the_sender");
+    let a = Agent::start();
+    let data = random_bytes(24 << 20, 4207);
+    let (_, _, ticket) = put_bytes(&a, "plain", &data);
+    // The object as a plain file on a web server, not published.
+    let site = tempfile::tempdir().expect("tempdir");
+    std::fs::write(site.path().join("object.bin"), &data).expect("write");
+    let nginx = Nginx::serve(site.path(), "");
+    let url = format!("{}object.bin", nginx.url());
+    let get_with = |hints: &[&str]| {
+        let b = Agent::start();
+        let out = b.dir.join("got");
+        let mut args = vec!["get", ticket.as_str(), "-o", out.to_str().expect("utf-8")];
+        for h in hints {
+            args.extend(["--hint", h]);
+        }
+        let got = b.gtc(&args);
+        let read = std::fs::read(&out).ok();
+        (got, read)
+    };
+    let sender = a.hint();
+    let (got, read) = get_with(&[&sender, &url]);
+    assert!(got.status.success(), "{got:?}");
+    assert!(read.as_deref() == Some(&data[..]), "the copy differs");
+    let ranges = nginx
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /object.bin"))
+        .count();
+    assert!(ranges > 0, "the URL was never read");
+    assert!(
+        nginx.bytes_sent() < data.len() as u64,
+        "the whole file was sent ({} bytes) beside the sender",
+        nginx.bytes_sent()
+    );
+
+    // Alone, it cannot say what the chunks are: a clear error.
+    let (got, _) = get_with(&[&url]);
+    assert!(!got.status.success());
+    let said = String::from_utf8_lossy(&got.stderr);
+    assert!(said.contains("holds no descriptor list"), "{said}");
+
+    // Its bytes changed: no wrong byte, the sender finishes.
+    let mut bad = data.clone();
+    for at in (0..bad.len()).step_by(1 << 20) {
+        bad[at] ^= 0xff;
+    }
+    std::fs::write(site.path().join("object.bin"), &bad).expect("write");
+    let (got, read) = get_with(&[&sender, &url]);
+    assert!(got.status.success(), "{got:?}");
+    assert!(read.as_deref() == Some(&data[..]), "a wrong byte");
+}
+
+#[test]
+#[cfg_attr(
+    not(privileged),
+    ignore = "needs root and nginx (CI installs it): runs in CI, or as root"
+)]
 fn eight_receivers_behind_one_cache_take_each_chunk_across_the_uplink_once() {
     require_nginx("eight_receivers_behind_one_cache_take_each_chunk_across_the_uplink_once");
     let a = Agent::start();

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use dot_plugins::Transfer;
 use dot_plugins::gtc::client::{DEFAULT_WINDOW, GtcSource};
-use dot_plugins::http::HttpSource;
 use dot_plugins::multipath::Multipath;
 use dot_store::descriptor::list_digest;
 use dot_store::hint::order_hints;
@@ -289,8 +288,8 @@ pub(super) async fn paths(
         if matches!(hint.scheme(), "http" | "https") {
             if i == 0 {
                 plugins.push(first.plugin.clone());
-            } else if let Ok(mirror) = HttpSource::new(hint.uri()) {
-                plugins.push(Arc::new(mirror));
+            } else if let Ok(mirror) = dot_plugins::http::source(hint.uri()) {
+                plugins.push(mirror);
             }
             continue;
         }
@@ -349,8 +348,8 @@ async fn plugin_for(
     failures: &mut Failures,
 ) -> Option<Arc<dyn Transfer>> {
     if matches!(hint.scheme(), "http" | "https") {
-        return match HttpSource::new(hint.uri()) {
-            Ok(s) => Some(Arc::new(s)),
+        return match dot_plugins::http::source(hint.uri()) {
+            Ok(s) => Some(s),
             Err(e) => {
                 failures.push(&hint.to_string(), &e.into());
                 None
