@@ -20,6 +20,8 @@
 //! - `tickets` (internal): the tickets the agent hands out for its objects.
 //! - [`trees`]: folders as objects, the client side: a folder put as a
 //!   tree, a tree written beneath a destination folder.
+//! - [`s3`]: `s3://` hints, mirrors in buckets that want the agent's
+//!   credentials, and the `s3://BUCKET/PREFIX` form `gtc publish` takes.
 //! - [`smtp`]: `gtc smtp`, the mail gateway, an application of the client
 //!   library (it uses nothing else of the agent).
 //!
@@ -36,6 +38,7 @@ mod exposition;
 pub(crate) mod fdpass;
 pub(crate) mod fetch;
 pub(crate) mod fuse;
+pub mod s3;
 pub mod smtp;
 mod tickets;
 pub mod trees;

@@ -112,6 +112,31 @@ impl Agent {
         a
     }
 
+    /// Starts an agent (no mount) with `vars` added to its environment
+    /// (credentials a source reads, say).
+    pub fn start_with_env(vars: &[(&str, String)]) -> Agent {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut a = Agent {
+            child: None,
+            dir: tmp.path().to_owned(),
+            mount: None,
+            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ready_line: String::new(),
+            extra: vec!["--no-mount".to_owned()],
+            prefix: std::iter::once(
+                find_tool("env")
+                    .expect("env")
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+            .chain(vars.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect(),
+            _tmp: Some(tmp),
+        };
+        a.spawn("127.0.0.1:0");
+        a
+    }
+
     /// Starts an agent (no mount) inside the network namespace `netns`
     /// (`/run/netns/NETNS`), listening for peers on `listen`, with extra
     /// `gtc agent` flags. Only the network namespace is switched (`nsenter

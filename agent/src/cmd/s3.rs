@@ -19,12 +19,7 @@ use object_store::path::Path as Key;
 /// Uploads at once.
 const UPLOADS: usize = 8;
 
-/// `s3://BUCKET/PREFIX` split, the prefix without slashes at its ends.
-pub fn parse(dest: &str) -> Option<(String, String)> {
-    let rest = dest.strip_prefix("s3://")?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    (!bucket.is_empty()).then(|| (bucket.to_owned(), prefix.trim_matches('/').to_owned()))
-}
+pub use dot_agent::s3::parse;
 
 /// Every file beneath `dir`, as paths relative to it (`.dot/...`).
 fn files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -122,17 +117,4 @@ pub fn upload(dir: &Path, bucket: &str, prefix: &str) -> anyhow::Result<(usize, 
         }
         Ok((files, bytes))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn destinations_split_into_bucket_and_prefix() {
-        assert_eq!(parse("s3://b/p/q/"), Some(("b".into(), "p/q".into())));
-        assert_eq!(parse("s3://b"), Some(("b".into(), String::new())));
-        assert_eq!(parse("s3:///p"), None);
-        assert_eq!(parse("/var/www"), None);
-    }
 }

@@ -285,10 +285,10 @@ pub(super) async fn paths(
     let mut plugins: Vec<Arc<dyn Transfer>> = Vec::new();
     for (i, hint) in hints.into_iter().enumerate() {
         // A mirror is one path, whatever the local addresses.
-        if matches!(hint.scheme(), "http" | "https") {
+        if matches!(hint.scheme(), "http" | "https" | "s3") {
             if i == 0 {
                 plugins.push(first.plugin.clone());
-            } else if let Ok(mirror) = dot_plugins::http::source(hint.uri()) {
+            } else if let Ok(mirror) = mirror(hint.uri()) {
                 plugins.push(mirror);
             }
             continue;
@@ -341,14 +341,14 @@ pub(super) async fn connect(
 }
 
 /// The source a hint names: another agent (`gtc://`), kept in the pool,
-/// or a mirror (`http://`, `https://`).
+/// or a mirror (`http://`, `https://`, `s3://`).
 async fn plugin_for(
     pool: &Pool,
     hint: &Hint,
     failures: &mut Failures,
 ) -> Option<Arc<dyn Transfer>> {
-    if matches!(hint.scheme(), "http" | "https") {
-        return match dot_plugins::http::source(hint.uri()) {
+    if matches!(hint.scheme(), "http" | "https" | "s3") {
+        return match mirror(hint.uri()) {
             Ok(s) => Some(s),
             Err(e) => {
                 failures.push(&hint.to_string(), &e.into());
@@ -358,6 +358,14 @@ async fn plugin_for(
     }
     let addr = resolve(hint, failures).await?;
     Some(Arc::new(pool.source(addr, None, hint.peer_key())))
+}
+
+/// The source an `http://`, `https://` or `s3://` hint names.
+fn mirror(uri: &str) -> Result<Arc<dyn Transfer>, dot_plugins::TransferError> {
+    if uri.starts_with("s3://") {
+        return Ok(Arc::new(crate::s3::S3Source::new(uri)?));
+    }
+    dot_plugins::http::source(uri)
 }
 
 /// The address of a gtc hint.
