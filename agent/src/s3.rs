@@ -12,18 +12,17 @@
 //! 5 s to connect, 30 s a request; 10 s for a descriptor file). [`parse`] is also how `gtc
 //! publish` reads its destination.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use dot_plugins::http::{DESCRIBE_TIMEOUT, IN_FLIGHT, MAX_DESCRIPTOR_FILE};
 use dot_plugins::portable::parse_descriptor_file;
-use dot_plugins::transfer::{BoxFuture, ChunkEvent, ChunkSink, Described, Transfer};
+use dot_plugins::requests::Requests;
+use dot_plugins::transfer::{BoxFuture, ChunkSink, Described, Transfer};
 use dot_plugins::{TransferError, gtc::proto::ErrorCode};
 use dot_store::{Access, Descriptor, Oid, VerifiedChunk};
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
-use tokio::sync::Semaphore;
 
 /// `s3://BUCKET/PREFIX` split, the prefix without slashes at its ends.
 pub fn parse(dest: &str) -> Option<(String, String)> {
@@ -42,8 +41,7 @@ struct Inner {
     name: String,
     store: Arc<dyn ObjectStore>,
     prefix: String,
-    window: Arc<Semaphore>,
-    cancelled: Mutex<HashSet<(Oid, u32)>>,
+    requests: Arc<Requests>,
 }
 
 impl S3Source {
@@ -82,8 +80,7 @@ impl S3Source {
                 name: uri.to_owned(),
                 store: Arc::new(store),
                 prefix,
-                window: Arc::new(Semaphore::new(IN_FLIGHT)),
-                cancelled: Mutex::new(HashSet::new()),
+                requests: Requests::new(IN_FLIGHT),
             }),
         })
     }
@@ -173,45 +170,16 @@ impl Transfer for S3Source {
 
     fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>, sink: ChunkSink) {
         let inner = self.inner.clone();
-        tokio::spawn(async move {
-            let mut running = tokio::task::JoinSet::new();
-            for (index, desc) in chunks {
-                let Ok(slot) = inner.window.clone().acquire_owned().await else {
-                    return;
-                };
-                let cancelled = inner
-                    .cancelled
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&(oid, index));
-                if cancelled {
-                    continue;
-                }
-                let (inner, sink) = (inner.clone(), sink.clone());
-                running.spawn(async move {
-                    let event = match inner.chunk(index, desc).await {
-                        Ok(chunk) => ChunkEvent::Chunk(chunk),
-                        Err(error) => ChunkEvent::Failed { index, error },
-                    };
-                    drop(slot);
-                    sink.send(event).await;
-                });
-                while running.try_join_next().is_some() {}
-            }
-            while running.join_next().await.is_some() {}
-        });
+        self.inner
+            .requests
+            .spawn_each(oid, chunks, sink, move |index, desc| {
+                let inner = inner.clone();
+                async move { inner.chunk(index, desc).await }
+            });
     }
 
     fn cancel_chunks(&self, oid: Oid, indexes: &[u32]) {
-        let mut cancelled = self
-            .inner
-            .cancelled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if cancelled.len() > 1 << 16 {
-            cancelled.clear();
-        }
-        cancelled.extend(indexes.iter().map(|&i| (oid, i)));
+        self.inner.requests.withdraw(oid, indexes);
     }
 }
 

@@ -10,18 +10,17 @@
 //! file's descriptor length, a descriptor file's [`MAX_DESCRIPTOR_FILE`])
 //! and every request has a deadline.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dot_store::{Access, Descriptor, Oid, VerifiedChunk};
-use tokio::sync::Semaphore;
 
 use crate::error::TransferError;
 use crate::gtc::proto::ErrorCode;
 use crate::portable::parse_descriptor_file;
-use crate::transfer::{BoxFuture, ChunkEvent, ChunkSink, Described, Transfer};
+use crate::requests::Requests;
+use crate::transfer::{BoxFuture, ChunkSink, Described, Transfer};
 
 /// Requests in flight to one mirror at once.
 pub const IN_FLIGHT: usize = 16;
@@ -91,8 +90,7 @@ pub struct HttpSource {
 struct Inner {
     /// Ends in `/`.
     base: String,
-    window: Arc<Semaphore>,
-    cancelled: Mutex<HashSet<(Oid, u32)>>,
+    requests: Arc<Requests>,
 }
 
 impl HttpSource {
@@ -114,8 +112,7 @@ impl HttpSource {
         Ok(HttpSource {
             inner: Arc::new(Inner {
                 base,
-                window: Arc::new(Semaphore::new(IN_FLIGHT)),
-                cancelled: Mutex::new(HashSet::new()),
+                requests: Requests::new(IN_FLIGHT),
             }),
         })
     }
@@ -221,46 +218,15 @@ impl Transfer for HttpSource {
 
     fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>, sink: ChunkSink) {
         let inner = self.inner.clone();
-        tokio::spawn(async move {
-            let mut running = tokio::task::JoinSet::new();
-            for (index, desc) in chunks {
-                let Ok(slot) = inner.window.clone().acquire_owned().await else {
-                    return;
-                };
-                let cancelled = inner
-                    .cancelled
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&(oid, index));
-                if cancelled {
-                    continue;
-                }
-                let (inner, sink) = (inner.clone(), sink.clone());
-                running.spawn(async move {
-                    let event = match inner.chunk(index, desc).await {
-                        Ok(chunk) => ChunkEvent::Chunk(chunk),
-                        Err(error) => ChunkEvent::Failed { index, error },
-                    };
-                    drop(slot);
-                    sink.send(event).await;
-                });
-                // Reap the finished ones as we go.
-                while running.try_join_next().is_some() {}
-            }
-            while running.join_next().await.is_some() {}
-        });
+        self.inner
+            .requests
+            .spawn_each(oid, chunks, sink, move |index, desc| {
+                let inner = inner.clone();
+                async move { inner.chunk(index, desc).await }
+            });
     }
 
     fn cancel_chunks(&self, oid: Oid, indexes: &[u32]) {
-        let mut cancelled = self
-            .inner
-            .cancelled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        // Bounded: a cancel for a chunk already fetched is never taken out.
-        if cancelled.len() > 1 << 16 {
-            cancelled.clear();
-        }
-        cancelled.extend(indexes.iter().map(|&i| (oid, i)));
+        self.inner.requests.withdraw(oid, indexes);
     }
 }

@@ -12,15 +12,14 @@
 //! deadline, and a server that ignores `Range` (answering the whole file)
 //! fails as a source instead of being read to the end.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dot_store::{Access, Descriptor, Oid, VerifiedChunk};
-use tokio::sync::Semaphore;
 
 use crate::error::TransferError;
 use crate::http::{IN_FLIGHT, REQUEST_TIMEOUT, client};
+use crate::requests::Requests;
 use crate::transfer::{BoxFuture, ChunkEvent, ChunkSink, Described, Transfer};
 
 /// Most bytes one request asks for (neighbouring chunks joined).
@@ -36,8 +35,7 @@ pub struct RangeSource {
 
 struct Inner {
     url: String,
-    window: Arc<Semaphore>,
-    cancelled: Mutex<HashSet<(Oid, u32)>>,
+    requests: Arc<Requests>,
 }
 
 impl RangeSource {
@@ -55,8 +53,7 @@ impl RangeSource {
         Ok(RangeSource {
             inner: Arc::new(Inner {
                 url: url.to_owned(),
-                window: Arc::new(Semaphore::new(IN_FLIGHT)),
-                cancelled: Mutex::new(HashSet::new()),
+                requests: Requests::new(IN_FLIGHT),
             }),
         })
     }
@@ -232,45 +229,23 @@ impl Transfer for RangeSource {
 
     fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>, sink: ChunkSink) {
         let inner = self.inner.clone();
-        tokio::spawn(async move {
-            let mut running = tokio::task::JoinSet::new();
-            for run in runs(chunks) {
-                let Ok(slot) = inner.window.clone().acquire_owned().await else {
-                    return;
-                };
-                let run: Vec<(u32, Descriptor)> = {
-                    let mut cancelled = inner.cancelled.lock().unwrap_or_else(|p| p.into_inner());
-                    run.into_iter()
-                        .filter(|(i, _)| !cancelled.remove(&(oid, *i)))
-                        .collect()
-                };
-                // What is left of a run may have holes: each piece alone.
-                let (inner, sink) = (inner.clone(), sink.clone());
-                running.spawn(async move {
+        self.inner
+            .requests
+            .spawn(oid, runs(chunks), sink, move |run| {
+                let inner = inner.clone();
+                async move {
+                    // What is left of a run may have holes: each piece alone.
+                    let mut events = Vec::with_capacity(run.len());
                     for piece in runs(run) {
-                        for event in inner.run(&piece).await {
-                            sink.send(event).await;
-                        }
+                        events.extend(inner.run(&piece).await);
                     }
-                    drop(slot);
-                });
-                while running.try_join_next().is_some() {}
-            }
-            while running.join_next().await.is_some() {}
-        });
+                    events
+                }
+            });
     }
 
     fn cancel_chunks(&self, oid: Oid, indexes: &[u32]) {
-        let mut cancelled = self
-            .inner
-            .cancelled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        // Bounded: a cancel for a chunk already fetched is never taken out.
-        if cancelled.len() > 1 << 16 {
-            cancelled.clear();
-        }
-        cancelled.extend(indexes.iter().map(|&i| (oid, i)));
+        self.inner.requests.withdraw(oid, indexes);
     }
 }
 

@@ -15,6 +15,8 @@
 //!   over HTTP(S); [`http::source`] picks it or [`http_range`].
 //! - [`http_range`]: a plain URL of an object's bytes, read by `Range`
 //!   requests beside a source that gave the list.
+//! - [`requests`]: one file server's requests in flight and withdrawn,
+//!   shared by the mirror sources.
 //! - [`error`]: the errors of a transfer, [`TransferError`].
 
 #![warn(missing_docs)]
@@ -25,6 +27,7 @@ pub mod http;
 pub mod http_range;
 pub mod multipath;
 pub mod portable;
+pub mod requests;
 pub mod transfer;
 
 pub use error::TransferError;
