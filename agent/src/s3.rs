@@ -1,25 +1,24 @@
 //! `s3://BUCKET/PREFIX/` hints: a mirror in a bucket that wants
-//! credentials (docs/mirrors.md). The agent reads the same `.dot/` layout
-//! an HTTP mirror serves (the descriptor file, then chunk files) through
-//! `object_store`, signed with the agent's own environment
-//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
-//! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`: for a service, its
-//! `EnvironmentFile`; without a key and secret there, an `s3://` hint
-//! fails at once, and no cloud metadata service is ever asked). Tickets
-//! carry only the bucket and prefix, never a credential. Every object read is bounded by its size before its bytes
-//! are taken, every request has a deadline, and every chunk is checked
-//! against its descriptor like any other (`object_store`'s own deadlines:
-//! 5 s to connect, 30 s a request; 10 s for a descriptor file). [`parse`] is also how `gtc
+//! credentials (docs/mirrors.md), read as any mirror (a
+//! `dot_plugins::mirror::Mirror` of [`S3Files`]: the layout's rules,
+//! bounds and checks are that module's) through `object_store`, signed
+//! with the agent's own environment (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
+//! `AWS_ALLOW_HTTP`: for a service, its `EnvironmentFile`). Without a key
+//! and secret there an `s3://` hint fails at once, and no cloud metadata
+//! service is ever asked. Tickets carry only the bucket and prefix, never
+//! a credential. Each object is bounded by its size before its bytes are
+//! taken, and every request has a deadline. [`parse`] is also how `gtc
 //! publish` reads its destination.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use dot_plugins::http::{DESCRIBE_TIMEOUT, IN_FLIGHT, MAX_DESCRIPTOR_FILE};
-use dot_plugins::portable::parse_descriptor_file;
-use dot_plugins::requests::Requests;
-use dot_plugins::transfer::{BoxFuture, ChunkSink, Described, Transfer};
-use dot_plugins::{TransferError, gtc::proto::ErrorCode};
-use dot_store::{Access, Descriptor, Oid, VerifiedChunk};
+use dot_plugins::TransferError;
+use dot_plugins::gtc::proto::ErrorCode;
+use dot_plugins::mirror::{Files, Mirror};
+use dot_plugins::transfer::BoxFuture;
+use dot_store::Bytes;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
@@ -32,61 +31,53 @@ pub fn parse(dest: &str) -> Option<(String, String)> {
 }
 
 /// A mirror in a bucket.
-#[derive(Clone)]
-pub struct S3Source {
-    inner: Arc<Inner>,
+pub type S3Source = Mirror<S3Files>;
+
+/// The mirror at `uri` (`s3://BUCKET/PREFIX/`), with the credentials of
+/// this process's environment.
+///
+/// # Errors
+/// A URI that names no bucket; no key and secret in the environment; a
+/// client `object_store` cannot build from it.
+pub fn mirror(uri: &str) -> Result<S3Source, TransferError> {
+    let err = |message: String| TransferError::Connection {
+        peer: uri.to_owned(),
+        message,
+    };
+    let (bucket, prefix) = parse(uri).ok_or_else(|| err("names no bucket".into()))?;
+    // Credentials from the environment only: never a guess at a cloud
+    // metadata service.
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+        || std::env::var_os("AWS_SECRET_ACCESS_KEY").is_none()
+    {
+        return Err(err(
+            "no credentials for s3:// hints: give the agent AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                .into(),
+        ));
+    }
+    let store = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .build()
+        .map_err(|e| {
+            err(format!(
+                "S3 (credentials and endpoint from AWS_* variables): {e}"
+            ))
+        })?;
+    Ok(Mirror::new(S3Files {
+        name: uri.to_owned(),
+        store: Arc::new(store),
+        prefix,
+    }))
 }
 
-struct Inner {
+/// A mirror's files in a bucket.
+pub struct S3Files {
     name: String,
     store: Arc<dyn ObjectStore>,
     prefix: String,
-    requests: Arc<Requests>,
 }
 
-impl S3Source {
-    /// The mirror at `uri` (`s3://BUCKET/PREFIX/`), with the credentials
-    /// of this process's environment.
-    ///
-    /// # Errors
-    /// A URI that names no bucket; a client `object_store` cannot build
-    /// from the environment.
-    pub fn new(uri: &str) -> Result<S3Source, TransferError> {
-        let err = |message: String| TransferError::Connection {
-            peer: uri.to_owned(),
-            message,
-        };
-        let (bucket, prefix) = parse(uri).ok_or_else(|| err("names no bucket".into()))?;
-        // Credentials from the environment only: never a guess at a cloud
-        // metadata service.
-        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
-            || std::env::var_os("AWS_SECRET_ACCESS_KEY").is_none()
-        {
-            return Err(err(
-                "no credentials for s3:// hints: give the agent AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-                    .into(),
-            ));
-        }
-        let store = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .build()
-            .map_err(|e| {
-                err(format!(
-                    "S3 (credentials and endpoint from AWS_* variables): {e}"
-                ))
-            })?;
-        Ok(S3Source {
-            inner: Arc::new(Inner {
-                name: uri.to_owned(),
-                store: Arc::new(store),
-                prefix,
-                requests: Requests::new(IN_FLIGHT),
-            }),
-        })
-    }
-}
-
-impl Inner {
+impl S3Files {
     fn err(&self, message: impl Into<String>) -> TransferError {
         TransferError::Connection {
             peer: self.name.clone(),
@@ -95,7 +86,7 @@ impl Inner {
     }
 
     /// The object `rel` beneath the prefix: at most `limit` bytes.
-    async fn get(&self, rel: &str, limit: usize) -> Result<dot_store::Bytes, TransferError> {
+    async fn fetch(&self, rel: &str, limit: usize) -> Result<Bytes, TransferError> {
         let key = Key::from(if self.prefix.is_empty() {
             rel.to_owned()
         } else {
@@ -124,62 +115,24 @@ impl Inner {
         }
         Ok(body)
     }
-
-    async fn describe(&self, oid: Oid) -> Result<Described, TransferError> {
-        let body = tokio::time::timeout(
-            DESCRIBE_TIMEOUT,
-            self.get(&format!(".dot/objects/{oid}"), MAX_DESCRIPTOR_FILE),
-        )
-        .await
-        .map_err(|_| self.err("no descriptor file within 10 s"))??;
-        let (size, descriptors) =
-            parse_descriptor_file(&body).map_err(|e| TransferError::BadDescriptors {
-                peer: self.name.clone(),
-                reason: e.to_string(),
-            })?;
-        Ok(Described { size, descriptors })
-    }
-
-    async fn chunk(&self, index: u32, desc: Descriptor) -> Result<VerifiedChunk, TransferError> {
-        let hex = desc.hash.hex();
-        let body = self
-            .get(
-                &format!(".dot/chunks/{}/{hex}", &hex[..3]),
-                desc.len as usize,
-            )
-            .await?;
-        VerifiedChunk::verify(index, desc, body).map_err(|source| TransferError::Corrupt {
-            peer: self.name.clone(),
-            source,
-        })
-    }
 }
 
-impl Transfer for S3Source {
-    fn name(&self) -> String {
-        self.inner.name.clone()
+impl Files for S3Files {
+    fn name(&self) -> &str {
+        &self.name
     }
 
-    fn get_descriptors(
+    fn get(
         &self,
-        oid: Oid,
-        _access: Option<Access>,
-    ) -> BoxFuture<'_, Result<Described, TransferError>> {
-        Box::pin(self.inner.describe(oid))
-    }
-
-    fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>, sink: ChunkSink) {
-        let inner = self.inner.clone();
-        self.inner
-            .requests
-            .spawn_each(oid, chunks, sink, move |index, desc| {
-                let inner = inner.clone();
-                async move { inner.chunk(index, desc).await }
-            });
-    }
-
-    fn cancel_chunks(&self, oid: Oid, indexes: &[u32]) {
-        self.inner.requests.withdraw(oid, indexes);
+        rel: String,
+        limit: usize,
+        deadline: Duration,
+    ) -> BoxFuture<'_, Result<Bytes, TransferError>> {
+        Box::pin(async move {
+            tokio::time::timeout(deadline, self.fetch(&rel, limit))
+                .await
+                .map_err(|_| self.err(format!("{rel}: no answer within {deadline:?}")))?
+        })
     }
 }
 

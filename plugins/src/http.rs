@@ -1,38 +1,27 @@
-//! HTTP(S) mirrors: any web server, CDN or caching proxy serving a folder
-//! in the `.dot/` layout of a portable key (docs/mirrors.md). An object is
-//! described by its descriptor file (`BASE/.dot/objects/OID`) and its
-//! chunks are the chunk files (`BASE/.dot/chunks/ABC/HASH`), fetched
-//! several at a time over kept-alive connections; every chunk is checked
-//! against its descriptor like any other, so a mirror can lose or mangle
-//! files but never hand over a wrong byte.
+//! HTTP(S) sources: a mirror's folder on any web server, CDN or caching
+//! proxy ([`HttpFiles`], read as a [`Mirror`]), or a plain URL of the
+//! object's bytes ([`crate::http_range`]); [`source`] tells them apart.
+//! One client serves them all: kept-alive HTTP/1.1 connections, rustls
+//! (ring) with the system's roots, at most 4 redirects.
 //!
-//! A mirror is outside input: every body is read up to a bound (a chunk
-//! file's descriptor length, a descriptor file's [`MAX_DESCRIPTOR_FILE`])
-//! and every request has a deadline.
+//! A server is outside input: every body is read up to a bound (a chunk
+//! file's descriptor length, a descriptor file's
+//! [`crate::mirror::MAX_DESCRIPTOR_FILE`]) and every request has a
+//! deadline.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dot_store::{Access, Descriptor, Oid, VerifiedChunk};
 
 use crate::error::TransferError;
 use crate::gtc::proto::ErrorCode;
-use crate::portable::parse_descriptor_file;
-use crate::requests::Requests;
-use crate::transfer::{BoxFuture, ChunkSink, Described, Transfer};
+pub use crate::mirror::{DESCRIBE_TIMEOUT, IN_FLIGHT, MAX_DESCRIPTOR_FILE, REQUEST_TIMEOUT};
+use crate::mirror::{Files, Mirror};
+use crate::transfer::{BoxFuture, Transfer};
 
-/// Requests in flight to one mirror at once.
-pub const IN_FLIGHT: usize = 16;
 /// Time to connect to a mirror.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time for one whole request, body included.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time for a descriptor file: a mirror that hangs holds up the start of
-/// a fetch no longer than this.
-pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest descriptor file read from a mirror (1.8 million chunks).
-pub const MAX_DESCRIPTOR_FILE: usize = 64 << 20;
 /// Where the system keeps its trusted roots (Debian's `ca-certificates`).
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -77,48 +66,38 @@ pub fn source(url: &str) -> Result<Arc<dyn Transfer>, TransferError> {
     if crate::http_range::is_object_url(url) {
         Ok(Arc::new(crate::http_range::RangeSource::new(url)?))
     } else {
-        Ok(Arc::new(HttpSource::new(url)?))
+        Ok(Arc::new(mirror(url)?))
     }
 }
 
-/// A mirror at a base URL (`http://host/path/`, `https://...`).
-#[derive(Clone)]
-pub struct HttpSource {
-    inner: Arc<Inner>,
+/// A mirror's folder at a base URL (`http://host/path/`, `https://...`).
+pub type HttpSource = Mirror<HttpFiles>;
+
+/// The mirror whose `.dot/` folder is at `base`.
+///
+/// # Errors
+/// A URL that is not `http://` or `https://`.
+pub fn mirror(base: &str) -> Result<HttpSource, TransferError> {
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(TransferError::Connection {
+            peer: base.to_owned(),
+            message: "not an http:// or https:// URL".into(),
+        });
+    }
+    let mut base = base.to_owned();
+    if !base.ends_with('/') {
+        base.push('/');
+    }
+    Ok(Mirror::new(HttpFiles { base }))
 }
 
-struct Inner {
+/// A mirror's files over HTTP(S).
+pub struct HttpFiles {
     /// Ends in `/`.
     base: String,
-    requests: Arc<Requests>,
 }
 
-impl HttpSource {
-    /// The mirror whose `.dot/` folder is at `base`.
-    ///
-    /// # Errors
-    /// A URL that is not `http://` or `https://`.
-    pub fn new(base: &str) -> Result<HttpSource, TransferError> {
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(TransferError::Connection {
-                peer: base.to_owned(),
-                message: "not an http:// or https:// URL".into(),
-            });
-        }
-        let mut base = base.to_owned();
-        if !base.ends_with('/') {
-            base.push('/');
-        }
-        Ok(HttpSource {
-            inner: Arc::new(Inner {
-                base,
-                requests: Requests::new(IN_FLIGHT),
-            }),
-        })
-    }
-}
-
-impl Inner {
+impl HttpFiles {
     fn err(&self, message: impl Into<String>) -> TransferError {
         TransferError::Connection {
             peer: self.base.clone(),
@@ -128,7 +107,7 @@ impl Inner {
 
     /// GETs `path` (beneath the base) within `deadline`: its body, at
     /// most `limit` bytes.
-    async fn get(
+    async fn fetch(
         &self,
         path: &str,
         limit: usize,
@@ -169,64 +148,19 @@ impl Inner {
         }
         Ok(body.into())
     }
-
-    async fn describe(&self, oid: Oid) -> Result<Described, TransferError> {
-        let body = self
-            .get(
-                &format!(".dot/objects/{oid}"),
-                MAX_DESCRIPTOR_FILE,
-                DESCRIBE_TIMEOUT,
-            )
-            .await?;
-        let (size, descriptors) =
-            parse_descriptor_file(&body).map_err(|e| TransferError::BadDescriptors {
-                peer: self.base.clone(),
-                reason: e.to_string(),
-            })?;
-        Ok(Described { size, descriptors })
-    }
-
-    /// Fetches one chunk and checks it.
-    async fn chunk(&self, index: u32, desc: Descriptor) -> Result<VerifiedChunk, TransferError> {
-        let hex = desc.hash.hex();
-        let body = self
-            .get(
-                &format!(".dot/chunks/{}/{hex}", &hex[..3]),
-                desc.len as usize,
-                REQUEST_TIMEOUT,
-            )
-            .await?;
-        VerifiedChunk::verify(index, desc, body).map_err(|source| TransferError::Corrupt {
-            peer: self.base.clone(),
-            source,
-        })
-    }
 }
 
-impl Transfer for HttpSource {
-    fn name(&self) -> String {
-        self.inner.base.clone()
+impl Files for HttpFiles {
+    fn name(&self) -> &str {
+        &self.base
     }
 
-    fn get_descriptors(
+    fn get(
         &self,
-        oid: Oid,
-        _access: Option<Access>,
-    ) -> BoxFuture<'_, Result<Described, TransferError>> {
-        Box::pin(self.inner.describe(oid))
-    }
-
-    fn get_chunks(&self, oid: Oid, chunks: Vec<(u32, Descriptor)>, sink: ChunkSink) {
-        let inner = self.inner.clone();
-        self.inner
-            .requests
-            .spawn_each(oid, chunks, sink, move |index, desc| {
-                let inner = inner.clone();
-                async move { inner.chunk(index, desc).await }
-            });
-    }
-
-    fn cancel_chunks(&self, oid: Oid, indexes: &[u32]) {
-        self.inner.requests.withdraw(oid, indexes);
+        rel: String,
+        limit: usize,
+        deadline: Duration,
+    ) -> BoxFuture<'_, Result<Bytes, TransferError>> {
+        Box::pin(async move { self.fetch(&rel, limit, deadline).await })
     }
 }

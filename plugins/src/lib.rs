@@ -11,8 +11,10 @@
 //!   scheduler).
 //! - [`portable`]: a DOT store on a removable device (its layout, export)
 //!   and the source that reads objects from it.
-//! - [`http`]: mirrors: a web server, CDN or cache serving that layout
-//!   over HTTP(S); [`http::source`] picks it or [`http_range`].
+//! - [`mirror`]: a mirror, any store of files in that layout, described
+//!   by its descriptor file, its chunks the chunk files.
+//! - [`http`]: a mirror's files over HTTP(S) (a web server, CDN or cache);
+//!   [`http::source`] picks it or [`http_range`].
 //! - [`http_range`]: a plain URL of an object's bytes, read by `Range`
 //!   requests beside a source that gave the list.
 //! - [`requests`]: one file server's requests in flight and withdrawn,
@@ -25,6 +27,7 @@ pub mod error;
 pub mod gtc;
 pub mod http;
 pub mod http_range;
+pub mod mirror;
 pub mod multipath;
 pub mod portable;
 pub mod requests;

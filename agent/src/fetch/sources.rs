@@ -363,7 +363,7 @@ async fn plugin_for(
 /// The source an `http://`, `https://` or `s3://` hint names.
 fn mirror(uri: &str) -> Result<Arc<dyn Transfer>, dot_plugins::TransferError> {
     if uri.starts_with("s3://") {
-        return Ok(Arc::new(crate::s3::S3Source::new(uri)?));
+        return Ok(Arc::new(crate::s3::mirror(uri)?));
     }
     dot_plugins::http::source(uri)
 }
