@@ -124,3 +124,54 @@ END
   key_opts=(-i "$dir/client_key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
     -o LogLevel=ERROR -o BatchMode=yes)
 }
+
+# apt_install PKG...: installs the Debian packages named, if any (quietly,
+# no service started: RUNLEVEL=1).
+apt_install() {
+  (($#)) || return 0
+  echo "installing $*" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq "$@" > /dev/null
+}
+
+# gtc_binary: sets GTC to the absolute path of $GTC if given, else of a
+# release build made now.
+gtc_binary() {
+  if [[ -z ${GTC:-} ]]; then
+    cargo build --release -q -p dot-agent
+    GTC=target/release/gtc
+  fi
+  GTC=$(realpath "$GTC")
+}
+
+# nginx_conf DIR LISTEN ROOT: writes DIR/nginx.conf for a foreground nginx
+# (run it with `nginx -p DIR/ -e DIR/error.log -c DIR/nginx.conf`) serving
+# ROOT on LISTEN (addr:port), sendfile on, no access log.
+nginx_conf() {
+  local d=$1 listen=$2 root=$3
+  mkdir -p "$d"
+  cat > "$d/nginx.conf" << EOF
+user root;
+daemon off;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  default_type application/octet-stream;
+  client_body_temp_path $d/body;
+  proxy_temp_path $d/proxy;
+  fastcgi_temp_path $d/fastcgi;
+  uwsgi_temp_path $d/uwsgi;
+  scgi_temp_path $d/scgi;
+  server {
+    listen $listen;
+    root $root;
+  }
+}
+EOF
+}

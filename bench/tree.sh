@@ -48,16 +48,8 @@ missing=()
 command -v scp > /dev/null || missing+=(openssh-client)
 command -v rsync > /dev/null || missing+=(rsync)
 command -v bc > /dev/null || missing+=(bc)
-if ((${#missing[@]})); then
-  echo "installing ${missing[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq "${missing[@]}" > /dev/null
-fi
-if [[ -z ${GTC:-} ]]; then
-  cargo build --release -q -p dot-agent
-  GTC=target/release/gtc
-fi
-GTC=$(realpath "$GTC")
+apt_install "${missing[@]}"
+gtc_binary
 
 # --- work dir, namespaces, cleanup ---------------------------------------------
 # Everything (the tree, every copy, the agents' stores) on a fresh ext4 with
