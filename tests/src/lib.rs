@@ -115,26 +115,11 @@ impl Agent {
     /// Starts an agent (no mount) with `vars` added to its environment
     /// (credentials a source reads, say).
     pub fn start_with_env(vars: &[(&str, String)]) -> Agent {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let mut a = Agent {
-            child: None,
-            dir: tmp.path().to_owned(),
-            mount: None,
-            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ready_line: String::new(),
-            extra: vec!["--no-mount".to_owned()],
-            prefix: std::iter::once(
-                find_tool("env")
-                    .expect("env")
-                    .to_string_lossy()
-                    .into_owned(),
-            )
+        let env = find_tool("env").expect("env");
+        let prefix = std::iter::once(env.to_string_lossy().into_owned())
             .chain(vars.iter().map(|(k, v)| format!("{k}={v}")))
-            .collect(),
-            _tmp: Some(tmp),
-        };
-        a.spawn("127.0.0.1:0");
-        a
+            .collect();
+        Agent::start_under(prefix, "127.0.0.1:0", &[])
     }
 
     /// Starts an agent (no mount) inside the network namespace `netns`
@@ -143,6 +128,19 @@ impl Agent {
     /// --net`), so its folder and its local API socket are reachable from
     /// here as for any agent.
     pub fn start_in_netns(netns: &str, listen: &str, extra: &[&str]) -> Agent {
+        let prefix = vec![
+            find_tool("nsenter")
+                .expect("nsenter")
+                .to_string_lossy()
+                .into_owned(),
+            format!("--net=/run/netns/{netns}"),
+        ];
+        Agent::start_under(prefix, listen, extra)
+    }
+
+    /// Starts an agent (no mount) run under the command `prefix`,
+    /// listening for peers on `listen`, with extra `gtc agent` flags.
+    fn start_under(prefix: Vec<String>, listen: &str, extra: &[&str]) -> Agent {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut a = Agent {
             child: None,
@@ -155,13 +153,7 @@ impl Agent {
                 .map(|s| s.to_string())
                 .chain(["--no-mount".to_owned()])
                 .collect(),
-            prefix: vec![
-                find_tool("nsenter")
-                    .expect("nsenter")
-                    .to_string_lossy()
-                    .into_owned(),
-                format!("--net=/run/netns/{netns}"),
-            ],
+            prefix,
             _tmp: Some(tmp),
         };
         a.spawn(listen);
