@@ -256,7 +256,6 @@ fn run(conn: Connection, rx: mpsc::Receiver<Msg>) {
 
 /// One transaction: the jobs and the marks, in order.
 fn run_batch(conn: &Connection, batch: Vec<Msg>) -> rusqlite::Result<()> {
-    let mut recorded = Vec::new();
     // Statements prepared once: a batch of small jobs is mostly these.
     let run = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
     run("BEGIN IMMEDIATE")?;
@@ -272,17 +271,18 @@ fn run_batch(conn: &Connection, batch: Vec<Msg>) -> rusqlite::Result<()> {
             }
             Msg::Marks(marks) => {
                 let mut written = HashSet::new();
-                for mark in &marks {
+                // Each mark stops counting as pending once its row says
+                // so: whatever runs after it, on this thread, reads the
+                // row (in this transaction or a later one).
+                for mark in marks {
                     index::mark_present(conn, &mark.oid, mark.index)?;
                     written.insert(mark.oid);
                 }
                 for oid in written {
                     index::mark_written(conn, &oid)?;
                 }
-                recorded.push(marks);
             }
         }
     }
-    // The marks stop counting as pending once their rows are committed.
     run("COMMIT")
 }

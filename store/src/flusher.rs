@@ -35,8 +35,8 @@ pub(crate) struct Mark {
 
 /// Bytes written and verified whose marks the index does not hold yet: a
 /// mark counts its chunk from when it is made until it is dropped, which
-/// the index thread does only once its transaction committed. Queries on
-/// that thread add this count to the index's and so never miss a byte.
+/// the index thread does right after writing its row. Queries on that
+/// thread add this count to the index's and so count each chunk once.
 #[derive(Clone, Default)]
 pub(crate) struct Pending(Arc<AtomicU64>);
 

@@ -82,6 +82,14 @@ impl Store {
         if !short(used) {
             return Ok(evicted);
         }
+        // The count above never misses a byte (it holds the chunks whose
+        // marks are on their way) but may hold marks of objects about to
+        // go: exact, with every mark recorded, before anything is evicted.
+        self.inner.db.flush()?;
+        used = self.stored_bytes()?;
+        if !short(used) {
+            return Ok(evicted);
+        }
         let candidates = self.inner.db.call(index::owned_by_last_use)?;
         for (oid, size) in candidates {
             if !short(used) {
