@@ -62,15 +62,9 @@ impl<F: Files> Mirror<F> {
 
 async fn describe<F: Files>(files: &F, oid: Oid) -> Result<Described, TransferError> {
     let rel = format!(".dot/objects/{oid}");
-    let body = tokio::time::timeout(
-        DESCRIBE_TIMEOUT,
-        files.get(rel, MAX_DESCRIPTOR_FILE, DESCRIBE_TIMEOUT),
-    )
-    .await
-    .map_err(|_| TransferError::Connection {
-        peer: files.name().to_owned(),
-        message: format!("no descriptor file within {} s", DESCRIBE_TIMEOUT.as_secs()),
-    })??;
+    let body = files
+        .get(rel, MAX_DESCRIPTOR_FILE, DESCRIBE_TIMEOUT)
+        .await?;
     let (size, descriptors) =
         parse_descriptor_file(&body).map_err(|e| TransferError::BadDescriptors {
             peer: files.name().to_owned(),

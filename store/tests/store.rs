@@ -31,6 +31,18 @@ fn open_with_budget(dir: &Path, budget: u64) -> Store {
     Store::open(dir, opts).expect("open")
 }
 
+/// Begins filling `oid` with `descs` and writes each chunk of `data`.
+fn fill_all(store: &Store, oid: Oid, data: &[u8], descs: &[Descriptor]) {
+    store
+        .begin_fill(oid, data.len() as u64, descs)
+        .expect("begin");
+    for (i, d) in descs.iter().enumerate() {
+        store
+            .write_chunk(oid, i as u32, chunk(data, d))
+            .expect("write");
+    }
+}
+
 fn chunk<'a>(data: &'a [u8], d: &Descriptor) -> &'a [u8] {
     &data[d.offset as usize..d.end() as usize]
 }
@@ -263,14 +275,7 @@ fn descriptor_lists_that_lie_are_caught() {
     // A well-formed list for other bytes: every chunk verifies, the object does not.
     let other = bytes(500_000, 15);
     descs = describe(&other);
-    store
-        .begin_fill(oid, other.len() as u64, &descs)
-        .expect("begin");
-    for (i, d) in descs.iter().enumerate() {
-        store
-            .write_chunk(oid, i as u32, chunk(&other, d))
-            .expect("write");
-    }
+    fill_all(&store, oid, &other, &descs);
     assert!(matches!(
         store.finish(oid),
         Err(Error::ObjectMismatch { .. })
@@ -626,15 +631,7 @@ fn filled_objects_stay_within_the_budget_before_their_marks_are_recorded() {
     for seed in 0..4 {
         let data = bytes(2 << 20, 300 + seed);
         let oid = Oid::of(&data);
-        let descs = describe(&data);
-        store
-            .begin_fill(oid, data.len() as u64, &descs)
-            .expect("begin");
-        for (i, d) in descs.iter().enumerate() {
-            store
-                .write_chunk(oid, i as u32, chunk(&data, d))
-                .expect("write");
-        }
+        fill_all(&store, oid, &data, &describe(&data));
         store.finish(oid).expect("finish");
         let held = store.stored_bytes().expect("bytes");
         assert!(held <= 5 << 20, "after fill {seed}: {held} held");
